@@ -1,0 +1,117 @@
+"""The vocabulary shared by readers, checks and renderers: evidence, findings, predictions."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Where a fact came from: a path relative to the root (`IMAGE!inner` inside an initramfs)."""
+
+    path: str
+    line: int | None = None
+    text: str = ""
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.text}" if self.text else where
+
+
+class Severity(enum.IntEnum):
+    INFO = 1
+    WARNING = 2
+    ERROR = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Fix:
+    strategy: str
+    description: str
+    files: tuple[FileChange, ...] = ()
+    commands: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finding:
+    id: str
+    severity: Severity
+    title: str
+    message: str
+    device: str | None = None
+    evidence: tuple[Evidence, ...] = ()
+    fixes: tuple[Fix, ...] = ()
+
+
+class Verdict(enum.StrEnum):
+    CLAIMED = "claimed"
+    NOT_CLAIMED = "not-claimed"
+    UNKNOWN = "unknown"
+
+
+class Phase(enum.StrEnum):
+    KERNEL = "kernel"
+    INITRAMFS = "initramfs"
+    ROOTFS = "rootfs"
+    DOMAIN_START = "domain-start"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    verdict: Verdict
+    phase: Phase | None
+    winner: str | None
+    reason: str
+    evidence: tuple[Evidence, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    bdf: str
+    id: str | None
+    wanted_by: tuple[str, ...]
+    native_driver: str | None
+    native_mode: str  # builtin | module | none | unknown
+    prediction: Prediction
+
+
+@dataclass(frozen=True)
+class Target:
+    root: str
+    kernel: str | None
+    config: str | None
+    initramfs: str | None
+    cmdline: str | None
+    cmdline_source: str | None
+    boot_entry: str | None = None
+
+
+@dataclass(frozen=True)
+class Backend:
+    mode: str  # builtin | module | missing | unknown
+    module: str
+    evidence: tuple[Evidence, ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    target: Target
+    backend: Backend
+    devices: tuple[DeviceReport, ...]
+    findings: tuple[Finding, ...]
+    exit_code: int = 0
+    facts: dict[str, object] = field(default_factory=dict)
+
+    def count(self, severity: Severity) -> int:
+        return sum(1 for f in self.findings if f.severity is severity)
