@@ -1,0 +1,171 @@
+"""A kernel's module tree: modules.builtin(.modinfo), modules.alias/dep/softdep and `.ko` modinfo."""
+
+from __future__ import annotations
+
+import fnmatch
+import gzip
+import io
+import lzma
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pciback_doctor.model import Evidence
+
+MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
+
+
+def normalize(name: str) -> str:
+    """kmod's modname_normalize: `-` and `_` are the same in module names."""
+    return name.replace("-", "_")
+
+
+def module_name(path: str) -> str:
+    """`kernel/drivers/xen/xen-pciback/xen-pciback.ko.xz` -> `xen_pciback`."""
+    base = path.rsplit("/", 1)[-1]
+    for suffix in MODULE_SUFFIXES:
+        if base.endswith(suffix):
+            return normalize(base[: -len(suffix)])
+    return normalize(base)
+
+
+@dataclass(frozen=True)
+class Alias:
+    pattern: str
+    module: str
+    evidence: Evidence
+
+
+@dataclass(frozen=True)
+class ModuleTree:
+    release: str
+    path: str  # directory relative to the root
+    builtin: Mapping[str, Evidence]  # module name -> modules.builtin line
+    builtin_aliases: tuple[Alias, ...]  # from modules.builtin.modinfo (where the kernel records them)
+    builtin_params: Mapping[str, tuple[str, ...]]  # module -> parameter names
+    aliases: tuple[Alias, ...]  # modules.alias
+    files: Mapping[str, str]  # module name -> path relative to the module dir
+    softdep_text: str = ""  # modules.softdep: modprobe.d syntax, read after the config files
+    has_index: bool = True  # modules.dep / modules.alias present (depmod has run)
+    problems: tuple[Evidence, ...] = field(default=())
+
+    def is_builtin(self, module: str) -> bool:
+        return normalize(module) in self.builtin
+
+    def has_file(self, module: str) -> bool:
+        return normalize(module) in self.files
+
+    def lookup_modalias(self, modalias: str) -> tuple[list[Alias], list[Alias]]:
+        """(modules, built-ins) whose alias globs match: kmod matches with fnmatch, case-sensitively."""
+        mods = [a for a in self.aliases if fnmatch.fnmatchcase(modalias, a.pattern)]
+        builtins = [a for a in self.builtin_aliases if fnmatch.fnmatchcase(modalias, a.pattern)]
+        return mods, builtins
+
+
+def parse_builtin(text: str, path: str) -> dict[str, Evidence]:
+    result: dict[str, Evidence] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if line:
+            result[module_name(line)] = Evidence(path, number, line)
+    return result
+
+
+def parse_builtin_modinfo(data: bytes, path: str) -> tuple[tuple[Alias, ...], dict[str, tuple[str, ...]]]:
+    """`module.key=value` records separated by NULs (kernel: scripts/link-vmlinux.sh)."""
+    aliases: list[Alias] = []
+    params: dict[str, list[str]] = {}
+    for record in data.split(b"\0"):
+        text = record.decode("utf-8", "replace")
+        module, dot, rest = text.partition(".")
+        key, eq, value = rest.partition("=")
+        if not (dot and eq):
+            continue
+        module = normalize(module)
+        if key == "alias":
+            aliases.append(Alias(value, module, Evidence(path, None, text)))
+        elif key == "parmtype":
+            params.setdefault(module, []).append(value.split(":", 1)[0])
+    return tuple(aliases), {m: tuple(p) for m, p in params.items()}
+
+
+def parse_alias_file(text: str, path: str) -> tuple[Alias, ...]:
+    result = []
+    for number, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "alias":
+            result.append(Alias(parts[1], normalize(parts[2]), Evidence(path, number, line)))
+    return tuple(result)
+
+
+def parse_dep(text: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for line in text.splitlines():
+        head, colon, _ = line.partition(":")
+        if colon:
+            result.setdefault(module_name(head.strip()), head.strip())
+    return result
+
+
+class ModinfoError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """A `.ko`'s `.modinfo` section: `key=value` strings (params as `parm`/`parmtype`)."""
+
+    path: str
+    fields: tuple[tuple[str, str], ...]
+
+    def values(self, key: str) -> list[str]:
+        return [v for k, v in self.fields if k == key]
+
+    @property
+    def params(self) -> dict[str, str]:
+        """Parameter name -> type (`charp`, `bool`, …) from `parmtype=name:type`."""
+        out: dict[str, str] = {}
+        for value in self.values("parmtype"):
+            name, _, kind = value.partition(":")
+            out[name] = kind
+        return out
+
+
+def decompress_module(data: bytes) -> bytes:
+    """A module file's ELF bytes: plain, xz, gzip or zstd (kmod: libkmod-file.c)."""
+    try:
+        if data[:6] == b"\xfd7zXZ\x00":
+            return lzma.decompress(data)
+        if data[:2] == b"\x1f\x8b":
+            return gzip.decompress(data)
+        if data[:4] == b"\x28\xb5\x2f\xfd":
+            import zstandard
+
+            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
+                return bytes(reader.read())
+    except (lzma.LZMAError, OSError, EOFError, zlib.error) as exc:
+        raise ModinfoError(f"corrupt compressed module: {exc}") from None
+    except Exception as exc:  # zstandard.ZstdError has no stable import path across versions
+        raise ModinfoError(f"corrupt compressed module: {exc}") from None
+    return data
+
+
+def read_modinfo(data: bytes, path: str) -> ModuleInfo:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    elf_bytes = decompress_module(data)
+    try:
+        elf = ELFFile(io.BytesIO(elf_bytes))
+        section = elf.get_section_by_name(".modinfo")
+        raw: bytes = section.data() if section is not None else b""
+    except (ELFError, ValueError, KeyError, IndexError, AssertionError) as exc:
+        raise ModinfoError(f"not a kernel module ELF: {exc}") from None
+    if section is None:
+        raise ModinfoError("no .modinfo section: not a kernel module")
+    fields = []
+    for record in raw.split(b"\0"):
+        key, eq, value = record.decode("utf-8", "replace").partition("=")
+        if eq:
+            fields.append((key, value))
+    return ModuleInfo(path, tuple(fields))

@@ -1,0 +1,91 @@
+"""What loads the backend or binds devices once the real root is up (SPEC §3, phase 3):
+modules-load.d, Debian's /etc/modules, xencommons, and late-binding units or rc.local scripts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pciback_doctor.facts.pci import Bdf, parse_bdf
+from pciback_doctor.model import Evidence
+
+BACKEND_WORD = re.compile(r"\b(xen[-_]pciback)\b")
+_BDF_WORD = re.compile(r"\b((?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])\b")
+# What a late-binding script does with a BDF: pciback's new_slot/bind, driver_override, or xl.
+_BINDS = re.compile(r"pciback/(new_slot|bind)|driver_override|pci-assignable-add")
+DOMAIN_SERVICES = ("xendomains.service", "xen-domains.service", "xendomains")
+
+
+@dataclass(frozen=True)
+class BackendLoader:
+    kind: str  # modules-load.d | etc/modules | xencommons
+    evidence: Evidence
+
+
+@dataclass(frozen=True)
+class LateBinding:
+    bdf: Bdf
+    before_domains: bool  # ordered before the Xen domain services
+    evidence: Evidence
+
+
+def backend_loaders(kind: str, path: str, text: str) -> list[BackendLoader]:
+    """Lines that load the backend: `xen-pciback` in modules-load.d/etc/modules, modprobe in scripts."""
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        if kind == "xencommons" and "modprobe" not in stripped:
+            continue
+        if BACKEND_WORD.search(stripped):
+            found.append(BackendLoader(kind, Evidence(path, number, stripped)))
+    return found
+
+
+def late_bindings(path: str, text: str, before_domains: bool) -> list[LateBinding]:
+    """BDFs a script hands to pciback: a BDF on a line that writes new_slot/bind/driver_override
+    or runs `xl pci-assignable-add` (a BDF held in a variable is found on its assignment line
+    when the script also has such a write)."""
+    lines = text.splitlines()
+    if not any(_BINDS.search(line) for line in lines):
+        return []
+    found = []
+    for number, line in enumerate(lines, 1):
+        if line.lstrip().startswith("#"):
+            continue
+        for match in _BDF_WORD.finditer(line):
+            bdf = parse_bdf(match.group(1))
+            if bdf is not None:
+                found.append(LateBinding(bdf, before_domains, Evidence(path, number, line.strip())))
+    return found
+
+
+@dataclass(frozen=True)
+class Unit:
+    path: str
+    exec_paths: tuple[str, ...]
+    before_domains: bool
+    inline: str  # the ExecStart command lines themselves
+
+
+def parse_unit(path: str, text: str) -> Unit:
+    execs: list[str] = []
+    commands: list[str] = []
+    before = False
+    for line in text.splitlines():
+        key, eq, value = line.partition("=")
+        key = key.strip()
+        if not eq:
+            continue
+        if key in ("ExecStart", "ExecStartPre", "ExecStartPost"):
+            command = value.strip().lstrip("-@:+!")
+            commands.append(command)
+            words = command.split()
+            for word in words[:3]:
+                if word.startswith("/") and not word.startswith("/sys"):
+                    execs.append(word)
+                    break
+        elif key == "Before" and any(s in value for s in DOMAIN_SERVICES):
+            before = True
+    return Unit(path, tuple(execs), before, "\n".join(commands))

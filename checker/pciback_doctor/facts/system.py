@@ -1,0 +1,356 @@
+"""Collect every fact about the target system through its root (SPEC §2). The only place, with
+the CLI, that touches files; the readers it calls are pure and the checks read nothing."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pciback_doctor.errors import UsageError
+from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
+from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
+from pciback_doctor.facts.modprobe import (
+    CONFIG_DIRS,
+    ModprobeConfig,
+    config_files,
+    parse_modprobe_file,
+)
+from pciback_doctor.facts.modules import (
+    MODULE_SUFFIXES,
+    ModinfoError,
+    ModuleInfo,
+    ModuleTree,
+    module_name,
+    parse_alias_file,
+    parse_builtin,
+    parse_builtin_modinfo,
+    parse_dep,
+    read_modinfo,
+)
+from pciback_doctor.facts.pci import PciDevice, device_from_spec
+from pciback_doctor.facts.root import Root
+from pciback_doctor.facts.services import (
+    BackendLoader,
+    LateBinding,
+    backend_loaders,
+    late_bindings,
+    parse_unit,
+)
+from pciback_doctor.facts.sysfs import PCI_DEVICES, read_pci_devices
+from pciback_doctor.model import Evidence
+
+BACKEND = "xen_pciback"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user named on the command line (explicit paths are host paths)."""
+
+    root: str = "/"
+    kernel: str | None = None
+    config: str | None = None
+    modules_dir: str | None = None
+    initramfs: str | None = None
+    cmdline: str | None = None
+    cmdline_file: str | None = None
+    xen_cmdline: str | None = None
+    devices: tuple[str, ...] = ()
+    domu_configs: tuple[str, ...] = ()
+    domu_kernels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class System:
+    root: Root
+    release: str | None
+    release_source: str
+    running_release: str | None
+    config: KernelConfig | None
+    modules: ModuleTree | None
+    backend_modinfo: ModuleInfo | None
+    modprobe: ModprobeConfig
+    cmdline: Cmdline | None
+    cmdline_kind: str  # "option" | "boot-entry" | "proc" | "none"
+    devices: tuple[PciDevice, ...]
+    sysfs: bool  # a sysfs PCI tree was there to look at
+    offline_devices: tuple[PciDevice, ...] = ()
+    loaders: tuple[BackendLoader, ...] = ()
+    late_bindings: tuple[LateBinding, ...] = ()
+    problems: tuple[Evidence, ...] = field(default=())  # unreadable discovered inputs
+
+
+def _read_explicit(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path}: is a directory") from None
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
+
+
+def _release_key(release: str) -> list[tuple[int, int | str]]:
+    # natural order: 6.1.0-10 < 6.1.0-9 would be wrong as plain strings
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", release) if p]
+
+
+def _module_dirs(root: Root) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for base in ("usr/lib/modules", "lib/modules"):
+        for name in root.listdir(base):
+            if root.is_dir(f"{base}/{name}"):
+                found.setdefault(name, f"{base}/{name}")
+    return found
+
+
+def select_release(opts: Options, root: Root) -> tuple[str | None, str, str | None]:
+    """(release, why, running release)."""
+    running = platform.release() if root.is_live else None
+    if opts.kernel:
+        return opts.kernel, "--kernel", running
+    if running:
+        return running, "uname -r (root is /)", running
+    candidates = sorted(_module_dirs(root), key=_release_key)
+    if candidates:
+        return candidates[-1], "newest under lib/modules", running
+    configs = sorted(
+        (n[len("config-") :] for n in root.listdir("boot") if n.startswith("config-")),
+        key=_release_key,
+    )
+    if configs:
+        return configs[-1], "newest boot/config-*", running
+    return None, "no kernel found under the root", running
+
+
+def read_config(
+    opts: Options, root: Root, release: str | None, running: str | None
+) -> tuple[KernelConfig | None, list[Evidence]]:
+    if opts.config:
+        data = _read_explicit(opts.config, "--config")
+        try:
+            return parse_config(decode_config(data), opts.config), []
+        except ConfigError as exc:
+            raise UsageError(f"--config {opts.config}: {exc}") from None
+    if release is None:
+        return None, []
+    candidates = [
+        f"boot/config-{release}",
+        f"usr/lib/modules/{release}/config",
+        f"lib/modules/{release}/config",
+    ]
+    if release == running:
+        candidates.append("proc/config.gz")  # only describes the running kernel
+    problems: list[Evidence] = []
+    for rel in candidates:
+        found = root.read_bytes(rel)
+        if found is None:
+            continue
+        try:
+            return parse_config(decode_config(found), rel), problems
+        except ConfigError as exc:
+            problems.append(Evidence(rel, None, f"unreadable kernel config: {exc}"))
+    return None, problems
+
+
+def read_module_tree(opts: Options, root: Root, release: str | None) -> ModuleTree | None:
+    if opts.modules_dir:
+        base = Path(opts.modules_dir)
+        if not base.is_dir():
+            raise UsageError(f"--modules-dir {opts.modules_dir}: not a directory")
+        tree_root, rel = Root(base), ""
+        shown = opts.modules_dir.rstrip("/")
+    else:
+        if release is None:
+            return None
+        found = _module_dirs(root).get(release)
+        if found is None:
+            return None
+        tree_root, rel, shown = root, found, found
+
+    def text(name: str) -> str | None:
+        return tree_root.read_text(f"{rel}/{name}".lstrip("/"))
+
+    def at(name: str) -> str:
+        return f"{shown}/{name}"
+
+    builtin = parse_builtin(text("modules.builtin") or "", at("modules.builtin"))
+    modinfo_bytes = tree_root.read_bytes(
+        f"{rel}/modules.builtin.modinfo" if rel else "modules.builtin.modinfo"
+    )
+    b_aliases, b_params = parse_builtin_modinfo(modinfo_bytes or b"", at("modules.builtin.modinfo"))
+    alias_text = text("modules.alias")
+    dep_text = text("modules.dep")
+    files = parse_dep(dep_text) if dep_text is not None else _scan_module_files(tree_root, rel)
+    return ModuleTree(
+        release=release or shown.rsplit("/", 1)[-1],
+        path=shown,
+        builtin=builtin,
+        builtin_aliases=b_aliases,
+        builtin_params=b_params,
+        aliases=parse_alias_file(alias_text or "", at("modules.alias")),
+        files=files,
+        softdep_text=text("modules.softdep") or "",
+        has_index=alias_text is not None and dep_text is not None,
+    )
+
+
+def _scan_module_files(tree_root: Root, rel: str) -> dict[str, str]:
+    # No modules.dep (depmod has not run, as in an unpacked kernel package): walk the tree.
+    base = tree_root.resolve(rel) if rel else tree_root.path
+    files: dict[str, str] = {}
+    if base is None:
+        return files
+    for dirpath, _dirs, names in os.walk(base):
+        for name in names:
+            if name.endswith(MODULE_SUFFIXES):
+                relpath = os.path.relpath(os.path.join(dirpath, name), base)
+                files.setdefault(module_name(name), relpath)
+    return files
+
+
+def read_modprobe(root: Root, modules: ModuleTree | None) -> ModprobeConfig:
+    listing = {d: root.listdir(d) for d in CONFIG_DIRS}
+    config = ModprobeConfig(())
+    for rel in config_files(listing):
+        text = root.read_text(rel)
+        if text is not None:
+            config = config.merged(parse_modprobe_file(text, rel))
+    if modules is not None and modules.softdep_text:
+        # depmod's modules.softdep (from MODULE_SOFTDEP) is read after the config files.
+        softdeps = parse_modprobe_file(modules.softdep_text, f"{modules.path}/modules.softdep")
+        config = config.merged(softdeps)
+    if root.exists("etc/modprobe.conf"):
+        legacy = Evidence("etc/modprobe.conf", None, "kmod does not read etc/modprobe.conf")
+        config = ModprobeConfig(config.directives, (*config.problems, legacy))
+    return config
+
+
+def read_cmdline(opts: Options, root: Root) -> tuple[Cmdline | None, str]:
+    if opts.cmdline is not None:
+        return parse_cmdline(opts.cmdline, "--cmdline"), "option"
+    if opts.cmdline_file:
+        data = _read_explicit(opts.cmdline_file, "--cmdline-file")
+        return parse_cmdline(data.decode("utf-8", "replace").strip(), opts.cmdline_file), "option"
+    text = root.read_text("proc/cmdline")
+    if text is not None:
+        return parse_cmdline(text.strip(), "proc/cmdline"), "proc"
+    return None, "none"
+
+
+def offline_devices(opts: Options) -> tuple[PciDevice, ...]:
+    devices = []
+    for spec in opts.devices:
+        parsed = device_from_spec(spec)
+        if parsed is None:
+            raise UsageError(
+                f"--device {spec}: expected BDF[=VVVV:DDDD[:CCCCCC]], e.g. 0000:05:00.0=8086:10d3"
+            )
+        bdf, vendor, device, klass = parsed
+        devices.append(PciDevice(bdf, vendor, device, None, None, klass, None, None, None, None, "--device"))
+    return tuple(devices)
+
+
+def read_backend_modinfo(
+    root: Root, modules: ModuleTree | None, opts: Options
+) -> tuple[ModuleInfo | None, list[Evidence]]:
+    if modules is None or BACKEND not in modules.files:
+        return None, []
+    relfile = modules.files[BACKEND]
+    if opts.modules_dir:
+        data = Root(opts.modules_dir).read_bytes(relfile)
+    else:
+        data = root.read_bytes(f"{modules.path}/{relfile}")
+    shown = f"{modules.path}/{relfile}"
+    if data is None:
+        return None, [Evidence(shown, None, "listed in modules.dep but missing or unreadable")]
+    try:
+        return read_modinfo(data, shown), []
+    except ModinfoError as exc:
+        return None, [Evidence(shown, None, f"unreadable module: {exc}")]
+
+
+MODULES_LOAD_DIRS = (
+    "etc/modules-load.d",
+    "run/modules-load.d",
+    "usr/local/lib/modules-load.d",
+    "usr/lib/modules-load.d",
+    "lib/modules-load.d",
+)
+UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
+
+
+def read_loaders(root: Root) -> list[BackendLoader]:
+    found: list[BackendLoader] = []
+    # systemd-modules-load: same basename in a higher directory masks the lower one
+    chosen: dict[str, str] = {}
+    for directory in MODULES_LOAD_DIRS:
+        for name in root.listdir(directory):
+            if name.endswith(".conf"):
+                chosen.setdefault(name, f"{directory}/{name}")
+    for name in sorted(chosen):
+        found += backend_loaders("modules-load.d", chosen[name], root.read_text(chosen[name]) or "")
+    found += backend_loaders("etc/modules", "etc/modules", root.read_text("etc/modules") or "")
+    for rel in ("etc/init.d/xencommons", "etc/init.d/xen"):
+        found += backend_loaders("xencommons", rel, root.read_text(rel) or "")
+    return found
+
+
+def read_late_bindings(root: Root) -> list[LateBinding]:
+    found: list[LateBinding] = []
+    units: dict[str, str] = {}
+    for directory in UNIT_DIRS:
+        for name in root.listdir(directory):
+            if name.endswith(".wants") or name.endswith(".requires"):
+                for unit in root.listdir(f"{directory}/{name}"):
+                    units.setdefault(unit, "")
+    for name in root.listdir("etc/systemd/system"):
+        if name.endswith(".service"):
+            units.setdefault(name, "")
+    for name in sorted(units):
+        for directory in UNIT_DIRS:
+            text = root.read_text(f"{directory}/{name}")
+            if text is None:
+                continue
+            service = parse_unit(f"{directory}/{name}", text)
+            found += late_bindings(service.path, service.inline, service.before_domains)
+            for script in service.exec_paths:
+                body = root.read_text(script)
+                if body is not None:
+                    found += late_bindings(script.lstrip("/"), body, service.before_domains)
+            break
+    rc_local = root.read_text("etc/rc.local")
+    if rc_local is not None:
+        found += late_bindings("etc/rc.local", rc_local, False)
+    return found
+
+
+def collect(opts: Options) -> System:
+    root_path = Path(opts.root)
+    if not root_path.is_dir():
+        raise UsageError(f"--root {opts.root}: not a directory")
+    root = Root(root_path)
+    release, why, running = select_release(opts, root)
+    config, problems = read_config(opts, root, release, running)
+    modules = read_module_tree(opts, root, release)
+    backend_modinfo, more = read_backend_modinfo(root, modules, opts)
+    cmdline, kind = read_cmdline(opts, root)
+    return System(
+        root=root,
+        release=release,
+        release_source=why,
+        running_release=running,
+        config=config,
+        modules=modules,
+        backend_modinfo=backend_modinfo,
+        modprobe=read_modprobe(root, modules),
+        cmdline=cmdline,
+        cmdline_kind=kind,
+        devices=read_pci_devices(root),
+        sysfs=root.is_dir(PCI_DEVICES),
+        offline_devices=offline_devices(opts),
+        loaders=tuple(read_loaders(root)),
+        late_bindings=tuple(read_late_bindings(root)),
+        problems=(*problems, *more),
+    )
