@@ -30,6 +30,10 @@ def backend_state(system: System) -> BackendVerdict:
         if by_tree is None and tree.has_index:
             by_tree = "missing"
             tree_evidence.append(Evidence(f"{tree.path}/modules.dep", None, "no xen-pciback module"))
+        elif by_tree is None and tree.builtin:
+            # only modules.builtin to go by (a kernel build for the CI gate): it says "not built in"
+            by_tree = "not-builtin"
+            tree_evidence.append(Evidence(f"{tree.path}/modules.builtin", None, "xen-pciback not listed"))
     by_config: str | None = None
     config_evidence: list[Evidence] = []
     if system.config is not None:
@@ -40,9 +44,9 @@ def backend_state(system: System) -> BackendVerdict:
     evidence = tuple(config_evidence + tree_evidence)
     if by_config is not None:
         mode = by_config
-        agree = by_tree is None or by_tree == by_config
+        agree = by_tree in (None, by_config) or (by_tree == "not-builtin" and by_config != "builtin")
     elif by_tree is not None:
-        mode = "unknown" if by_tree == "both" else by_tree
+        mode = "unknown" if by_tree in ("both", "not-builtin") else by_tree
         agree = by_tree != "both"
     else:
         mode, agree = "unknown", True

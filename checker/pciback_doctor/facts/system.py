@@ -74,6 +74,11 @@ class System:
     modprobe: ModprobeConfig
     cmdline: Cmdline | None
     cmdline_kind: str  # "option" | "boot-entry" | "proc" | "none"
+
+    @property
+    def cmdline_source(self) -> str | None:
+        return self.cmdline.source if self.cmdline else None
+
     devices: tuple[PciDevice, ...]
     sysfs: bool  # a sysfs PCI tree was there to look at
     offline_devices: tuple[PciDevice, ...] = ()
@@ -353,4 +358,40 @@ def collect(opts: Options) -> System:
         loaders=tuple(read_loaders(root)),
         late_bindings=tuple(read_late_bindings(root)),
         problems=(*problems, *more),
+    )
+
+
+def kernel_build(config_path: str, modules_builtin: str | None) -> System:
+    """A kernel build for the CI gate: its `.config` (and `modules.builtin`), nothing else."""
+    data = _read_explicit(config_path, "--config")
+    try:
+        config = parse_config(decode_config(data), config_path)
+    except ConfigError as exc:
+        raise UsageError(f"--config {config_path}: {exc}") from None
+    modules = None
+    if modules_builtin is not None:
+        text = _read_explicit(modules_builtin, "--modules-builtin").decode("utf-8", "replace")
+        modules = ModuleTree(
+            release="build",
+            path=str(Path(modules_builtin).parent),
+            builtin=parse_builtin(text, modules_builtin),
+            builtin_aliases=(),
+            builtin_params={},
+            aliases=(),
+            files={},
+            has_index=False,
+        )
+    return System(
+        root=Root(Path(config_path).absolute().parent),
+        release=None,
+        release_source="--config",
+        running_release=None,
+        config=config,
+        modules=modules,
+        backend_modinfo=None,
+        modprobe=ModprobeConfig(()),
+        cmdline=None,
+        cmdline_kind="none",
+        devices=(),
+        sysfs=False,
     )

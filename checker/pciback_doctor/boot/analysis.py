@@ -1,0 +1,77 @@
+"""Put the facts through the boot model: backend, hide sources, wanted devices, predictions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pciback_doctor.boot.backend import BackendVerdict, backend_state
+from pciback_doctor.boot.hide import HideSource, cmdline_hides, modprobe_hides
+from pciback_doctor.boot.model import BootInputs, DevicePrediction, hook_devices, predict_device
+from pciback_doctor.facts.image import ImageFacts
+from pciback_doctor.facts.pci import Bdf, PciDevice
+from pciback_doctor.facts.system import System
+
+
+@dataclass(frozen=True)
+class Analysis:
+    system: System
+    backend: BackendVerdict
+    hides: tuple[HideSource, ...]  # host modprobe.d first, then the command line: kernel order
+    image: ImageFacts | None
+    image_problem: str | None
+    devices: tuple[DevicePrediction, ...]
+
+    def device(self, bdf: Bdf) -> PciDevice | None:
+        return next((d for d in self.system.devices if d.bdf == bdf), None)
+
+
+def wanted_devices(system: System, hides: list[HideSource], image: ImageFacts | None) -> dict[Bdf, list[str]]:
+    """Devices meant for passthrough: hide values anywhere, `--device`, the dracut module's list."""
+    wanted: dict[Bdf, list[str]] = {}
+
+    def want(bdf: Bdf, why: str) -> None:
+        reasons = wanted.setdefault(bdf, [])
+        if why not in reasons:
+            reasons.append(why)
+
+    known = [d.bdf for d in system.devices]
+    for source in hides:
+        why = "cmdline" if source.origin == "cmdline" else f"{source.origin}:{source.evidence.path}"
+        for e in source.spec.entries:
+            if e.slot is not None and e.func is not None:
+                want(Bdf(e.domain, e.bus, e.slot, e.func), why)
+            else:  # a wildcard names whatever exists at that address
+                for bdf in known:
+                    if e.matches(bdf.domain, bdf.bus, bdf.slot, bdf.func):
+                        want(bdf, why)
+    for device in system.offline_devices:
+        want(device.bdf, "--device")
+    cmdlines = [c for c in (system.cmdline, image.cmdline_d if image else None) if c is not None]
+    hook_config = image.pciback_hook.config if image and image.pciback_hook else ()
+    for bdf, evidence in hook_devices(cmdlines, hook_config).items():
+        want(bdf, "cmdline" if evidence.path == system.cmdline_source else f"initramfs:{evidence.path}")
+    return wanted
+
+
+def analyse(
+    system: System,
+    image: ImageFacts | None = None,
+    image_problem: str | None = "no initramfs found for the target kernel",
+    seize: frozenset[Bdf] = frozenset(),
+    extra_wanted: dict[Bdf, list[str]] | None = None,
+) -> Analysis:
+    backend = backend_state(system)
+    hides = modprobe_hides(system.modprobe, "modprobe") + cmdline_hides(system.cmdline)
+    image_hides = modprobe_hides(image.modprobe, "image") if image else []
+    wanted = wanted_devices(system, hides + image_hides, image)
+    for bdf, reasons in (extra_wanted or {}).items():
+        wanted.setdefault(bdf, []).extend(r for r in reasons if r not in wanted.get(bdf, []))
+    inputs = BootInputs(backend.backend.mode, image, None if image else image_problem, seize)
+    by_bdf = {d.bdf: d for d in system.devices}
+    for d in system.offline_devices:
+        by_bdf.setdefault(d.bdf, d)
+    devices = tuple(
+        predict_device(system, inputs, bdf, by_bdf.get(bdf), tuple(reasons))
+        for bdf, reasons in sorted(wanted.items())
+    )
+    return Analysis(system, backend, tuple(hides), image, image_problem, devices)

@@ -1,0 +1,517 @@
+"""Simulate the next boot phase by phase and predict, per device, who owns it (SPEC §3).
+
+Each phase either settles the device (claimed by pciback, or bound by a native driver that a later
+module load never steals: the driver core only probes unbound devices) or hands it to the next
+phase. What the model saw on the way is recorded as `Observation`s; the PB3xx/PB4xx checks turn
+those into findings, so the rules live here once and the checks stay small.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pciback_doctor.boot.hide import HideSource, cmdline_hides, effective_hide, modprobe_hides
+from pciback_doctor.boot.native import PCIBACK_DRIVER, NativeDriver, cmdline_blacklist, resolve_native
+from pciback_doctor.facts.cmdline import Cmdline
+from pciback_doctor.facts.image import ImageFacts
+from pciback_doctor.facts.modprobe import ModprobeConfig
+from pciback_doctor.facts.modules import normalize
+from pciback_doctor.facts.pci import Bdf, PciDevice, parse_bdf
+from pciback_doctor.facts.system import BACKEND, System
+from pciback_doctor.model import Evidence, Phase, Prediction, Verdict
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Something the model relied on or ran into, keyed for the checks (`kind`)."""
+
+    kind: str
+    message: str
+    evidence: tuple[Evidence, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """A way the backend gets loaded before the native driver (or at all) in one phase."""
+
+    mechanism: str  # softdep | install | rd.driver.pre | early-modules
+    loaded_as: str  # the name modprobe is asked for (kmod applies options of that alias too)
+    evidence: tuple[Evidence, ...]
+    works: bool
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class DevicePrediction:
+    bdf: Bdf
+    device: PciDevice | None
+    wanted_by: tuple[str, ...]
+    native: NativeDriver
+    prediction: Prediction
+    observations: tuple[Observation, ...] = field(default=())
+
+
+_SPLIT = re.compile(r";|&&|\|\||\n")
+
+
+def _resolves_to_backend(name: str, config: ModprobeConfig) -> bool:
+    name = normalize(name)
+    if name == BACKEND:
+        return True
+    return any(normalize(d.args) == BACKEND for d in config.aliases_for(name))
+
+
+def orderings_for(native: str, config: ModprobeConfig) -> list[Ordering]:
+    """softdep / install rules that load the backend when `native` is requested (kmod:
+    softdep beats install for the same module; only the first matching line of each counts)."""
+    found: list[Ordering] = []
+    soft = config.softdep(native)
+    if soft is not None:
+        names = [n for n in soft.pre if n in (BACKEND, "pciback") or _resolves_to_backend(n, config)]
+        if names:
+            works = _resolves_to_backend(names[0], config)
+            problem = "" if works else f"softdep loads '{names[0]}', but no module of that name exists"
+            found.append(Ordering("softdep", names[0], (soft.directive.evidence,), works, problem))
+    install = config.install(native)
+    if install is not None:
+        found.append(_install_ordering(native, install.args, install.evidence, config))
+    return found
+
+
+def _install_ordering(native: str, command: str, evidence: Evidence, config: ModprobeConfig) -> Ordering:
+    loads_backend: str | None = None
+    loads_native = recursion = False
+    for part in _SPLIT.split(command):
+        words = part.split()
+        if not words:
+            continue
+        prog = words[0].rsplit("/", 1)[-1]
+        if prog == "modprobe":
+            targets = [w for w in words[1:] if not w.startswith("-")]
+            flags = [w for w in words[1:] if w.startswith("-")]
+            for t in targets:
+                t = normalize(t.replace("$CMDLINE_OPTS", ""))
+                if t == normalize(native):
+                    if any(f in ("--ignore-install", "-i") for f in flags):
+                        loads_native = True
+                    else:
+                        recursion = True
+                elif t in (BACKEND, "pciback") or _resolves_to_backend(t, config):
+                    loads_backend = loads_backend or t
+        elif prog == "insmod" and any(normalize(native) in normalize(w) for w in words[1:]):
+            loads_native = True
+    if loads_backend is None:
+        return Ordering("install", "", (evidence,), False, "the install rule never loads xen-pciback")
+    if not _resolves_to_backend(loads_backend, config):
+        problem = f"the install rule loads '{loads_backend}', but no module of that name exists any more"
+        return Ordering("install", loads_backend, (evidence,), False, problem)
+    if recursion:
+        problem = f"the install rule runs 'modprobe {native}' without --ignore-install: it calls itself"
+        return Ordering("install", loads_backend, (evidence,), False, problem)
+    if not loads_native:
+        problem = f"the install rule never loads {native} itself (no 'modprobe --ignore-install {native}')"
+        return Ordering("install", loads_backend, (evidence,), True, problem)
+    return Ordering("install", loads_backend, (evidence,), True)
+
+
+def _covers(source: HideSource | None, bdf: Bdf, parents: Sequence[Bdf]) -> bool:
+    # pcistub_match(): a listed bridge makes every device behind it match
+    if source is None or not source.spec.valid:
+        return False
+    return any(source.spec.matches(b.domain, b.bus, b.slot, b.func) for b in (bdf, *parents))
+
+
+@dataclass(frozen=True)
+class BootInputs:
+    """Everything the model needs besides the system facts."""
+
+    backend_mode: str  # builtin | module | missing | unknown
+    image: ImageFacts | None
+    image_problem: str | None  # why there is no image to look at
+    seize: frozenset[Bdf] = frozenset()
+
+
+class _Device:
+    """The simulation for one device; methods are the phases."""
+
+    def __init__(self, system: System, inputs: BootInputs, bdf: Bdf, device: PciDevice | None) -> None:
+        self.system, self.inputs, self.bdf, self.device = system, inputs, bdf, device
+        self.obs: list[Observation] = []
+        self.parents = _parents(system, device)
+        self.native = resolve_native(
+            device,
+            system.modules,
+            system.modprobe,
+            system.root.is_live and system.release == system.running_release,
+        )
+
+    def observe(self, kind: str, message: str, *evidence: Evidence) -> None:
+        self.obs.append(Observation(kind, message, tuple(evidence)))
+
+    # -- results -------------------------------------------------------------------------------
+    def claimed(self, phase: Phase, reason: str, *evidence: Evidence) -> Prediction:
+        return Prediction(Verdict.CLAIMED, phase, PCIBACK_DRIVER, reason, tuple(evidence))
+
+    def lost(self, phase: Phase, reason: str, *evidence: Evidence) -> Prediction:
+        # before giving up on the device, the stealers that unbind it later still get their turn
+        stolen = self.stealers(after=phase)
+        if stolen is not None:
+            return stolen
+        winner = self.native.name or "none"
+        return Prediction(Verdict.NOT_CLAIMED, phase, winner, reason, tuple(evidence))
+
+    def unknown(self, phase: Phase | None, reason: str, *evidence: Evidence) -> Prediction:
+        stolen = self.stealers(after=phase or Phase.KERNEL)
+        if stolen is not None and stolen.verdict is Verdict.CLAIMED:
+            return stolen
+        return Prediction(Verdict.UNKNOWN, phase, None, reason, tuple(evidence))
+
+    # -- the phases ----------------------------------------------------------------------------
+    def predict(self) -> Prediction:
+        mode = self.inputs.backend_mode
+        cmd = self.system.cmdline
+        if mode == "missing":
+            return self.lost(Phase.KERNEL, "the target kernel has no PCI backend (xen-pciback)")
+        if mode == "unknown":
+            return self.unknown(
+                None, "whether the kernel has the PCI backend is unknown (no config, no module tree)"
+            )
+        if self.system.cmdline is None:
+            self.observe("no-cmdline", "no kernel command line for the next boot")
+        if mode == "builtin":
+            hide = effective_hide(cmdline_hides(cmd), builtin=True, classic_alias=False)
+            if hide is not None and not hide.spec.valid:
+                self.observe("hide-refused", "the built-in backend refuses to register", hide.evidence)
+                return self.lost(
+                    Phase.KERNEL,
+                    "the hide value is malformed, so the built-in backend fails to initialise "
+                    "(pcistub_init returns -EINVAL) and never claims anything",
+                    hide.evidence,
+                )
+            if _covers(hide, self.bdf, self.parents):
+                assert hide is not None
+                return self.claimed(
+                    Phase.KERNEL,
+                    "the built-in backend reads xen-pciback.hide at fs_initcall, before any device driver",
+                    hide.evidence,
+                )
+        if self.native.mode == "builtin":
+            if mode == "module":
+                self.observe(
+                    "native-builtin",
+                    f"{self.native.name} is built into the kernel and binds at boot, before any module loads",
+                    *self.native.evidence,
+                )
+            return self.lost(
+                Phase.KERNEL,
+                f"{self.native.name} is built in and binds the device during kernel init",
+                *self.native.evidence,
+            )
+        return self.initramfs()
+
+    def initramfs(self) -> Prediction:
+        image = self.inputs.image
+        if image is None:
+            if self.inputs.backend_mode == "module" and self.native.mode in ("module", "unknown"):
+                self.observe("no-image", self.inputs.image_problem or "no initramfs")
+                return self.unknown(
+                    Phase.INITRAMFS,
+                    f"{self.inputs.image_problem or 'no initramfs'}: whether {self.native.name or 'a native driver'} "
+                    "loads there first cannot be told",
+                )
+            return self.rootfs()
+        if image.error:
+            return self.unknown(Phase.INITRAMFS, f"the initramfs cannot be read: {image.error}")
+        hook = self.dracut_hook(image)
+        if hook is not None:
+            return hook
+        native = self.native.name
+        native_in_image = native is not None and self.native.mode == "module" and native in image.modules
+        backend_in_image = self.inputs.backend_mode == "builtin" or BACKEND in image.modules
+        sources = modprobe_hides(image.modprobe, "image") + cmdline_hides(self.system.cmdline)
+        early = self.image_orderings(image, backend_in_image)
+        if native_in_image:
+            assert native is not None
+            blacklisted = image.modprobe.is_blacklisted(native)
+            cmd_black = cmdline_blacklist(self.system.cmdline, native)
+            if blacklisted is not None or cmd_black is not None:
+                self.observe(
+                    "native-blacklisted",
+                    f"{native} is blacklisted",
+                    *(e for e in (blacklisted.evidence if blacklisted else None, cmd_black) if e),
+                )
+                return self.after_native_blocked(Phase.INITRAMFS, image, sources, early)
+            ordered = [o for o in early if o.works] + [
+                o for o in orderings_for(native, image.modprobe) if o.works
+            ]
+            for o in orderings_for(native, image.modprobe):
+                if not o.works or o.problem:
+                    self.observe("broken-rule", o.problem, *o.evidence)
+            if not ordered:
+                if not backend_in_image:
+                    self.observe(
+                        "image-lacks-backend",
+                        f"{native} is in the initramfs but xen-pciback is not",
+                        image.where("lib/modules"),
+                    )
+                else:
+                    self.observe(
+                        "image-unordered",
+                        f"{native} and xen-pciback are both in the initramfs with nothing loading the backend first",
+                    )
+                return self.lost(
+                    Phase.INITRAMFS,
+                    f"udev coldplug in the initramfs loads {native} by modalias and nothing loads xen-pciback first",
+                )
+            if not backend_in_image:
+                self.observe(
+                    "image-lacks-backend",
+                    f"a rule orders xen-pciback before {native}, but the image lacks it",
+                    *ordered[0].evidence,
+                )
+                return self.lost(
+                    Phase.INITRAMFS,
+                    f"the initramfs orders xen-pciback before {native} but does not contain it",
+                )
+            return self.backend_loads(Phase.INITRAMFS, ordered[0], sources, image.modprobe)
+        # the native driver cannot load in the initramfs: only an early backend load matters here
+        for o in early:
+            if o.works:
+                hide = effective_hide(sources, builtin=False, classic_alias=o.loaded_as == "pciback")
+                if _covers(hide, self.bdf, self.parents):
+                    assert hide is not None
+                    return self.claimed(
+                        Phase.INITRAMFS,
+                        f"the initramfs loads xen-pciback ({o.mechanism}) with hide covering the device",
+                        *o.evidence,
+                        hide.evidence,
+                    )
+        return self.rootfs()
+
+    def image_orderings(self, image: ImageFacts, backend_in_image: bool) -> list[Ordering]:
+        """Loads of the backend the initramfs makes before udev coldplug."""
+        found: list[Ordering] = []
+        cmdlines = [c for c in (self.system.cmdline, image.cmdline_d) if c is not None]
+        for cmd in cmdlines:
+            for p in cmd.get("rd.driver.pre") + cmd.get("rdloaddriver"):
+                names = [normalize(n) for n in (p.value or "").split(",")]
+                if BACKEND in names or "pciback" in names:
+                    works = image.kernel_modules_code and backend_in_image
+                    problem = (
+                        ""
+                        if works
+                        else (
+                            "rd.driver.pre needs dracut's kernel-modules code in the image, and it is missing"
+                            if not image.kernel_modules_code
+                            else "xen-pciback is not in the image"
+                        )
+                    )
+                    if problem:
+                        self.observe("broken-rule", f"{p.key}={p.value}: {problem}", cmd.evidence(p))
+                    name = BACKEND if BACKEND in names else "pciback"
+                    found.append(Ordering("rd.driver.pre", name, (cmd.evidence(p),), works, problem))
+        for name, evidence in image.early_modules:
+            if normalize(name) == BACKEND:
+                found.append(Ordering("early-modules", BACKEND, (evidence,), image.early_modules_before_udev))
+        return found
+
+    def backend_loads(
+        self, phase: Phase, o: Ordering, sources: list[HideSource], config: ModprobeConfig
+    ) -> Prediction:
+        classic = o.loaded_as == "pciback" and _resolves_to_backend("pciback", config)
+        hide = effective_hide(sources, builtin=False, classic_alias=classic)
+        native = self.native.name
+        if hide is None:
+            self.observe("no-hide", "xen-pciback loads first but no hide value reaches it", *o.evidence)
+            return self.lost(
+                phase,
+                f"xen-pciback loads before {native} ({o.mechanism}) but gets no hide value",
+                *o.evidence,
+            )
+        if not hide.spec.valid:
+            return self.lost(
+                phase,
+                f"xen-pciback's hide value is malformed: the module refuses to load and {native} binds",
+                hide.evidence,
+            )
+        if not _covers(hide, self.bdf, self.parents):
+            return self.lost(
+                phase, f"xen-pciback loads first but its hide value does not name {self.bdf}", hide.evidence
+            )
+        return self.claimed(
+            phase,
+            f"{o.mechanism} loads xen-pciback before {native}, with hide naming the device",
+            *o.evidence,
+            hide.evidence,
+        )
+
+    def after_native_blocked(
+        self, phase: Phase, image: ImageFacts | None, sources: list[HideSource], early: list[Ordering]
+    ) -> Prediction:
+        for o in early:
+            if o.works:
+                return self.backend_loads(
+                    phase, o, sources, image.modprobe if image else self.system.modprobe
+                )
+        return self.rootfs()
+
+    def rootfs(self) -> Prediction:
+        system = self.system
+        native = self.native.name
+        sources = modprobe_hides(system.modprobe, "modprobe") + cmdline_hides(system.cmdline)
+        if self.inputs.backend_mode == "builtin":
+            # nothing more loads the backend: only the stealers can still claim the device
+            if self.native.mode == "module":
+                return self.lost(
+                    Phase.ROOTFS,
+                    f"udev loads {native} and the built-in backend's hide (command line) does not name the device",
+                )
+            return self.lost(
+                Phase.ROOTFS, "the built-in backend's hide (command line) does not name the device"
+            )
+        blocked = None
+        if native is not None and self.native.mode == "module":
+            blocked = system.modprobe.is_blacklisted(native)
+            cmd_black = cmdline_blacklist(system.cmdline, native)
+            if blocked is not None or cmd_black is not None:
+                self.observe(
+                    "native-blacklisted",
+                    f"{native} is blacklisted: udev will not load it",
+                    *(e for e in (blocked.evidence if blocked else None, cmd_black) if e),
+                )
+            else:
+                ordered = orderings_for(native, system.modprobe)
+                for o in ordered:
+                    if not o.works or o.problem:
+                        self.observe("broken-rule", o.problem, *o.evidence)
+                working = [o for o in ordered if o.works]
+                if working:
+                    return self.backend_loads(Phase.ROOTFS, working[0], sources, system.modprobe)
+                if system.loaders:
+                    self.observe(
+                        "race",
+                        "xen-pciback is loaded with no ordering against udev",
+                        *(loader.evidence for loader in system.loaders),
+                    )
+                    return self.unknown(
+                        Phase.ROOTFS,
+                        f"xen-pciback is loaded by {system.loaders[0].kind} while udev loads {native}: a race",
+                        *(loader.evidence for loader in system.loaders),
+                    )
+                self.observe("unordered", f"nothing orders xen-pciback before {native}")
+                return self.lost(
+                    Phase.ROOTFS,
+                    f"systemd-udevd loads {native} by modalias and nothing loads xen-pciback before it",
+                )
+        if self.native.mode == "unknown" and not system.loaders:
+            return self.unknown(Phase.ROOTFS, self.native.note or "the native driver is unknown")
+        # no native driver will bind: any load of the backend with hide naming the device claims it
+        hide = effective_hide(sources, builtin=False, classic_alias=False)
+        if system.loaders and _covers(hide, self.bdf, self.parents):
+            assert hide is not None
+            if self.native.mode == "unknown":
+                return self.unknown(
+                    Phase.ROOTFS, self.native.note, *(loader.evidence for loader in system.loaders)
+                )
+            return self.claimed(
+                Phase.ROOTFS,
+                f"{system.loaders[0].kind} loads xen-pciback with hide naming the device and no native driver competes",
+                system.loaders[0].evidence,
+                hide.evidence,
+            )
+        return self.lost(Phase.ROOTFS, "nothing loads xen-pciback with a hide value naming the device")
+
+    # -- what takes a device even after another driver bound it ---------------------------------
+    def dracut_hook(self, image: ImageFacts) -> Prediction | None:
+        hook = image.pciback_hook
+        if hook is None:
+            return None
+        cmds = [c for c in (self.system.cmdline, image.cmdline_d) if c is not None]
+        if any(p.value == "0" for c in cmds for p in c.get("rd.xen_pciback")):
+            self.observe("hook-disabled", "rd.xen_pciback=0 disables the dracut module")
+            return None
+        listed = hook_devices(cmds, hook.config)
+        if self.bdf in listed:
+            if self.inputs.backend_mode == "module" and BACKEND not in image.modules:
+                self.observe(
+                    "image-lacks-backend", "the dracut module is in the image but xen-pciback is not"
+                )
+                return None
+            return self.claimed(
+                Phase.INITRAMFS,
+                "the pciback dracut module binds the device through driver_override at the cmdline hook, "
+                "before udev starts",
+                hook.hook,
+                listed[self.bdf],
+            )
+        return None
+
+    def stealers(self, after: Phase) -> Prediction | None:
+        if after is Phase.KERNEL and self.inputs.image is not None and not self.inputs.image.error:
+            hook = self.dracut_hook(self.inputs.image)
+            if hook is not None:
+                return hook
+        if after in (Phase.KERNEL, Phase.INITRAMFS, Phase.ROOTFS):
+            for late in self.system.late_bindings:
+                if late.bdf == self.bdf:
+                    if self.inputs.backend_mode == "missing":
+                        break
+                    if late.before_domains:
+                        return self.claimed(
+                            Phase.ROOTFS,
+                            "a late-binding unit ordered before the Xen domain services hands the device to pciback",
+                            late.evidence,
+                        )
+                    return Prediction(
+                        Verdict.UNKNOWN,
+                        Phase.ROOTFS,
+                        None,
+                        "a late-binding script hands the device to pciback, but nothing orders it before the Xen domain services",
+                        (late.evidence,),
+                    )
+        if self.bdf in self.inputs.seize and self.inputs.backend_mode != "missing":
+            return self.claimed(Phase.DOMAIN_START, "xl takes the device at domain start (seize=1)")
+        return None
+
+
+def hook_devices(cmdlines: list[Cmdline], config: tuple[tuple[str, Evidence], ...]) -> dict[Bdf, Evidence]:
+    """The devices the project's dracut module will claim (SPEC §9: rd.xen_pciback.hide=,
+    the xen-pciback.hide= token, and etc/xen-pciback.conf in the image)."""
+
+    found: dict[Bdf, Evidence] = {}
+    for cmd in cmdlines:
+        for p in cmd.get("rd.xen_pciback.hide"):
+            for item in (p.value or "").split(","):
+                bdf = parse_bdf(item)
+                if bdf is not None:
+                    found.setdefault(bdf, cmd.evidence(p))
+        for source in cmdline_hides(cmd):
+            if source.classic:
+                continue
+            for e in source.spec.entries:
+                if e.slot is not None and e.func is not None:
+                    found.setdefault(Bdf(e.domain, e.bus, e.slot, e.func), source.evidence)
+    for text, evidence in config:
+        bdf = parse_bdf(text)
+        if bdf is not None:
+            found.setdefault(bdf, evidence)
+    return found
+
+
+def _parents(system: System, device: PciDevice | None) -> list[Bdf]:
+    by_bdf = {d.bdf: d for d in system.devices}
+    out: list[Bdf] = []
+    while device is not None and device.parent is not None and device.parent not in out:
+        out.append(device.parent)
+        device = by_bdf.get(device.parent)
+    return out
+
+
+def predict_device(
+    system: System, inputs: BootInputs, bdf: Bdf, device: PciDevice | None, wanted_by: tuple[str, ...]
+) -> DevicePrediction:
+    sim = _Device(system, inputs, bdf, device)
+    prediction = sim.predict()
+    return DevicePrediction(bdf, device, wanted_by, sim.native, prediction, tuple(sim.obs))

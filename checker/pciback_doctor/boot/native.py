@@ -1,0 +1,85 @@
+"""Which driver would bind a device if pciback does not: built in, a module, none, or unknown."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+from pciback_doctor.facts.cmdline import Cmdline
+from pciback_doctor.facts.modprobe import ModprobeConfig
+from pciback_doctor.facts.modules import ModuleTree, normalize
+from pciback_doctor.facts.pci import PciDevice
+from pciback_doctor.model import Evidence
+
+PCIBACK_DRIVER = "pciback"  # the PCI driver's name; its module is xen_pciback
+
+
+@dataclass(frozen=True)
+class NativeDriver:
+    name: str | None
+    mode: str  # builtin | module | none | unknown
+    evidence: tuple[Evidence, ...] = ()
+    note: str = ""
+
+
+def cmdline_blacklist(cmdline: Cmdline | None, module: str) -> Evidence | None:
+    """`modprobe.blacklist=a,b` (kmod reads it from /proc/cmdline) and the kernel's own
+    `module_blacklist=` (refuses the module outright)."""
+    if cmdline is None:
+        return None
+    for key in ("modprobe.blacklist", "module_blacklist"):
+        for p in cmdline.get(key):
+            if normalize(module) in {normalize(m) for m in (p.value or "").split(",")}:
+                return cmdline.evidence(p)
+    return None
+
+
+def resolve_native(
+    device: PciDevice | None, tree: ModuleTree | None, modprobe: ModprobeConfig, live_target: bool
+) -> NativeDriver:
+    if device is None:
+        return NativeDriver(
+            None, "unknown", note="the device is not in sysfs; give --device BDF=VVVV:DDDD:CCCCCC"
+        )
+    modalias = device.computed_modalias()
+    bound = device.driver if device.driver not in (None, PCIBACK_DRIVER) else None
+    if tree is None:
+        if bound:
+            return NativeDriver(bound, "unknown", note="no module tree for the target kernel")
+        return NativeDriver(None, "unknown", note="no module tree for the target kernel")
+    if modalias is None:
+        note = "no modalias or class for the device; give --device BDF=VVVV:DDDD:CCCCCC"
+        return NativeDriver(bound, "unknown", note=note)
+    # kmod's lookup order: aliases from modprobe.d first, then modules.alias, then built-ins.
+    for d in modprobe.directives:
+        if d.command == "alias" and fnmatch.fnmatchcase(modalias, d.module):
+            target = normalize(d.args)
+            return NativeDriver(target, _mode(tree, target), (d.evidence,))
+    modules, builtins = tree.lookup_modalias(modalias)
+    if builtins:
+        # built-in drivers bind at their initcall whatever udev does later
+        return NativeDriver(builtins[0].module, "builtin", tuple(a.evidence for a in builtins))
+    if modules:
+        chosen = modules[0].module
+        return NativeDriver(chosen, _mode(tree, chosen), tuple(a.evidence for a in modules))
+    if bound:
+        # bound, yet no module alias matches: a built-in driver (8250_pci's `serial`, say)
+        return NativeDriver(bound, "builtin", (Evidence(device.path + "/driver", None, bound),))
+    if any(a.pattern.startswith("pci:") for a in tree.builtin_aliases) or (
+        live_target and device.driver is None
+    ):
+        return NativeDriver(None, "none", note=f"no driver in this kernel matches {modalias}")
+    return NativeDriver(
+        None,
+        "unknown",
+        note=(
+            f"no module matches {modalias}, and this kernel does not record its built-in "
+            "drivers' PCI ids (no pci aliases in modules.builtin.modinfo): a built-in driver may bind"
+        ),
+    )
+
+
+def _mode(tree: ModuleTree, module: str) -> str:
+    if tree.is_builtin(module):
+        return "builtin"
+    return "module" if tree.has_file(module) or not tree.files else "unknown"

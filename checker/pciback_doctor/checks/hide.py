@@ -1,0 +1,178 @@
+"""PB2xx: the `hide` parameter, as the kernel will parse it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from packaging.version import InvalidVersion, Version
+
+from pciback_doctor.boot.analysis import Analysis
+from pciback_doctor.boot.hide import effective_hide
+from pciback_doctor.checks import Check, check
+from pciback_doctor.facts.hide import HIDE_MAX
+from pciback_doctor.facts.pci import Bdf
+from pciback_doctor.model import Finding, Fix, Severity
+
+# Commit c3cb4709 ("xen-pciback: support wild cards in slot specifications") went into Linux 3.7.
+WILDCARD_SINCE = Version("3.7")
+
+
+@check(
+    "PB201",
+    Severity.ERROR,
+    "Malformed hide value",
+    """pcistub_init() parses hide with sscanf: each entry is (DDDD:BB:SS.F) or (BB:SS.F), hex numbers, slot
+    below 0x20, function below 8, wildcards only as (BB:SS.*) or (BB:*.*); whitespace may separate entries but
+    nothing else may (no commas). One bad entry and the backend prints 'Error parsing pci_devs_to_hide' and
+    refuses to initialise: no device is hidden at all, and a module load fails.""",
+)
+def malformed(chk: Check, a: Analysis) -> Iterator[Finding]:
+    for source in a.hides:
+        error = source.spec.error
+        if error is None or len(source.value) > HIDE_MAX:
+            continue
+        good = "".join(f"({e})" for e in source.spec.entries)
+        yield chk.finding(
+            f"{source.label}: {error.message} at character {error.position + 1}:\n{error.caret(source.value)}",
+            evidence=[source.evidence],
+            fixes=[
+                Fix(
+                    "hide",
+                    "write each device as (DDDD:BB:SS.F), one after the other, no commas"
+                    + (f", e.g. {good}" if good else ""),
+                )
+            ],
+        )
+
+
+@check(
+    "PB202",
+    Severity.ERROR,
+    "hide value too long",
+    """hide is a charp module parameter; param_set_charp refuses values longer than 1024 characters
+    (-ENOSPC), so the backend fails to initialise. Use wildcards ((BB:SS.*)) or a bridge to cover many
+    devices, or bind the rest late.""",
+)
+def too_long(chk: Check, a: Analysis) -> Iterator[Finding]:
+    for source in a.hides:
+        if len(source.value) > HIDE_MAX:
+            yield chk.finding(
+                f"{source.label} is {len(source.value)} characters; the kernel takes at most {HIDE_MAX}",
+                evidence=[source.evidence],
+            )
+
+
+@check(
+    "PB203",
+    Severity.ERROR,
+    "hide only in modprobe.d while the backend is built in",
+    """kmod never applies modprobe.d options to a built-in module, so 'options xen-pciback hide=...' does
+    nothing when CONFIG_XEN_PCIDEV_BACKEND=y. Put xen-pciback.hide=... on the dom0 kernel command line.""",
+)
+def modprobe_only_builtin(chk: Check, a: Analysis) -> Iterator[Finding]:
+    if a.backend.backend.mode != "builtin":
+        return
+    in_config = [s for s in a.hides if s.origin != "cmdline" and not s.classic]
+    on_cmdline = [s for s in a.hides if s.origin == "cmdline" and not s.classic]
+    if in_config and not on_cmdline:
+        yield chk.finding(
+            "hide is set only in modprobe.d, which a built-in backend never reads",
+            evidence=[s.evidence for s in in_config],
+            fixes=[
+                Fix("cmdline", f"add xen-pciback.hide={in_config[-1].value} to the dom0 kernel command line")
+            ],
+        )
+
+
+@check(
+    "PB204",
+    Severity.WARNING,
+    "hide given in several places with different values",
+    """The backend keeps only the last hide= it is given: for a module, modprobe.d options first, then the
+    kernel command line's xen-pciback.hide= (kmod appends command-line options after the config's); for a
+    built-in backend, only the command line counts. Devices in the other values are not hidden.""",
+)
+def conflicting(chk: Check, a: Analysis) -> Iterator[Finding]:
+    builtin = a.backend.backend.mode == "builtin"
+    applied = [s for s in a.hides if not s.classic and (s.origin == "cmdline" or not builtin)]
+    if len({s.value for s in applied}) < 2:
+        return
+    winner = effective_hide(list(applied), builtin=builtin, classic_alias=False)
+    assert winner is not None
+    yield chk.finding(
+        f"{len(applied)} different hide values; the one that wins is '{winner.value}' ({winner.label})",
+        evidence=[s.evidence for s in applied],
+    )
+
+
+@check(
+    "PB205",
+    Severity.WARNING,
+    "hide names a device that does not exist",
+    """The device is not in sysfs. A typo in the bus/slot/function, a device that moved after a BIOS or slot
+    change, or one that is powered down. The backend will hide nothing there.""",
+)
+def nonexistent(chk: Check, a: Analysis) -> Iterator[Finding]:
+    if not a.system.sysfs:
+        return
+    known = {d.bdf for d in a.system.devices}
+    for source in a.hides:
+        for e in source.spec.entries:
+            if e.slot is None or e.func is None:
+                continue
+            bdf = Bdf(e.domain, e.bus, e.slot, e.func)
+            if bdf not in known:
+                yield chk.finding(
+                    f"{source.label} names {bdf}, which is not in sys/bus/pci/devices",
+                    device=str(bdf),
+                    evidence=[source.evidence],
+                )
+
+
+@check(
+    "PB206",
+    Severity.WARNING,
+    "hide names a bridge",
+    """pcistub_match() also matches a device whose parent bridge is listed, so hiding a bridge hands every
+    device behind it to pciback - often more than intended (a USB or storage controller dom0 needs).""",
+)
+def bridge(chk: Check, a: Analysis) -> Iterator[Finding]:
+    for source in a.hides:
+        for e in source.spec.entries:
+            for dev in a.system.devices:
+                if dev.is_bridge and e.matches(dev.bdf.domain, dev.bdf.bus, dev.bdf.slot, dev.bdf.func):
+                    behind = [str(d.bdf) for d in a.system.devices if d.parent == dev.bdf]
+                    yield chk.finding(
+                        f"{source.label} names the bridge {dev.bdf}; everything behind it becomes pciback's: {', '.join(behind) or 'nothing yet'}",
+                        device=str(dev.bdf),
+                        evidence=[source.evidence],
+                    )
+
+
+def _kernel_version(release: str | None) -> Version | None:
+    if not release:
+        return None
+    head = release.split("-", 1)[0]
+    try:
+        return Version(head)
+    except InvalidVersion:
+        return None
+
+
+@check(
+    "PB207",
+    Severity.WARNING,
+    "Wildcard in hide on a kernel too old to accept it",
+    """Wildcards ((BB:SS.*), (BB:*.*)) came with commit c3cb4709 in Linux 3.7. Older backends reject the entry
+    as malformed and then hide nothing.""",
+)
+def old_wildcard(chk: Check, a: Analysis) -> Iterator[Finding]:
+    version = _kernel_version(a.system.release)
+    if version is None or version >= WILDCARD_SINCE:
+        return
+    for source in a.hides:
+        if any(e.wildcard for e in source.spec.entries):
+            yield chk.finding(
+                f"{source.label} uses a wildcard, which kernel {a.system.release} rejects",
+                evidence=[source.evidence],
+            )

@@ -1,0 +1,158 @@
+"""Command line (SPEC §5). Parses arguments, runs collect → analyse → check → render, maps
+usage errors to one line and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from pciback_doctor import __version__
+from pciback_doctor.boot.analysis import Analysis, analyse
+from pciback_doctor.checks import all_checks, run_checks
+from pciback_doctor.errors import UsageError
+from pciback_doctor.facts.system import Options, collect
+from pciback_doctor.outcome import FAIL_ON, build_report
+from pciback_doctor.render import json as json_render
+from pciback_doctor.render import text as text_render
+
+COMMANDS = ("check", "kernel", "explain")
+FORMATS = ("text", "json")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _ids(value: str) -> list[str]:
+    return [v.strip().upper() for v in value.split(",") if v.strip()]
+
+
+def _output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
+    p.add_argument("--output", metavar="F", help="write the output to F instead of standard output")
+    p.add_argument(
+        "--fail-on",
+        choices=list(FAIL_ON),
+        default="error",
+        help="lowest severity that makes the exit status 1",
+    )
+    p.add_argument(
+        "--select",
+        type=_ids,
+        default=[],
+        metavar="ID,...",
+        help="only these checks (IDs or prefixes like PB3)",
+    )
+    p.add_argument(
+        "--ignore", type=_ids, default=[], metavar="ID,...", help="skip these checks (IDs or prefixes)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pciback-doctor", description="Will pciback own each passthrough device after the next Xen boot?"
+    )
+    parser.add_argument("--version", action="version", version=f"pciback-doctor {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    check = sub.add_parser("check", help="predict the next boot (the default command)")
+    check.add_argument("--root", default="/", metavar="DIR", help="read the system under DIR (default /)")
+    check.add_argument("--kernel", metavar="K", help="target kernel release")
+    check.add_argument("--config", metavar="F", help="kernel config file of the target kernel")
+    check.add_argument("--modules-dir", metavar="D", help="module tree of the target kernel (lib/modules/K)")
+    check.add_argument("--initramfs", metavar="F", help="the initramfs the next boot uses")
+    cmd = check.add_mutually_exclusive_group()
+    cmd.add_argument("--cmdline", metavar="S", help="dom0 kernel command line of the next boot")
+    cmd.add_argument("--cmdline-file", metavar="F", help="read the dom0 kernel command line from F")
+    check.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="BDF[=VVVV:DDDD[:CCCCCC]]",
+        help="a device meant for passthrough (repeatable)",
+    )
+    _output_options(check)
+
+    kernel = sub.add_parser("kernel", help="CI gate: does this kernel build have the PCI backend / frontend?")
+    kernel.add_argument("--config", required=True, metavar="F", help="the build's .config")
+    kernel.add_argument("--modules-builtin", metavar="F", help="the build's modules.builtin")
+    kernel.add_argument("--role", choices=("dom0", "domu", "both"), default="dom0")
+    _output_options(kernel)
+
+    explain = sub.add_parser("explain", help="what a check means, why, and how to fix it")
+    explain.add_argument("id", metavar="ID")
+    return parser
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        Path(output).write_text(text)
+    except OSError as exc:
+        raise UsageError(f"--output {output}: {exc.strerror or exc}") from None
+
+
+def _finish(args: argparse.Namespace, analysis: Analysis, roles: frozenset[str]) -> int:
+    findings = run_checks(analysis, roles)
+    report = build_report(analysis, findings, select=args.select, ignore=args.ignore, fail_on=args.fail_on)
+    if args.format == "json":
+        _emit(json_render.render(report), args.output)
+    else:
+        colour = args.output is None and text_render.wants_colour(sys.stdout)
+        _emit(text_render.render(report, colour=colour), args.output)
+    return report.exit_code
+
+
+def run_check(args: argparse.Namespace) -> int:
+    opts = Options(
+        root=args.root,
+        kernel=args.kernel,
+        config=args.config,
+        modules_dir=args.modules_dir,
+        initramfs=args.initramfs,
+        cmdline=args.cmdline,
+        cmdline_file=args.cmdline_file,
+        devices=tuple(args.device),
+    )
+    system = collect(opts)
+    return _finish(args, analyse(system), frozenset({"dom0"}))
+
+
+def run_kernel(args: argparse.Namespace) -> int:
+    from pciback_doctor.facts.system import kernel_build
+
+    system = kernel_build(args.config, args.modules_builtin)
+    roles = frozenset({"dom0", "domu"}) if args.role == "both" else frozenset({args.role})
+    return _finish(args, analyse(system, image_problem=None), roles)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    checks = all_checks()
+    chk = checks.get(args.id.upper())
+    if chk is None:
+        raise UsageError(f"no check {args.id}; known: {', '.join(checks)}")
+    sys.stdout.write(f"{chk.id} ({chk.severity.label}): {chk.title}\n\n{chk.explanation}\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv.insert(0, "check")  # `check` is the default command
+    try:
+        args = build_parser().parse_args(argv)
+        handlers = {"check": run_check, "kernel": run_kernel, "explain": run_explain}
+        return handlers[args.command](args)
+    except UsageError as exc:
+        print(f"pciback-doctor: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

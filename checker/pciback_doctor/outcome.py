@@ -1,0 +1,71 @@
+"""From analysis and findings to the `Report` every renderer gets: filtering, exit status."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from pciback_doctor.boot.analysis import Analysis
+from pciback_doctor.model import DeviceReport, Finding, Report, Severity, Target
+
+FAIL_ON = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Severity.INFO, "never": None}
+
+
+def selected(check_id: str, select: Sequence[str], ignore: Sequence[str]) -> bool:
+    """`--select` / `--ignore` take IDs or prefixes (`PB3` = the whole PB3xx range)."""
+    if select and not any(check_id.startswith(s) for s in select):
+        return False
+    return not any(check_id.startswith(s) for s in ignore)
+
+
+def exit_code(findings: Iterable[Finding], fail_on: str) -> int:
+    threshold = FAIL_ON[fail_on]
+    if threshold is None:
+        return 0
+    return 1 if any(f.severity >= threshold for f in findings) else 0
+
+
+def target_of(analysis: Analysis) -> Target:
+    s = analysis.system
+    return Target(
+        root=str(s.root.path),
+        kernel=s.release,
+        config=s.config.path if s.config else None,
+        initramfs=analysis.image.path if analysis.image else None,
+        cmdline=s.cmdline.text if s.cmdline else None,
+        cmdline_source=s.cmdline_source,
+        boot_entry=None,
+    )
+
+
+def build_report(
+    analysis: Analysis,
+    findings: Iterable[Finding],
+    *,
+    select: Sequence[str] = (),
+    ignore: Sequence[str] = (),
+    fail_on: str = "error",
+) -> Report:
+    kept = tuple(
+        sorted(
+            (f for f in findings if selected(f.id, select, ignore)),
+            key=lambda f: (-f.severity, f.id, f.device or ""),
+        )
+    )
+    devices = tuple(
+        DeviceReport(
+            bdf=str(d.bdf),
+            id=d.device.id if d.device else None,
+            wanted_by=d.wanted_by,
+            native_driver=d.native.name,
+            native_mode=d.native.mode,
+            prediction=d.prediction,
+        )
+        for d in analysis.devices
+    )
+    return Report(
+        target=target_of(analysis),
+        backend=analysis.backend.backend,
+        devices=devices,
+        findings=kept,
+        exit_code=exit_code(kept, fail_on),
+    )

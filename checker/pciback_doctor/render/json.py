@@ -1,0 +1,79 @@
+"""`--format json`: the stable `pciback-doctor/1` document (SPEC §6; schema in schema/)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pciback_doctor import __version__
+from pciback_doctor.model import Evidence, Finding, Report, Severity
+
+SCHEMA_ID = "pciback-doctor/1"
+
+
+def _evidence(e: Evidence) -> dict[str, Any]:
+    return {"path": e.path, "line": e.line, "text": e.text}
+
+
+def _finding(f: Finding) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "severity": f.severity.label,
+        "title": f.title,
+        "message": f.message,
+        "device": f.device,
+        "evidence": [_evidence(e) for e in f.evidence],
+        "fixes": [
+            {
+                "strategy": fix.strategy,
+                "description": fix.description,
+                "files": [{"path": c.path, "content": c.content} for c in fix.files],
+                "commands": list(fix.commands),
+            }
+            for fix in f.fixes
+        ],
+    }
+
+
+def to_document(report: Report) -> dict[str, Any]:
+    t = report.target
+    return {
+        "schema": SCHEMA_ID,
+        "tool": {"name": "pciback-doctor", "version": __version__},
+        "target": {
+            "root": t.root,
+            "kernel": t.kernel,
+            "config": t.config,
+            "initramfs": t.initramfs,
+            "cmdline": t.cmdline,
+            "cmdline_source": t.cmdline_source,
+            "boot_entry": t.boot_entry,
+        },
+        "backend": {
+            "mode": report.backend.mode,
+            "module": report.backend.module,
+            "evidence": [_evidence(e) for e in report.backend.evidence],
+        },
+        "devices": [
+            {
+                "bdf": d.bdf,
+                "id": d.id,
+                "wanted_by": list(d.wanted_by),
+                "native_driver": d.native_driver,
+                "native_mode": d.native_mode,
+                "prediction": d.prediction.verdict.value,
+                "phase": d.prediction.phase.value if d.prediction.phase else None,
+                "winner": d.prediction.winner,
+                "reason": d.prediction.reason,
+                "evidence": [_evidence(e) for e in d.prediction.evidence],
+            }
+            for d in report.devices
+        ],
+        "findings": [_finding(f) for f in report.findings],
+        "summary": {s.label: report.count(s) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)},
+        "exit_code": report.exit_code,
+    }
+
+
+def render(report: Report) -> str:
+    return json.dumps(to_document(report), indent=2) + "\n"

@@ -1,0 +1,98 @@
+"""Text for people: the target, one row per device, then the findings with evidence and fixes."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from typing import TextIO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from pciback_doctor.model import Report, Severity, Verdict
+
+_VERDICT_STYLE = {Verdict.CLAIMED: "green", Verdict.NOT_CLAIMED: "red", Verdict.UNKNOWN: "yellow"}
+_SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+
+
+def wants_colour(stream: TextIO) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (no-color.org)."""
+    return "NO_COLOR" not in os.environ and stream.isatty()
+
+
+def render(report: Report, colour: bool = False, width: int | None = None) -> str:
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        force_terminal=colour,
+        no_color=not colour,
+        color_system="standard" if colour else None,
+        width=width or (_terminal_width() if colour else 110),
+        highlight=False,
+        soft_wrap=False,
+    )
+    t = report.target
+    console.print(Text("pciback-doctor", style="bold"), Text(f"— root {t.root}"))
+    console.print(
+        f"  kernel     {t.kernel or '?'}" + (f"  (config {t.config})" if t.config else "  (no config)")
+    )
+    console.print(f"  backend    {report.backend.mode} ({report.backend.module})")
+    console.print(
+        f"  cmdline    {t.cmdline if t.cmdline is not None else '-'}"
+        + (f"  [{t.cmdline_source}]" if t.cmdline_source else "")
+    )
+    console.print(f"  initramfs  {t.initramfs or '-'}")
+    if t.boot_entry:
+        console.print(f"  boot entry {t.boot_entry}")
+    console.print()
+    if report.devices:
+        table = Table(show_header=True, header_style="bold", expand=False, show_lines=False)
+        for column in ("device", "id", "native driver", "prediction", "phase", "why"):
+            table.add_column(column, overflow="fold")
+        for d in report.devices:
+            p = d.prediction
+            native = f"{d.native_driver or '-'} ({d.native_mode})"
+            verdict = Text(
+                p.verdict.value + (f" → {p.winner}" if p.verdict is Verdict.NOT_CLAIMED and p.winner else ""),
+                style=_VERDICT_STYLE[p.verdict],
+            )
+            table.add_row(d.bdf, d.id or "?", native, verdict, p.phase.value if p.phase else "-", p.reason)
+        console.print(table)
+    else:
+        console.print("No device is meant for passthrough (no hide value, no xl pci= entry, no --device).")
+    console.print()
+    for f in report.findings:
+        head = Text()
+        head.append(f"{f.severity.label.upper():7} ", style=_SEVERITY_STYLE[f.severity])
+        head.append(f"{f.id} ", style="bold")
+        head.append(f.title)
+        if f.device:
+            head.append(f"  [{f.device}]")
+        console.print(head)
+        for line in f.message.splitlines():
+            console.print(Text("    " + line))
+        for e in f.evidence:
+            console.print(Text(f"    at {e}", style="dim"))
+        for fix in f.fixes:
+            console.print(Text(f"    fix ({fix.strategy}): {fix.description}", style="green"))
+            for change in fix.files:
+                console.print(Text(f"      {change.path}:", style="green"))
+                for line in change.content.splitlines():
+                    console.print(Text(f"        {line}"))
+            for command in fix.commands:
+                console.print(Text(f"      $ {command}"))
+    counts = ", ".join(
+        f"{report.count(s)} {s.label}{'s' if report.count(s) != 1 else ''}"
+        for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)
+    )
+    console.print(Text(f"{counts}; exit status {report.exit_code}", style="bold"))
+    return buffer.getvalue()
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except OSError:
+        return 110
