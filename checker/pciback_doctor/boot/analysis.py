@@ -37,7 +37,7 @@ def wanted_devices(system: System, hides: list[HideSource], image: ImageFacts | 
     known = [d.bdf for d in system.devices]
     for source in hides:
         why = "cmdline" if source.origin == "cmdline" else f"{source.origin}:{source.evidence.path}"
-        for e in source.spec.entries:
+        for e in source.spec.intended():
             if e.slot is not None and e.func is not None:
                 want(Bdf(e.domain, e.bus, e.slot, e.func), why)
             else:  # a wildcard names whatever exists at that address

@@ -154,9 +154,9 @@ class _Device:
     def claimed(self, phase: Phase, reason: str, *evidence: Evidence) -> Prediction:
         return Prediction(Verdict.CLAIMED, phase, PCIBACK_DRIVER, reason, tuple(evidence))
 
-    def lost(self, phase: Phase, reason: str, *evidence: Evidence) -> Prediction:
+    def lost(self, phase: Phase | None, reason: str, *evidence: Evidence) -> Prediction:
         # before giving up on the device, the stealers that unbind it later still get their turn
-        stolen = self.stealers(after=phase)
+        stolen = self.stealers(after=phase or Phase.KERNEL)
         if stolen is not None:
             return stolen
         winner = self.native.name or "none"
@@ -185,7 +185,7 @@ class _Device:
             if hide is not None and not hide.spec.valid:
                 self.observe("hide-refused", "the built-in backend refuses to register", hide.evidence)
                 return self.lost(
-                    Phase.KERNEL,
+                    Phase.KERNEL if self.native.mode == "builtin" else None,
                     "the hide value is malformed, so the built-in backend fails to initialise "
                     "(pcistub_init returns -EINVAL) and never claims anything",
                     hide.evidence,
@@ -215,11 +215,27 @@ class _Device:
         image = self.inputs.image
         if image is None:
             if self.inputs.backend_mode == "module" and self.native.mode in ("module", "unknown"):
-                self.observe("no-image", self.inputs.image_problem or "no initramfs")
+                problem = self.inputs.image_problem or "no initramfs"
+                # Whatever the image holds, a native driver that nothing orders wins either there or
+                # from the real root: that verdict does not depend on the image.
+                later = self.rootfs()
+                if (
+                    later.verdict is Verdict.NOT_CLAIMED
+                    and later.winner == self.native.name
+                    and self.native.name
+                ):
+                    return Prediction(
+                        Verdict.NOT_CLAIMED,
+                        None,
+                        later.winner,
+                        f"{later.reason} (from the initramfs if it holds {self.native.name}, else from the real root; {problem})",
+                        later.evidence,
+                    )
+                self.obs = [o for o in self.obs if o.kind != "unordered"]
+                self.observe("no-image", problem)
                 return self.unknown(
                     Phase.INITRAMFS,
-                    f"{self.inputs.image_problem or 'no initramfs'}: whether {self.native.name or 'a native driver'} "
-                    "loads there first cannot be told",
+                    f"{problem}: whether {self.native.name or 'a native driver'} loads there before xen-pciback cannot be told",
                 )
             return self.rootfs()
         if image.error:

@@ -9,6 +9,7 @@ allowed, nothing else separates them (a comma is a parse error). One bad entry m
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 HIDE_MAX = 1024  # param_set_charp: longer values are -ENOSPC
@@ -63,6 +64,17 @@ class HideSpec:
 
     def matches(self, domain: int, bus: int, slot: int, func: int) -> bool:
         return self.valid and any(e.matches(domain, bus, slot, func) for e in self.entries)
+
+    def intended(self) -> tuple[HideEntry, ...]:
+        """What the admin meant to hide, even past a syntax error: each parenthesised group parsed on
+        its own. The kernel hides none of it when the value is malformed; this is for reporting."""
+        if self.valid:
+            return self.entries
+        found: list[HideEntry] = []
+        for m in re.finditer(r"\([^()]*\)", self.value):
+            single = parse_hide(m.group(0))
+            found.extend(single.entries)
+        return tuple(found)
 
 
 class _Scan:
