@@ -13,12 +13,15 @@ from pciback_doctor import __version__
 from pciback_doctor.boot.analysis import Analysis, analyse
 from pciback_doctor.checks import all_checks, run_checks
 from pciback_doctor.errors import UsageError
+from pciback_doctor.facts.image import image_facts, wanted_file
+from pciback_doctor.facts.initramfs import open_initramfs
 from pciback_doctor.facts.system import Options, collect
 from pciback_doctor.outcome import FAIL_ON, build_report
+from pciback_doctor.render import image as image_render
 from pciback_doctor.render import json as json_render
 from pciback_doctor.render import text as text_render
 
-COMMANDS = ("check", "kernel", "explain")
+COMMANDS = ("check", "kernel", "initramfs", "explain")
 FORMATS = ("text", "json")
 
 
@@ -83,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     kernel.add_argument("--role", choices=("dom0", "domu", "both"), default="dom0")
     _output_options(kernel)
 
+    image = sub.add_parser("initramfs", help="what an initramfs holds that matters for pciback")
+    image.add_argument("image", metavar="IMAGE")
+    image.add_argument("--list", action="store_true", help="list every entry, like lsinitrd")
+
     explain = sub.add_parser("explain", help="what a check means, why, and how to fix it")
     explain.add_argument("id", metavar="ID")
     return parser
@@ -129,7 +136,22 @@ def run_kernel(args: argparse.Namespace) -> int:
 
     system = kernel_build(args.config, args.modules_builtin)
     roles = frozenset({"dom0", "domu"}) if args.role == "both" else frozenset({args.role})
-    return _finish(args, analyse(system, image_problem=None), roles)
+    return _finish(args, analyse(system), roles)
+
+
+def run_initramfs(args: argparse.Namespace) -> int:
+    path = Path(args.image)
+    if not path.is_file():
+        raise UsageError(f"{args.image}: no such file")
+    try:
+        raw = open_initramfs(path, lambda name: False if args.list else wanted_file(name))
+    except OSError as exc:
+        raise UsageError(f"{args.image}: {exc.strerror or exc}") from None
+    if args.list:
+        sys.stdout.write(image_render.listing(raw))
+    else:
+        sys.stdout.write(image_render.summary(image_facts(raw, args.image), raw))
+    return 1 if raw.error else 0
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -147,7 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv.insert(0, "check")  # `check` is the default command
     try:
         args = build_parser().parse_args(argv)
-        handlers = {"check": run_check, "kernel": run_kernel, "explain": run_explain}
+        handlers = {
+            "check": run_check,
+            "kernel": run_kernel,
+            "initramfs": run_initramfs,
+            "explain": run_explain,
+        }
         return handlers[args.command](args)
     except UsageError as exc:
         print(f"pciback-doctor: {exc}", file=sys.stderr)

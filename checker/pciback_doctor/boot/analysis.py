@@ -46,7 +46,7 @@ def wanted_devices(system: System, hides: list[HideSource], image: ImageFacts | 
                         want(bdf, why)
     for device in system.offline_devices:
         want(device.bdf, "--device")
-    cmdlines = [c for c in (system.cmdline, image.cmdline_d if image else None) if c is not None]
+    cmdlines = [c for c in (system.cmdline, *(image.cmdline_d if image else ())) if c is not None]
     hook_config = image.pciback_hook.config if image and image.pciback_hook else ()
     for bdf, evidence in hook_devices(cmdlines, hook_config).items():
         want(bdf, "cmdline" if evidence.path == system.cmdline_source else f"initramfs:{evidence.path}")
@@ -55,12 +55,11 @@ def wanted_devices(system: System, hides: list[HideSource], image: ImageFacts | 
 
 def analyse(
     system: System,
-    image: ImageFacts | None = None,
-    image_problem: str | None = "no initramfs found for the target kernel",
     seize: frozenset[Bdf] = frozenset(),
     extra_wanted: dict[Bdf, list[str]] | None = None,
 ) -> Analysis:
     backend = backend_state(system)
+    image, image_problem = system.image, system.image_problem
     hides = modprobe_hides(system.modprobe, "modprobe") + cmdline_hides(system.cmdline)
     image_hides = modprobe_hides(image.modprobe, "image") if image else []
     wanted = wanted_devices(system, hides + image_hides, image)

@@ -309,7 +309,7 @@ class _Device:
     def image_orderings(self, image: ImageFacts, backend_in_image: bool) -> list[Ordering]:
         """Loads of the backend the initramfs makes before udev coldplug."""
         found: list[Ordering] = []
-        cmdlines = [c for c in (self.system.cmdline, image.cmdline_d) if c is not None]
+        cmdlines = [c for c in (self.system.cmdline, *image.cmdline_d) if c is not None]
         for cmd in cmdlines:
             for p in cmd.get("rd.driver.pre") + cmd.get("rdloaddriver"):
                 names = [normalize(n) for n in (p.value or "").split(",")]
@@ -444,7 +444,7 @@ class _Device:
         hook = image.pciback_hook
         if hook is None:
             return None
-        cmds = [c for c in (self.system.cmdline, image.cmdline_d) if c is not None]
+        cmds = [c for c in (self.system.cmdline, *image.cmdline_d) if c is not None]
         if any(p.value == "0" for c in cmds for p in c.get("rd.xen_pciback")):
             self.observe("hook-disabled", "rd.xen_pciback=0 disables the dracut module")
             return None

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.checks import Check, check
-from pciback_doctor.model import Finding, Severity
+from pciback_doctor.model import Evidence, Finding, Fix, Severity
 
 
 @check(
@@ -32,3 +32,82 @@ def no_image(chk: Check, a: Analysis) -> Iterator[Finding]:
 def unreadable(chk: Check, a: Analysis) -> Iterator[Finding]:
     if a.image is not None and a.image.error:
         yield chk.finding(f"{a.image.path}: {a.image.error}", evidence=[a.image.where("")])
+
+
+def _relevant(a: Analysis) -> set[str]:
+    """Modules whose modprobe.d settings decide the outcome: the backend and the natives in play."""
+    names = {"xen_pciback", "pciback"}
+    names.update(d.native.name for d in a.devices if d.native.name)
+    return names
+
+
+def _missing_in_image(a: Analysis) -> list[Evidence]:
+    """Host directives that matter for the boot and that the image's modprobe.d does not have."""
+    image = a.image
+    assert image is not None
+    have = {(d.command, d.module, " ".join(d.args.split())) for d in image.modprobe.directives}
+    relevant = _relevant(a)
+    missing = []
+    for d in a.system.modprobe.directives:
+        if d.command in ("options", "softdep", "install", "blacklist") and d.module in relevant:
+            if d.evidence.path.endswith("modules.softdep"):
+                continue  # depmod's file, not a setting of the admin
+            if (d.command, d.module, " ".join(d.args.split())) not in have:
+                missing.append(d.evidence)
+    return missing
+
+
+def _dracut_copies_etc(a: Analysis) -> bool:
+    # dracut copies /etc/modprobe.d only in hostonly mode (modules.d/90kernel-modules);
+    # initramfs-tools and mkinitcpio copy it always.
+    image = a.image
+    return image is not None and not (image.generator == "dracut" and image.hostonly is False)
+
+
+@check(
+    "PB402",
+    Severity.ERROR,
+    "initramfs older than the host's settings",
+    """The image holds its own copy of modprobe.d. A softdep or options line added on the host since the
+    image was built is not in it, so the initramfs still loads the native driver first. Rebuild the image
+    (dracut -f, update-initramfs -u, mkinitcpio -P) after changing modprobe.d.""",
+)
+def stale(chk: Check, a: Analysis) -> Iterator[Finding]:
+    if a.image is None or a.image.error or not _dracut_copies_etc(a):
+        return
+    missing = _missing_in_image(a)
+    if missing:
+        yield chk.finding(
+            f"{len(missing)} modprobe.d setting(s) that matter are on the host but not in {a.image.path}: it was built before they were written",
+            evidence=missing,
+            fixes=[Fix("rebuild", "rebuild the initramfs", commands=(_rebuild_command(a),))],
+        )
+
+
+@check(
+    "PB404",
+    Severity.WARNING,
+    "Host modprobe.d not copied into a non-hostonly dracut image",
+    """dracut copies /etc/modprobe.d into the image only in hostonly mode; a generic (--no-hostonly) image
+    carries /usr/lib/modprobe.d and /lib/modprobe.d only. Add the file with install_items+=" /etc/modprobe.d/
+    FILE " in a dracut.conf.d snippet, or use the pciback dracut module.""",
+)
+def not_copied(chk: Check, a: Analysis) -> Iterator[Finding]:
+    if a.image is None or a.image.error or _dracut_copies_etc(a):
+        return
+    missing = [e for e in _missing_in_image(a) if e.path.startswith("etc/")]
+    if missing:
+        yield chk.finding(
+            f"{a.image.path} is a non-hostonly dracut image: these host settings are not in it",
+            evidence=missing,
+        )
+
+
+def _rebuild_command(a: Analysis) -> str:
+    image, release = a.image, a.system.release or "$(uname -r)"
+    generator = image.generator if image else "unknown"
+    return {
+        "dracut": f"dracut -f --kver {release}",
+        "initramfs-tools": f"update-initramfs -u -k {release}",
+        "mkinitcpio": "mkinitcpio -P",
+    }.get(generator, f"rebuild the initramfs for {release} with your distribution's tool")

@@ -176,10 +176,10 @@ def parse_hide(value: str) -> HideSpec:
             entry, far, why = _entry(value, pos, with_domain)
             if entry is not None:
                 break
-            if far >= best_far:
+            if far > best_far or not best_why:
                 best_far, best_why = far, why
         if entry is None:
-            at = min(best_far, len(value) - 1) if value.strip() else 0
+            at = min(best_far, len(value)) if value.strip() else 0
             return HideSpec(value, tuple(entries), HideError(at, best_why))
         if error := _range_error(entry, value):
             return HideSpec(value, tuple(entries), error)

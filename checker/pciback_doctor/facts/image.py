@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pciback_doctor.facts.cmdline import Cmdline
-from pciback_doctor.facts.modprobe import ModprobeConfig
+from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
+from pciback_doctor.facts.initramfs import Initramfs
+from pciback_doctor.facts.modprobe import CONFIG_DIRS, ModprobeConfig, config_files, parse_modprobe_file
 from pciback_doctor.model import Evidence
 
 
@@ -27,12 +28,104 @@ class ImageFacts:
     releases: tuple[str, ...]
     modules: frozenset[str]  # normalized names of the modules in the image
     modprobe: ModprobeConfig
-    cmdline_d: Cmdline | None  # dracut etc/cmdline.d/*.conf joined
+    cmdline_d: tuple[Cmdline, ...]  # dracut's etc/cmdline.d/*.conf, one per file
     kernel_modules_code: bool  # dracut's kernel-modules hook: rd.driver.pre works
     early_modules: tuple[tuple[str, Evidence], ...]  # loaded by the generator's own init
     early_modules_before_udev: bool  # mkinitcpio: yes; initramfs-tools: after coldplug
     pciback_hook: PcibackHook | None
+    hostonly: bool | None  # dracut's hostonly mode (None: not dracut, or not recorded)
+    hooks: tuple[str, ...] = ()  # dracut hook scripts, in the order dracut runs them
     error: str | None = None
 
     def where(self, inner: str, line: int | None = None, text: str = "") -> Evidence:
         return Evidence(f"{self.path}!{inner}", line, text)
+
+
+# --- from the initramfs reader's raw entries to ImageFacts ----------------------------------------
+
+PCIBACK_HOOK = "xen-pciback-hide.sh"  # the project's dracut module (dracut-module/90xen-pciback)
+PCIBACK_CONF = "etc/xen-pciback.conf"
+DRACUT_HOOKS = ("usr/lib/dracut/hooks/", "lib/dracut/hooks/")
+
+
+def wanted_file(name: str) -> bool:
+    """The files whose contents the boot model reads; everything else is skipped unread."""
+    head, _, base = name.rpartition("/")
+    return (
+        (head in CONFIG_DIRS and base.endswith(".conf"))
+        or (head == "etc/cmdline.d" and base.endswith(".conf"))
+        or name in (PCIBACK_CONF, "conf/modules", "config", "usr/lib/dracut/build-parameter.txt")
+        or (name.startswith(DRACUT_HOOKS) and base.endswith(PCIBACK_HOOK))
+    )
+
+
+def image_facts(raw: Initramfs, path: str) -> ImageFacts:
+    def where(inner: str, line: int | None = None, text: str = "") -> Evidence:
+        return Evidence(f"{path}!{inner}", line, text)
+
+    files = {name: data.decode("utf-8", "replace") for name, data in raw.files.items()}
+    names = [e.name for e in raw.entries]
+
+    listing: dict[str, list[str]] = {}
+    for name in files:
+        head, _, base = name.rpartition("/")
+        if head in CONFIG_DIRS:
+            listing.setdefault(head, []).append(base)
+    modprobe = ModprobeConfig(())
+    for rel in config_files({d: sorted(v) for d, v in listing.items()}):
+        modprobe = modprobe.merged(parse_modprobe_file(files[rel], f"{path}!{rel}"))
+
+    cmdline_d = tuple(
+        parse_cmdline(" ".join(files[n].split()), f"{path}!{n}")
+        for n in sorted(files)
+        if n.startswith("etc/cmdline.d/")
+    )
+    generator = raw.generator()
+    early: list[tuple[str, Evidence]] = []
+    if "conf/modules" in files:  # initramfs-tools: /etc/initramfs-tools/modules, loaded after udev
+        for number, line in enumerate(files["conf/modules"].splitlines(), 1):
+            words = line.split()
+            if words and not words[0].startswith("#"):
+                early.append((words[0], where("conf/modules", number, line.strip())))
+    if generator == "mkinitcpio" and "config" in files:  # MODULES, loaded before the udev hook
+        for number, line in enumerate(files["config"].splitlines(), 1):
+            key, eq, value = line.partition("=")
+            if eq and key.strip() == "MODULES":
+                for word in value.strip("()\"' ").replace('"', " ").split():
+                    early.append((word.rstrip("?"), where("config", number, line.strip())))
+
+    hook = next((n for n in names if n.startswith(DRACUT_HOOKS) and n.endswith(PCIBACK_HOOK)), None)
+    pciback_hook = None
+    if hook is not None:
+        config = tuple(
+            (line.split("#", 1)[0].strip(), where(PCIBACK_CONF, number, line.strip()))
+            for number, line in enumerate(files.get(PCIBACK_CONF, "").splitlines(), 1)
+            if line.split("#", 1)[0].strip()
+        )
+        pciback_hook = PcibackHook(where(hook), config)
+    params = files.get("usr/lib/dracut/build-parameter.txt", "")
+    hostonly: bool | None = None
+    if generator == "dracut":
+        words = params.replace("'", " ").split()
+        hostonly = (
+            True
+            if ("--hostonly" in words or "-H" in words)
+            else False
+            if ("--no-hostonly" in words or "-N" in words)
+            else None
+        )
+    return ImageFacts(
+        path=path,
+        generator=generator,
+        releases=raw.kernel_releases(),
+        modules=raw.modules(),
+        modprobe=modprobe,
+        cmdline_d=cmdline_d,
+        kernel_modules_code=any(n.startswith(DRACUT_HOOKS) and n.endswith("parse-kernel.sh") for n in names),
+        early_modules=tuple(early),
+        early_modules_before_udev=generator == "mkinitcpio",
+        pciback_hook=pciback_hook,
+        hostonly=hostonly,
+        hooks=tuple(n for n in names if n.startswith(DRACUT_HOOKS) and n.endswith(".sh")),
+        error=raw.error,
+    )

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from pciback_doctor.errors import UsageError
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
+from pciback_doctor.facts.image import ImageFacts, image_facts, wanted_file
+from pciback_doctor.facts.initramfs import Initramfs, open_initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
 from pciback_doctor.facts.modprobe import (
     CONFIG_DIRS,
@@ -82,6 +84,8 @@ class System:
     devices: tuple[PciDevice, ...]
     sysfs: bool  # a sysfs PCI tree was there to look at
     offline_devices: tuple[PciDevice, ...] = ()
+    image: ImageFacts | None = None
+    image_problem: str | None = None  # why there is no image to look at
     loaders: tuple[BackendLoader, ...] = ()
     late_bindings: tuple[LateBinding, ...] = ()
     problems: tuple[Evidence, ...] = field(default=())  # unreadable discovered inputs
@@ -331,6 +335,40 @@ def read_late_bindings(root: Root) -> list[LateBinding]:
     return found
 
 
+def image_candidates(release: str) -> list[str]:
+    return [f"boot/initramfs-{release}.img", f"boot/initrd.img-{release}", f"boot/initrd-{release}"]
+
+
+def read_image(opts: Options, root: Root, release: str | None) -> tuple[ImageFacts | None, str | None]:
+    """The initramfs of the next boot, streamed once; (facts, or why there are none)."""
+    if opts.initramfs:
+        host = Path(opts.initramfs)
+        if not host.is_file():
+            raise UsageError(f"--initramfs {opts.initramfs}: no such file")
+        shown = opts.initramfs
+    else:
+        if release is None:
+            return None, "no target kernel, so no initramfs to look at"
+        found = next((rel for rel in image_candidates(release) if root.resolve(rel) is not None), None)
+        if found is None:
+            tried = ", ".join(image_candidates(release))
+            return None, f"no initramfs found for {release} (looked for {tried})"
+        resolved = root.resolve(found)
+        assert resolved is not None
+        host, shown = resolved, found
+    try:
+        raw = open_initramfs(host, wanted_file)
+    except OSError as exc:
+        if opts.initramfs:
+            raise UsageError(f"--initramfs {opts.initramfs}: {exc.strerror or exc}") from None
+        return image_facts_error(shown, f"cannot be read: {exc.strerror or exc}"), None
+    return image_facts(raw, shown), None
+
+
+def image_facts_error(shown: str, error: str) -> ImageFacts:
+    return image_facts(Initramfs((), {}, (), error), shown)
+
+
 def collect(opts: Options) -> System:
     root_path = Path(opts.root)
     if not root_path.is_dir():
@@ -341,6 +379,7 @@ def collect(opts: Options) -> System:
     modules = read_module_tree(opts, root, release)
     backend_modinfo, more = read_backend_modinfo(root, modules, opts)
     cmdline, kind = read_cmdline(opts, root)
+    image, image_problem = read_image(opts, root, release)
     return System(
         root=root,
         release=release,
@@ -355,6 +394,8 @@ def collect(opts: Options) -> System:
         devices=read_pci_devices(root),
         sysfs=root.is_dir(PCI_DEVICES),
         offline_devices=offline_devices(opts),
+        image=image,
+        image_problem=image_problem,
         loaders=tuple(read_loaders(root)),
         late_bindings=tuple(read_late_bindings(root)),
         problems=(*problems, *more),

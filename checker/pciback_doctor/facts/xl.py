@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 
 from pciback_doctor.model import Evidence
 
-GUEST_TYPES = ("pv", "pvh", "hvm")
-
 
 @dataclass(frozen=True)
 class XlAtom:
@@ -157,7 +155,10 @@ def _dequote(raw: str) -> str:
 
 
 def _bad_escape(raw: str) -> bool:
-    return re.search(r"\\(?![\"'\\abfnrtv0-7]|x[0-9a-fA-F]{2})", raw) is not None
+    for m in re.finditer(r"\\(x[0-9a-fA-F]{2}|.)", raw[1:-1]):
+        if len(m.group(1)) == 1 and m.group(1) not in "\"'\\abfnrtv01234567":
+            return True
+    return False
 
 
 def _tokens(text: str) -> list[_Tok]:
@@ -215,6 +216,11 @@ class _Parser:
                 self.report(str(exc), exc.tok)
                 while self.peek().kind not in ("nl", "eof"):  # bison: `error NEWLINE`
                     self.take()
+        # libxlu_cfg.c: a lexical error on one of `+-.():` means the file is likely Python.
+        python = [t for t in self.toks if t.kind == "bad" and t.text[0] in _PYTHONISH]
+        if self.errors and python:
+            message = "this looks like Python: xl no longer runs Python config files"
+            self.errors.append(XlError(message, Evidence(self.path, python[0].line, python[0].text)))
 
     def report(self, message: str, tok: _Tok) -> None:
         text = self.line_text(tok.line)
@@ -223,8 +229,6 @@ class _Parser:
                 message = "carriage return (DOS line ending): xl stops with a lexical error"
                 if any(e.message == message for e in self.errors):
                     return
-            elif tok.text[0] in _PYTHONISH:
-                message = f"lexical error at {tok.text!r}: looks like Python, xl no longer runs it"
             elif tok.text[0] in "'\"":
                 message = f"lexical error: bad escape in string {tok.text}"
             else:

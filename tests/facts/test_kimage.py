@@ -1,0 +1,407 @@
+"""Kernel images: bzImages and vmlinux ELFs built here, and Debian's real ones (realworld)."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import re
+import shutil
+import struct
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import lz4.block
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pciback_doctor.facts.kconfig import parse_config
+from pciback_doctor.facts.kimage import inspect_kernel_image, kallsyms_names
+
+CONFIG = (
+    "#\n# Automatically generated file; DO NOT EDIT.\n#\n"
+    "CONFIG_XEN=y\nCONFIG_XEN_PV=y\nCONFIG_XEN_PCIDEV_FRONTEND=y\n"
+    "# CONFIG_XEN_PCIDEV_BACKEND is not set\nCONFIG_IKCONFIG=y\n"
+)
+BANNER = b"Linux version 6.1.0-test (builder@example) (gcc 12) #1 SMP\n\0"
+
+# --- a minimal ELF64 vmlinux --------------------------------------------------------------------
+
+
+def _align(blob: bytearray, n: int) -> None:
+    blob += b"\0" * (-len(blob) % n)
+
+
+def make_elf(rodata: bytes, symbols: list[str] | None = None) -> bytes:
+    """ELF64 x86-64 with `.rodata` and, if symbols are given, a `.symtab`/`.strtab`."""
+    names = [b"", b".rodata", b".shstrtab"]
+    strtab = b"\0"
+    symtab = b"\0" * 24
+    if symbols is not None:
+        names += [b".symtab", b".strtab"]
+        for name in symbols:
+            # st_name, st_info (GLOBAL FUNC), st_other, st_shndx (.rodata), value, size
+            symtab += struct.pack("<IBBHQQ", len(strtab), 0x12, 0, 1, 0, 0)
+            strtab += name.encode() + b"\0"
+    shstrtab = b"\0".join(names) + b"\0"
+    name_off = {n: shstrtab.index(n + b"\0") if n else 0 for n in names}
+    blob = bytearray(64)
+    _align(blob, 16)
+    sections: list[tuple[bytes, int, int, int, int, int]] = [(b"", 0, 0, 0, 0, 0)]
+    for name, kind, body, link, entsize in (
+        (b".rodata", 1, rodata, 0, 0),
+        (b".shstrtab", 3, shstrtab, 0, 0),
+        *([(b".symtab", 2, symtab, 4, 24), (b".strtab", 3, strtab, 0, 0)] if symbols is not None else []),
+    ):
+        _align(blob, 8)
+        sections.append((name, kind, len(blob), len(body), link, entsize))
+        blob += body
+    _align(blob, 8)
+    shoff = len(blob)
+    for name, kind, offset, size, link, entsize in sections:
+        info = 1 if kind == 2 else 0
+        blob += struct.pack("<IIQQQQIIQQ", name_off[name], kind, 0, 0, offset, size, link, info, 8, entsize)
+    header = struct.pack(
+        "<16sHHIQQQIHHHHHH",
+        b"\x7fELF\x02\x01\x01" + b"\0" * 9,
+        2,  # ET_EXEC
+        62,  # EM_X86_64
+        1,
+        0xFFFFFFFF81000000,
+        0,
+        shoff,
+        0,
+        64,
+        56,
+        0,
+        64,
+        len(sections),
+        2,  # .shstrtab
+    )
+    blob[:64] = header
+    return bytes(blob)
+
+
+def ikconfig_blob(config: str) -> bytes:
+    # kernel/configs.c: .ascii "IKCFG_ST"; .incbin "kernel/config_data.gz"; .ascii "IKCFG_ED"
+    return b"IKCFG_ST" + gzip.compress(config.encode()) + b"IKCFG_ED"
+
+
+def make_vmlinux(*, ikconfig: bool, symbols: list[str] | None = None, pad: int = 0) -> bytes:
+    rodata = b"\0" * 64 + BANNER + (ikconfig_blob(CONFIG) if ikconfig else b"") + b"\0" * pad
+    return make_elf(rodata, symbols)
+
+
+# --- a bzImage around a payload -----------------------------------------------------------------
+
+
+def lz4_legacy(data: bytes) -> bytes:
+    """`lz4 -l`: magic, then per 8 MiB block a u32 LE compressed size and the block."""
+    out = bytearray(b"\x02\x21\x4c\x18")
+    for i in range(0, len(data), 8 << 20):
+        block = lz4.block.compress(data[i : i + (8 << 20)], store_size=False)
+        out += struct.pack("<I", len(block)) + block
+    return bytes(out)
+
+
+def lzop(data: bytes) -> bytes:
+    return subprocess.run(["lzop", "-c"], input=data, capture_output=True, check=True).stdout
+
+
+def kernel_xz(data: bytes) -> bytes:
+    # scripts/xz_wrap.sh: --check=crc32 --x86 --lzma2
+    filters = [{"id": lzma.FILTER_X86}, {"id": lzma.FILTER_LZMA2}]
+    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
+
+
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": lambda d: gzip.compress(d, 9),
+    "xz": kernel_xz,
+    "lzma": lambda d: lzma.compress(d, format=lzma.FORMAT_ALONE),
+    "bzip2": bz2.compress,
+    "lz4": lz4_legacy,
+    "zstd": lambda d: zstandard.ZstdCompressor(level=19).compress(d),
+    "lzo": lzop,
+    "none": lambda d: d,
+}
+
+
+def make_bzimage(payload: bytes, *, setup_sects: int = 1, size: int = 0) -> bytes:
+    """The boot-protocol fields inspect_kernel_image reads (arch/x86/boot/header.S)."""
+    real_sects = setup_sects or 4
+    setup = bytearray((real_sects + 1) * 512)
+    setup[0x1F1] = setup_sects
+    setup[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", setup, 0x206, 0x020F)  # boot protocol 2.15
+    version = b"6.1.0-test (builder@example) #1 SMP\0"
+    struct.pack_into("<H", setup, 0x20E, 0x300 - 0x200)
+    setup[0x300 : 0x300 + len(version)] = version
+    body = payload + struct.pack("<I", size)  # the build appends the uncompressed size
+    struct.pack_into("<II", setup, 0x248, 0x80, len(body))
+    return bytes(setup) + b"\x90" * 0x80 + body + b"\xcc" * 64
+
+
+def _need(name: str) -> None:
+    if name == "lzo" and shutil.which("lzop") is None:
+        pytest.skip("lzop not installed")
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compression", sorted(COMPRESSORS))
+def test_bzimage_with_ikconfig(compression: str) -> None:
+    _need(compression)
+    vmlinux = make_vmlinux(ikconfig=True, symbols=["start_kernel", "pcifront_init"])
+    image = make_bzimage(COMPRESSORS[compression](vmlinux), size=len(vmlinux))
+    result = inspect_kernel_image(image, "boot/vmlinuz-6.1.0-test")
+    assert (result.kind, result.compression, result.error) == ("bzImage", compression, None)
+    assert result.version == "6.1.0-test"
+    assert result.config is not None
+    assert result.config.get("CONFIG_XEN_PCIDEV_FRONTEND") == "y"
+    assert result.config.path == "boot/vmlinuz-6.1.0-test (IKCONFIG)"
+    assert result.config.evidence("CONFIG_XEN_PCIDEV_FRONTEND").line == 6
+    assert "pcifront_init" in result.symbols and result.symbol_source == "symtab"
+
+
+@pytest.mark.parametrize("compression", sorted(COMPRESSORS))
+def test_bzimage_without_ikconfig(compression: str) -> None:
+    _need(compression)
+    vmlinux = make_vmlinux(ikconfig=False)
+    result = inspect_kernel_image(make_bzimage(COMPRESSORS[compression](vmlinux)), "vmlinuz")
+    assert (result.kind, result.compression, result.error) == ("bzImage", compression, None)
+    assert result.config is None and not result.has_ikconfig
+    assert any("no IKCONFIG" in note for note in result.notes)
+    assert result.version == "6.1.0-test"
+
+
+def test_lz4_payload_of_several_blocks() -> None:
+    vmlinux = make_vmlinux(ikconfig=True, pad=9 << 20)  # more than one 8 MiB block
+    result = inspect_kernel_image(make_bzimage(lz4_legacy(vmlinux)), "vmlinuz")
+    assert result.error is None and result.config is not None
+
+
+def test_setup_sects_zero_means_four() -> None:
+    payload = gzip.compress(make_vmlinux(ikconfig=True))
+    result = inspect_kernel_image(make_bzimage(payload, setup_sects=0), "vmlinuz")
+    assert result.config is not None
+
+
+def test_corrupt_payload_keeps_header_version() -> None:
+    payload = bytearray(kernel_xz(make_vmlinux(ikconfig=True)))
+    payload[40:60] = b"\xff" * 20
+    result = inspect_kernel_image(make_bzimage(bytes(payload)), "vmlinuz")
+    assert result.kind == "bzImage" and result.compression == "xz"
+    assert result.error is not None and "corrupt" in result.error
+    assert result.version == "6.1.0-test"  # from header.S kernel_version, no payload needed
+
+
+def test_unknown_payload_is_reported() -> None:
+    result = inspect_kernel_image(make_bzimage(b"\x00" * 256), "vmlinuz")
+    assert result.error == "no known payload found"
+
+
+def test_vmlinux_elf_with_ikconfig_and_symtab() -> None:
+    data = make_vmlinux(ikconfig=True, symbols=["xen_pcibk_init", "pcistub_init"])
+    result = inspect_kernel_image(data, "usr/lib/modules/6.1/vmlinux")
+    assert (result.kind, result.compression) == ("vmlinux", None)
+    assert result.config is not None and result.config.get("CONFIG_XEN_PCIDEV_BACKEND") == "n"
+    assert {"xen_pcibk_init", "pcistub_init"} <= result.symbols
+    assert result.version == "6.1.0-test"
+
+
+def test_vmlinux_without_ikconfig_or_symbols() -> None:
+    result = inspect_kernel_image(make_vmlinux(ikconfig=False), "vmlinux")
+    assert result.config is None and result.symbols == frozenset()
+    assert result.symbol_source is None
+    assert result.notes == (
+        "no IKCONFIG (CONFIG_IKCONFIG not built in)",
+        "no symbol table and no kallsyms found",
+    )
+
+
+def test_corrupt_ikconfig_is_a_note_not_an_error() -> None:
+    rodata = BANNER + b"IKCFG_ST" + b"\x1f\x8b\x08\x00garbage" + b"IKCFG_ED"
+    result = inspect_kernel_image(make_elf(rodata), "vmlinux")
+    assert result.config is None
+    assert result.notes[0].startswith("IKCONFIG present but unreadable")
+
+
+def test_not_a_kernel() -> None:
+    result = inspect_kernel_image(b"#!/bin/sh\necho hi\n", "boot/vmlinuz")
+    assert result.kind == "unknown" and result.error is not None
+
+
+# --- kallsyms: tables laid out as scripts/kallsyms.c writes them ----------------------------------
+
+TOKENS = [b"_init", b"pci", b"front", b"xen_", b"start", b"kernel", b"_stub", b"ool"]
+
+
+def kallsyms_tables(symbols: list[str], *, seqs: bool) -> bytes:
+    """num_syms, names (ULEB128 length + token indexes), markers, [seqs_of_names],
+    token_table, token_index; each 8-aligned, as in scripts/kallsyms.c."""
+    literal = sorted({c for s in symbols for c in ("T" + s).encode()})
+    table: list[bytes] = [b""] * 256
+    for c in literal:
+        table[c] = bytes([c])
+    free = [i for i in range(256) if not table[i]]
+    fillers = TOKENS + [f"zq{i:02x}".encode() for i in range(256)]
+    for slot, token in zip(free, fillers, strict=False):
+        table[slot] = token
+    lookup = {t: i for i, t in enumerate(table)}
+
+    def encode(name: bytes) -> bytes:
+        out = bytearray()
+        i = 0
+        while i < len(name):
+            for token in sorted(TOKENS, key=len, reverse=True):
+                if name.startswith(token, i) and token in lookup:
+                    out.append(lookup[token])
+                    i += len(token)
+                    break
+            else:
+                out.append(name[i])
+                i += 1
+        return bytes(out)
+
+    blob = bytearray(b"\xaa" * 24)  # something before the tables
+    _align(blob, 8)
+    blob += struct.pack("<I", len(symbols))
+    _align(blob, 8)
+    names = bytearray()
+    markers: list[int] = []
+    for i, symbol in enumerate(symbols):
+        if i % 256 == 0:
+            markers.append(len(names))
+        body = encode(("T" + symbol).encode())
+        names += (
+            bytes([len(body)]) if len(body) <= 0x7F else bytes([(len(body) & 0x7F) | 0x80, len(body) >> 7])
+        )
+        names += body
+    blob += names
+    _align(blob, 8)
+    blob += struct.pack(f"<{len(markers)}I", *markers)
+    if seqs:
+        _align(blob, 8)
+        blob += b"\x00\x01\x02" * len(symbols)
+    _align(blob, 8)
+    offsets = []
+    start = len(blob)
+    for token in table:
+        offsets.append(len(blob) - start)
+        blob += token + b"\0"
+    _align(blob, 8)
+    blob += struct.pack("<256H", *offsets)
+    return bytes(blob)
+
+
+SYMBOLS = [f"sym_{i}_{'x' * (i % 40)}" for i in range(900)] + [
+    "pcifront_init",
+    "xen_start_kernel",
+    "pcistub_init",
+    "a_" + "very_long_" * 16 + "name",  # > 0x7f bytes: two-byte length (6.1+)
+]
+
+
+@pytest.mark.parametrize("seqs", [False, True], ids=["6.1", "6.2+"])
+def test_kallsyms_decoded_from_a_stripped_vmlinux(seqs: bool) -> None:
+    data = make_elf(BANNER + kallsyms_tables(SYMBOLS, seqs=seqs))
+    assert kallsyms_names(data) == frozenset(SYMBOLS)
+    result = inspect_kernel_image(make_bzimage(gzip.compress(data)), "vmlinuz")
+    assert result.symbol_source == "kallsyms"
+    assert {"pcifront_init", "pcistub_init"} <= result.symbols
+
+
+def test_no_kallsyms_in_plain_data() -> None:
+    assert kallsyms_names(b"0\x001\x002\x003\x004\x005\x006\x007\x008\x009\x00" * 3) == frozenset()
+
+
+# --- never raise --------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=4096))
+def test_random_bytes_never_raise(data: bytes) -> None:
+    inspect_kernel_image(data, "x")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(min_size=0x260, max_size=2048),
+    st.sampled_from(
+        [
+            b"\x1f\x8b\x08",
+            b"\xfd7zXZ\x00",
+            b"BZh9",
+            b"\x5d\x00\x00\x00",
+            b"\x02\x21\x4c\x18",
+            b"\x28\xb5\x2f\xfd",
+            b"\x89LZO",
+            b"\x7fELF",
+            b"",
+        ]
+    ),
+)
+def test_random_bzimage_never_raises(data: bytes, magic: bytes) -> None:
+    image = bytearray(data)
+    image[0x202:0x206] = b"HdrS"
+    image[0x1F1] = 0
+    struct.pack_into("<HII", image, 0x206, 0x20F, 0, 0)
+    struct.pack_into("<II", image, 0x248, 0, len(image))
+    image += magic + data
+    inspect_kernel_image(bytes(image), "x")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2048))
+def test_random_elf_never_raises(data: bytes) -> None:
+    inspect_kernel_image(b"\x7fELF\x02\x01\x01" + data, "x")
+
+
+# --- Debian's real kernels ----------------------------------------------------------------------
+
+
+@pytest.mark.realworld
+@pytest.mark.parametrize("flavour", ["amd64", "cloud-amd64"])
+def test_debian_kernel_image(flavour: str) -> None:
+    from debian import Unavailable, kernel_tree
+
+    try:
+        root, release = kernel_tree(flavour)
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    image = Path(root, "boot", f"vmlinuz-{release}").read_bytes()
+    result = inspect_kernel_image(image, f"boot/vmlinuz-{release}")
+    config_path = Path(root, "boot", f"config-{release}")
+    config = parse_config(config_path.read_text(), f"boot/config-{release}")
+
+    assert result.kind == "bzImage" and result.error is None
+    assert result.version == release
+    # The payload compression is the one the config chose (CONFIG_KERNEL_XZ, _LZ4, ...).
+    chosen = [
+        name
+        for name in ("GZIP", "XZ", "LZMA", "BZIP2", "LZ4", "ZSTD", "LZO")
+        if config.get(f"CONFIG_KERNEL_{name}") == "y"
+    ]
+    assert [result.compression] == [c.lower() for c in chosen]
+    if config.get("CONFIG_IKCONFIG") == "y":
+        assert result.config is not None
+        assert result.config.values.keys() == config.values.keys()
+        assert all(result.config.get(k) == config.get(k) for k in config.values)
+    else:  # Debian 12: `# CONFIG_IKCONFIG is not set`
+        assert result.config is None
+        assert "no IKCONFIG (CONFIG_IKCONFIG not built in)" in result.notes
+    # Stripped payload: symbols come from kallsyms, and agree with the config.
+    assert result.symbol_source == "kallsyms"
+    assert len(result.symbols) > 50_000
+    assert {"start_kernel", "xen_start_kernel", "linux_banner"} <= result.symbols
+    for option, symbol in (
+        ("CONFIG_XEN_PCIDEV_FRONTEND", "pcifront_init"),
+        ("CONFIG_XEN_PCIDEV_BACKEND", "pcistub_init"),
+        ("CONFIG_SERIAL_8250", "serial8250_init"),
+    ):
+        assert (symbol in result.symbols) == (config.get(option) == "y"), option
+    assert re.fullmatch(r"\d+\.\d+\.\d+-\d+-[a-z0-9-]+", result.version or "")
