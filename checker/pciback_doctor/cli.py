@@ -4,6 +4,7 @@ usage errors to one line and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from pciback_doctor.render import image as image_render
 from pciback_doctor.render import json as json_render
 from pciback_doctor.render import text as text_render
 
-COMMANDS = ("check", "kernel", "initramfs", "explain")
+COMMANDS = ("check", "kernel", "domu", "initramfs", "explain")
 FORMATS = ("text", "json")
 
 
@@ -71,12 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = check.add_mutually_exclusive_group()
     cmd.add_argument("--cmdline", metavar="S", help="dom0 kernel command line of the next boot")
     cmd.add_argument("--cmdline-file", metavar="F", help="read the dom0 kernel command line from F")
+    check.add_argument("--xen-cmdline", metavar="S", help="Xen hypervisor command line of the next boot")
     check.add_argument(
         "--device",
         action="append",
         default=[],
         metavar="BDF[=VVVV:DDDD[:CCCCCC]]",
         help="a device meant for passthrough (repeatable)",
+    )
+    check.add_argument(
+        "--domu-config", action="append", default=[], metavar="F", help="an xl domain config (repeatable)"
+    )
+    check.add_argument(
+        "--domu-kernel",
+        action="append",
+        default=[],
+        metavar="F",
+        help="a domU kernel: bzImage, vmlinux, config or module tree (repeatable)",
     )
     _output_options(check)
 
@@ -85,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     kernel.add_argument("--modules-builtin", metavar="F", help="the build's modules.builtin")
     kernel.add_argument("--role", choices=("dom0", "domu", "both"), default="dom0")
     _output_options(kernel)
+
+    domu = sub.add_parser("domu", help="guest-side checks: PCI frontend, guest type, pci= entries")
+    domu.add_argument("inputs", nargs="+", metavar="KERNEL-IMAGE|CONFIG|MODULE-DIR|XL-CFG")
+    _output_options(domu)
 
     image = sub.add_parser("initramfs", help="what an initramfs holds that matters for pciback")
     image.add_argument("image", metavar="IMAGE")
@@ -105,9 +121,11 @@ def _emit(text: str, output: str | None) -> None:
         raise UsageError(f"--output {output}: {exc.strerror or exc}") from None
 
 
-def _finish(args: argparse.Namespace, analysis: Analysis, roles: frozenset[str]) -> int:
+def _finish(args: argparse.Namespace, analysis: Analysis, roles: frozenset[str], scope: str = "dom0") -> int:
     findings = run_checks(analysis, roles)
-    report = build_report(analysis, findings, select=args.select, ignore=args.ignore, fail_on=args.fail_on)
+    report = build_report(
+        analysis, findings, select=args.select, ignore=args.ignore, fail_on=args.fail_on, scope=scope
+    )
     if args.format == "json":
         _emit(json_render.render(report), args.output)
     else:
@@ -125,10 +143,13 @@ def run_check(args: argparse.Namespace) -> int:
         initramfs=args.initramfs,
         cmdline=args.cmdline,
         cmdline_file=args.cmdline_file,
+        xen_cmdline=args.xen_cmdline,
         devices=tuple(args.device),
+        domu_configs=tuple(args.domu_config),
+        domu_kernels=tuple(args.domu_kernel),
     )
     system = collect(opts)
-    return _finish(args, analyse(system), frozenset({"dom0"}))
+    return _finish(args, analyse(system), frozenset({"dom0", "domu"}))
 
 
 def run_kernel(args: argparse.Namespace) -> int:
@@ -136,7 +157,13 @@ def run_kernel(args: argparse.Namespace) -> int:
 
     system = kernel_build(args.config, args.modules_builtin)
     roles = frozenset({"dom0", "domu"}) if args.role == "both" else frozenset({args.role})
-    return _finish(args, analyse(system), roles)
+    return _finish(args, analyse(system), roles, scope="kernel")
+
+
+def run_domu(args: argparse.Namespace) -> int:
+    from pciback_doctor.facts.system import domu_inputs
+
+    return _finish(args, analyse(domu_inputs(args.inputs)), frozenset({"domu"}), scope="domu")
 
 
 def run_initramfs(args: argparse.Namespace) -> int:
@@ -172,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers = {
             "check": run_check,
             "kernel": run_kernel,
+            "domu": run_domu,
             "initramfs": run_initramfs,
             "explain": run_explain,
         }
@@ -183,3 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug, not bad input: still one line unless asked for the traceback
+        if os.environ.get("PCIBACK_DOCTOR_DEBUG"):
+            raise
+        print(
+            f"pciback-doctor: internal error: {type(exc).__name__}: {exc} (set PCIBACK_DOCTOR_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 2

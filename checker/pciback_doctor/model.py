@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class Report:
     devices: tuple[DeviceReport, ...]
     findings: tuple[Finding, ...]
     exit_code: int = 0
-    facts: dict[str, object] = field(default_factory=dict)
+    scope: str = "dom0"  # dom0 (check) | kernel (the CI gate) | domu: what the report is about
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity is severity)

@@ -33,7 +33,7 @@ def target_of(analysis: Analysis) -> Target:
         initramfs=analysis.image.path if analysis.image else None,
         cmdline=s.cmdline.text if s.cmdline else None,
         cmdline_source=s.cmdline_source,
-        boot_entry=None,
+        boot_entry=_entry(analysis),
     )
 
 
@@ -44,6 +44,7 @@ def build_report(
     select: Sequence[str] = (),
     ignore: Sequence[str] = (),
     fail_on: str = "error",
+    scope: str = "dom0",
 ) -> Report:
     kept = tuple(
         sorted(
@@ -61,6 +62,7 @@ def build_report(
             prediction=d.prediction,
         )
         for d in analysis.devices
+        if scope == "dom0"
     )
     return Report(
         target=target_of(analysis),
@@ -68,4 +70,12 @@ def build_report(
         devices=devices,
         findings=kept,
         exit_code=exit_code(kept, fail_on),
+        scope=scope,
     )
+
+
+def _entry(analysis: Analysis) -> str | None:
+    nb = analysis.system.next_boot
+    if nb is None or nb.entry is None:
+        return None
+    return f"{nb.entry.title} ({nb.why})"

@@ -10,6 +10,7 @@ from pciback_doctor.boot.model import BootInputs, DevicePrediction, hook_devices
 from pciback_doctor.facts.image import ImageFacts
 from pciback_doctor.facts.pci import Bdf, PciDevice
 from pciback_doctor.facts.system import System
+from pciback_doctor.facts.xl import PciSpec, XlConfig
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,10 @@ class Analysis:
     image: ImageFacts | None
     image_problem: str | None
     devices: tuple[DevicePrediction, ...]
+
+    @property
+    def domu_configs(self) -> tuple[XlConfig, ...]:
+        return self.system.domu_configs
 
     def device(self, bdf: Bdf) -> PciDevice | None:
         return next((d for d in self.system.devices if d.bdf == bdf), None)
@@ -46,6 +51,10 @@ def wanted_devices(system: System, hides: list[HideSource], image: ImageFacts | 
                         want(bdf, why)
     for device in system.offline_devices:
         want(device.bdf, "--device")
+    for config in system.domu_configs:
+        for spec in config.pci:
+            for bdf in spec_devices(spec, known):
+                want(bdf, f"xl:{config.path}")
     cmdlines = [c for c in (system.cmdline, *(image.cmdline_d if image else ())) if c is not None]
     hook_config = image.pciback_hook.config if image and image.pciback_hook else ()
     for bdf, evidence in hook_devices(cmdlines, hook_config).items():
@@ -53,19 +62,27 @@ def wanted_devices(system: System, hides: list[HideSource], image: ImageFacts | 
     return wanted
 
 
-def analyse(
-    system: System,
-    seize: frozenset[Bdf] = frozenset(),
-    extra_wanted: dict[Bdf, list[str]] | None = None,
-) -> Analysis:
+def spec_devices(spec: PciSpec, known: list[Bdf]) -> list[Bdf]:
+    """The devices an xl `pci=` entry names; `F = *` means every function present."""
+    if spec.domain is None or spec.bus is None or spec.slot is None:
+        return []  # a `name=` entry: resolved by xl from its assignable list, not by address
+    if spec.func is not None:
+        return [Bdf(spec.domain, spec.bus, spec.slot, spec.func)]
+    return [b for b in known if (b.domain, b.bus, b.slot) == (spec.domain, spec.bus, spec.slot)]
+
+
+def seized(system: System) -> frozenset[Bdf]:
+    known = [d.bdf for d in system.devices]
+    return frozenset(b for c in system.domu_configs for s in c.pci if s.seize for b in spec_devices(s, known))
+
+
+def analyse(system: System) -> Analysis:
     backend = backend_state(system)
     image, image_problem = system.image, system.image_problem
     hides = modprobe_hides(system.modprobe, "modprobe") + cmdline_hides(system.cmdline)
     image_hides = modprobe_hides(image.modprobe, "image") if image else []
     wanted = wanted_devices(system, hides + image_hides, image)
-    for bdf, reasons in (extra_wanted or {}).items():
-        wanted.setdefault(bdf, []).extend(r for r in reasons if r not in wanted.get(bdf, []))
-    inputs = BootInputs(backend.backend.mode, image, None if image else image_problem, seize)
+    inputs = BootInputs(backend.backend.mode, image, None if image else image_problem, seized(system))
     by_bdf = {d.bdf: d for d in system.devices}
     for d in system.offline_devices:
         by_bdf.setdefault(d.bdf, d)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.checks import Check, check
-from pciback_doctor.model import Finding, Severity
+from pciback_doctor.model import Finding, Fix, Severity
 
 
 @check(
@@ -24,4 +24,89 @@ def current_cmdline(chk: Check, a: Analysis) -> Iterator[Finding]:
             evidence=[a.system.cmdline.evidence(a.system.cmdline.params[0])]
             if a.system.cmdline.params
             else [],
+        )
+
+
+_FALSE = {"0", "off", "no", "false", "disable", "disabled"}
+
+
+@check(
+    "PB601",
+    Severity.WARNING,
+    "IOMMU switched off on the Xen command line",
+    """With iommu=0/off/no/false Xen cannot protect memory from a passed-through device's DMA and refuses PCI
+    passthrough to HVM guests (they need the IOMMU to remap DMA); PV passthrough still works but a guest can
+    then DMA anywhere - the device owns the host. Remove the setting (Xen enables the IOMMU by default).""",
+)
+def iommu_off(chk: Check, a: Analysis) -> Iterator[Finding]:
+    xen = a.system.xen_cmdline
+    if xen is None:
+        return
+    for p in xen.get("iommu"):
+        words = (p.value or "").lower().split(",")
+        if any(w in _FALSE for w in words):
+            hvm = [c.path for c in a.domu_configs if c.guest_type == "hvm" and c.pci]
+            severity = Severity.ERROR if hvm else Severity.WARNING
+            breaks = (
+                f"HVM passthrough is impossible ({', '.join(hvm)})"
+                if hvm
+                else "HVM passthrough is impossible and PV passthrough unsafe"
+            )
+            yield chk.finding(
+                f"{xen.evidence(p).text} on the Xen command line: {breaks}",
+                evidence=[xen.evidence(p)],
+                severity=severity,
+            )
+
+
+@check(
+    "PB602",
+    Severity.INFO,
+    "The next boot differs from the running one",
+    """The doctor predicts the default boot entry, which is not what is running now: live state (current
+    bindings, loaded modules) says little about the next boot.""",
+)
+def differs(chk: Check, a: Analysis) -> Iterator[Finding]:
+    s = a.system
+    if not s.root.is_live:
+        return
+    if s.running_release and s.release and s.running_release != s.release:
+        yield chk.finding(f"the next boot runs kernel {s.release}; {s.running_release} is running now")
+    if s.cmdline_kind == "boot-entry" and s.cmdline is not None and s.proc_cmdline is not None:
+        ours = {p.key for p in s.cmdline.params if "pciback" in p.key}
+        now = {p.key for p in s.proc_cmdline.params if "pciback" in p.key}
+        if [p.value for p in s.cmdline.params if p.key in ours] != [
+            p.value for p in s.proc_cmdline.params if p.key in now
+        ]:
+            yield chk.finding(
+                "the next boot's xen-pciback settings on the command line differ from the running boot's"
+            )
+
+
+@check(
+    "PB603",
+    Severity.INFO,
+    "Not running as Xen dom0 now",
+    """The doctor runs on / but this system is not Xen's dom0 at the moment (no control_d in
+    /proc/xen/capabilities, /sys/hypervisor/type is not xen), so what is bound now says nothing about Xen.""",
+)
+def not_dom0_now(chk: Check, a: Analysis) -> Iterator[Finding]:
+    if a.system.root.is_live and not a.system.running_dom0:
+        yield chk.finding("this system is not running as Xen dom0 right now: live checks are limited")
+
+
+@check(
+    "PB605",
+    Severity.WARNING,
+    "Bootloader configuration not regenerated",
+    """etc/default/grub (or grub.d) says one thing, the generated grub.cfg another: grub.cfg is what the
+    next boot uses. Run update-grub (Debian) or grub2-mkconfig -o /boot/grub2/grub.cfg.""",
+)
+def stale_bootloader(chk: Check, a: Analysis) -> Iterator[Finding]:
+    nb = a.system.next_boot
+    for stale in nb.stale if nb else ():
+        yield chk.finding(
+            stale.message,
+            evidence=stale.evidence,
+            fixes=[Fix("bootloader", "regenerate grub.cfg", commands=("update-grub",))],
         )

@@ -29,6 +29,7 @@ class Cmdline:
     text: str
     source: str  # where it came from, for evidence (a path or "--cmdline")
     params: tuple[Param, ...]
+    line: int | None = None  # the line of `source` it is on (a bootloader entry)
 
     def module_params(self, module: str, param: str) -> list[Param]:
         module = module.replace("-", "_")
@@ -41,10 +42,10 @@ class Cmdline:
 
     def evidence(self, p: Param) -> Evidence:
         token = p.key if p.value is None else f"{p.key}={p.value}"
-        return Evidence(self.source, None, token)
+        return Evidence(self.source, self.line, token)
 
 
-def parse_cmdline(text: str, source: str) -> Cmdline:
+def parse_cmdline(text: str, source: str, line: int | None = None) -> Cmdline:
     """Split like the kernel's next_arg(): spaces separate, double quotes group, `--` ends."""
     text = text.replace("\0", " ").rstrip("\n")
     params: list[Param] = []
@@ -82,4 +83,4 @@ def parse_cmdline(text: str, source: str) -> Cmdline:
         if key == "--" and value is None:
             break  # everything after `--` goes to init, not to the kernel
         params.append(Param(key, value, start))
-    return Cmdline(text, source, tuple(params))
+    return Cmdline(text, source, tuple(params), line)

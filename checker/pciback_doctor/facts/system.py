@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pciback_doctor.errors import UsageError
+from pciback_doctor.facts.bootloader import BootEntry, NextBoot, find_next_boot
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
+from pciback_doctor.facts.domu import DomuKernel, from_config, from_config_bytes, from_image, from_module_tree
 from pciback_doctor.facts.image import ImageFacts, image_facts, wanted_file
 from pciback_doctor.facts.initramfs import Initramfs, open_initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
@@ -42,6 +44,7 @@ from pciback_doctor.facts.services import (
     parse_unit,
 )
 from pciback_doctor.facts.sysfs import PCI_DEVICES, read_pci_devices
+from pciback_doctor.facts.xl import XlConfig, parse_xl
 from pciback_doctor.model import Evidence
 
 BACKEND = "xen_pciback"
@@ -84,6 +87,12 @@ class System:
     devices: tuple[PciDevice, ...]
     sysfs: bool  # a sysfs PCI tree was there to look at
     offline_devices: tuple[PciDevice, ...] = ()
+    next_boot: NextBoot | None = None
+    xen_cmdline: Cmdline | None = None
+    domu_configs: tuple[XlConfig, ...] = ()
+    domu_kernels: tuple[DomuKernel, ...] = ()
+    proc_cmdline: Cmdline | None = None  # the running boot's, when the root has one
+    running_dom0: bool = False  # /proc/xen/capabilities says control_d
     image: ImageFacts | None = None
     image_problem: str | None = None  # why there is no image to look at
     loaders: tuple[BackendLoader, ...] = ()
@@ -114,11 +123,13 @@ def _module_dirs(root: Root) -> dict[str, str]:
     return found
 
 
-def select_release(opts: Options, root: Root) -> tuple[str | None, str, str | None]:
-    """(release, why, running release)."""
+def select_release(opts: Options, root: Root, entry: BootEntry | None) -> tuple[str | None, str, str | None]:
+    """(release, why, running release): SPEC §2, the default boot entry before `uname -r`."""
     running = platform.release() if root.is_live else None
     if opts.kernel:
         return opts.kernel, "--kernel", running
+    if entry is not None and entry.kernel_release:
+        return entry.kernel_release, f"default boot entry '{entry.title}'", running
     if running:
         return running, "uname -r (root is /)", running
     candidates = sorted(_module_dirs(root), key=_release_key)
@@ -236,16 +247,26 @@ def read_modprobe(root: Root, modules: ModuleTree | None) -> ModprobeConfig:
     return config
 
 
-def read_cmdline(opts: Options, root: Root) -> tuple[Cmdline | None, str]:
+def _entry_line(entry: BootEntry, needle: str | None) -> tuple[str, int | None]:
+    """The bootloader line an entry's kernel arguments are on (the `linux`/`module2`/options line)."""
+    for e in entry.evidence:
+        if (needle and needle in e.text) or e.text.startswith(("options", "kernel=")):
+            return e.path, e.line
+    first = entry.evidence[0] if entry.evidence else None
+    return (first.path, first.line) if first else (entry.source, None)
+
+
+def read_cmdline(opts: Options, root: Root, entry: BootEntry | None) -> tuple[Cmdline | None, str]:
     if opts.cmdline is not None:
         return parse_cmdline(opts.cmdline, "--cmdline"), "option"
     if opts.cmdline_file:
         data = _read_explicit(opts.cmdline_file, "--cmdline-file")
         return parse_cmdline(data.decode("utf-8", "replace").strip(), opts.cmdline_file), "option"
-    text = root.read_text("proc/cmdline")
-    if text is not None:
-        return parse_cmdline(text.strip(), "proc/cmdline"), "proc"
-    return None, "none"
+    if entry is not None and entry.kernel_path:
+        path, line = _entry_line(entry, entry.kernel_path.rsplit("/", 1)[-1])
+        return parse_cmdline(entry.cmdline, path, line), "boot-entry"
+    current = _proc_cmdline(root)
+    return (current, "proc") if current is not None else (None, "none")
 
 
 def offline_devices(opts: Options) -> tuple[PciDevice, ...]:
@@ -339,7 +360,9 @@ def image_candidates(release: str) -> list[str]:
     return [f"boot/initramfs-{release}.img", f"boot/initrd.img-{release}", f"boot/initrd-{release}"]
 
 
-def read_image(opts: Options, root: Root, release: str | None) -> tuple[ImageFacts | None, str | None]:
+def read_image(
+    opts: Options, root: Root, release: str | None, entry: BootEntry | None
+) -> tuple[ImageFacts | None, str | None]:
     """The initramfs of the next boot, streamed once; (facts, or why there are none)."""
     if opts.initramfs:
         host = Path(opts.initramfs)
@@ -349,7 +372,9 @@ def read_image(opts: Options, root: Root, release: str | None) -> tuple[ImageFac
     else:
         if release is None:
             return None, "no target kernel, so no initramfs to look at"
-        found = next((rel for rel in image_candidates(release) if root.resolve(rel) is not None), None)
+        from_entry = [p.lstrip("/") for p in (entry.initrd_paths if entry else ())]
+        candidates = from_entry[-1:] + image_candidates(release)  # the last initrd holds the root image
+        found = next((rel for rel in candidates if root.resolve(rel) is not None), None)
         if found is None:
             tried = ", ".join(image_candidates(release))
             return None, f"no initramfs found for {release} (looked for {tried})"
@@ -369,17 +394,91 @@ def image_facts_error(shown: str, error: str) -> ImageFacts:
     return image_facts(Initramfs((), {}, (), error), shown)
 
 
+def read_domu_configs(opts: Options, root: Root) -> list[XlConfig]:
+    """xl domain configs: etc/xen/*.cfg and etc/xen/auto/* in the root, plus --domu-config."""
+    found: list[XlConfig] = []
+    for directory, pattern in (("etc/xen", ".cfg"), ("etc/xen/auto", "")):
+        for name in root.listdir(directory):
+            rel = f"{directory}/{name}"
+            if name.endswith(pattern) and not root.is_dir(rel):
+                text = root.read_text(rel)
+                if text is not None:
+                    found.append(parse_xl(text, rel))
+    for path in opts.domu_configs:
+        found.append(parse_xl(_read_explicit(path, "--domu-config").decode("utf-8", "replace"), path))
+    # etc/xen/auto/ usually links to the configs in etc/xen: one config, one entry
+    unique: dict[str, XlConfig] = {}
+    for config in found:
+        unique.setdefault(
+            config.path if config.path in opts.domu_configs else str(root.resolve(config.path)), config
+        )
+    return list(unique.values())
+
+
+def inspect_domu_kernel(host: Path, shown: str) -> DomuKernel:
+    """A domU kernel given as a module tree, a config file, a bzImage or a vmlinux."""
+    if host.is_dir():
+        tree_opts = Options(modules_dir=str(host))
+        tree = read_module_tree(tree_opts, Root(host), None)
+        assert tree is not None
+        return from_module_tree(tree)
+    data = host.read_bytes()
+    return from_config_bytes(data, shown) or from_image(data, shown)
+
+
+def read_domu_kernels(opts: Options, root: Root, configs: list[XlConfig]) -> list[DomuKernel]:
+    kernels: list[DomuKernel] = []
+    for path in opts.domu_kernels:
+        host = Path(path)
+        if not host.exists():
+            raise UsageError(f"--domu-kernel {path}: no such file or directory")
+        try:
+            kernels.append(inspect_domu_kernel(host, path))
+        except OSError as exc:
+            raise UsageError(f"--domu-kernel {path}: {exc.strerror or exc}") from None
+    for config in configs:
+        if config.guest_type != "pv" or not config.kernel or not config.pci:
+            continue
+        rel = config.kernel.lstrip("/")
+        resolved = root.resolve(rel)
+        if resolved is None or not resolved.is_file():
+            kernels.append(DomuKernel(rel, "unknown", note=f"kernel= of {config.path} not found in the root"))
+            continue
+        try:
+            kernels.append(inspect_domu_kernel(resolved, rel))
+        except OSError as exc:
+            kernels.append(DomuKernel(rel, "unknown", note=f"unreadable: {exc.strerror or exc}"))
+    return kernels
+
+
+def _proc_cmdline(root: Root) -> Cmdline | None:
+    text = root.read_text("proc/cmdline")
+    return None if text is None else parse_cmdline(text.strip(), "proc/cmdline")
+
+
 def collect(opts: Options) -> System:
     root_path = Path(opts.root)
     if not root_path.is_dir():
         raise UsageError(f"--root {opts.root}: not a directory")
     root = Root(root_path)
-    release, why, running = select_release(opts, root)
+    next_boot = find_next_boot(root)
+    entry = next_boot.entry
+    if opts.kernel and entry is not None and entry.kernel_release not in (None, opts.kernel):
+        entry = None  # the user named another kernel: the default entry does not describe it
+    release, why, running = select_release(opts, root, entry)
     config, problems = read_config(opts, root, release, running)
     modules = read_module_tree(opts, root, release)
     backend_modinfo, more = read_backend_modinfo(root, modules, opts)
-    cmdline, kind = read_cmdline(opts, root)
-    image, image_problem = read_image(opts, root, release)
+    cmdline, kind = read_cmdline(opts, root, entry)
+    image, image_problem = read_image(opts, root, release, entry)
+    domu_configs = read_domu_configs(opts, root)
+    if opts.xen_cmdline is not None:
+        xen_cmdline: Cmdline | None = parse_cmdline(opts.xen_cmdline, "--xen-cmdline")
+    elif entry is not None and entry.xen_cmdline is not None:
+        path, line = _entry_line(entry, (entry.xen_path or "xen").rsplit("/", 1)[-1])
+        xen_cmdline = parse_cmdline(entry.xen_cmdline, path, line)
+    else:
+        xen_cmdline = None
     return System(
         root=root,
         release=release,
@@ -391,6 +490,12 @@ def collect(opts: Options) -> System:
         modprobe=read_modprobe(root, modules),
         cmdline=cmdline,
         cmdline_kind=kind,
+        next_boot=next_boot,
+        xen_cmdline=xen_cmdline,
+        proc_cmdline=_proc_cmdline(root),
+        domu_configs=tuple(domu_configs),
+        domu_kernels=tuple(read_domu_kernels(opts, root, domu_configs)),
+        running_dom0="control_d" in (root.read_text("proc/xen/capabilities") or ""),
         devices=read_pci_devices(root),
         sysfs=root.is_dir(PCI_DEVICES),
         offline_devices=offline_devices(opts),
@@ -435,4 +540,49 @@ def kernel_build(config_path: str, modules_builtin: str | None) -> System:
         cmdline_kind="none",
         devices=(),
         sysfs=False,
+        domu_kernels=(from_config(config, config_path),),
     )
+
+
+def _empty_system(root: Path, **facts: object) -> System:
+    return System(
+        root=Root(root),
+        release=None,
+        release_source="none",
+        running_release=None,
+        config=None,
+        modules=None,
+        backend_modinfo=None,
+        modprobe=ModprobeConfig(()),
+        cmdline=None,
+        cmdline_kind="none",
+        devices=(),
+        sysfs=False,
+        **facts,  # type: ignore[arg-type]
+    )
+
+
+def domu_inputs(paths: list[str]) -> System:
+    """`pciback-doctor domu ARGS...`: each argument a kernel image, config, module tree or xl config."""
+    kernels: list[DomuKernel] = []
+    configs: list[XlConfig] = []
+    for path in paths:
+        host = Path(path)
+        if not host.exists():
+            raise UsageError(f"{path}: no such file or directory")
+        try:
+            if host.is_dir():
+                kernels.append(inspect_domu_kernel(host, path))
+                continue
+            data = host.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{path}: {exc.strerror or exc}") from None
+        if data[:4] == b"\x7fELF" or data[0x202:0x206] == b"HdrS" or data[:2] == b"MZ":
+            kernels.append(from_image(data, path))
+        elif (config := from_config_bytes(data, path)) is not None:
+            kernels.append(config)
+        elif b"\0" in data[:4096]:
+            raise UsageError(f"{path}: not a kernel image, kernel config, module tree or xl config")
+        else:
+            configs.append(parse_xl(data.decode("utf-8", "replace"), path))
+    return _empty_system(Path.cwd(), domu_kernels=tuple(kernels), domu_configs=tuple(configs))

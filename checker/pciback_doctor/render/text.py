@@ -34,34 +34,27 @@ def render(report: Report, colour: bool = False, width: int | None = None) -> st
         soft_wrap=False,
     )
     t = report.target
-    console.print(Text("pciback-doctor", style="bold"), Text(f"— root {t.root}"))
-    console.print(
-        f"  kernel     {t.kernel or '?'}" + (f"  (config {t.config})" if t.config else "  (no config)")
-    )
-    console.print(f"  backend    {report.backend.mode} ({report.backend.module})")
-    console.print(
-        f"  cmdline    {t.cmdline if t.cmdline is not None else '-'}"
-        + (f"  [{t.cmdline_source}]" if t.cmdline_source else "")
-    )
-    console.print(f"  initramfs  {t.initramfs or '-'}")
-    if t.boot_entry:
-        console.print(f"  boot entry {t.boot_entry}")
-    console.print()
-    if report.devices:
-        table = Table(show_header=True, header_style="bold", expand=False, show_lines=False)
-        for column in ("device", "id", "native driver", "prediction", "phase", "why"):
-            table.add_column(column, overflow="fold")
-        for d in report.devices:
-            p = d.prediction
-            native = f"{d.native_driver or '-'} ({d.native_mode})"
-            verdict = Text(
-                p.verdict.value + (f" → {p.winner}" if p.verdict is Verdict.NOT_CLAIMED and p.winner else ""),
-                style=_VERDICT_STYLE[p.verdict],
-            )
-            table.add_row(d.bdf, d.id or "?", native, verdict, p.phase.value if p.phase else "-", p.reason)
-        console.print(table)
+    if report.scope == "dom0":
+        console.print(Text("pciback-doctor", style="bold"), Text(f"— root {t.root}"))
+        console.print(
+            f"  kernel     {t.kernel or '?'}" + (f"  (config {t.config})" if t.config else "  (no config)")
+        )
+        console.print(f"  backend    {report.backend.mode} ({report.backend.module})")
+        console.print(
+            f"  cmdline    {t.cmdline if t.cmdline is not None else '-'}"
+            + (f"  [{t.cmdline_source}]" if t.cmdline_source else "")
+        )
+        console.print(f"  initramfs  {t.initramfs or '-'}")
+        if t.boot_entry:
+            console.print(f"  boot entry {t.boot_entry}")
+        console.print()
+        _devices(console, report)
+    elif report.scope == "kernel":
+        console.print(
+            Text("pciback-doctor kernel", style="bold"), Text(f"— {t.config}: backend {report.backend.mode}")
+        )
     else:
-        console.print("No device is meant for passthrough (no hide value, no xl pci= entry, no --device).")
+        console.print(Text("pciback-doctor domu", style="bold"))
     console.print()
     for f in report.findings:
         head = Text()
@@ -89,6 +82,22 @@ def render(report: Report, colour: bool = False, width: int | None = None) -> st
     )
     console.print(Text(f"{counts}; exit status {report.exit_code}", style="bold"))
     return buffer.getvalue()
+
+
+def _devices(console: Console, report: Report) -> None:
+    if not report.devices:
+        console.print("No device is meant for passthrough (no hide value, no xl pci= entry, no --device).")
+        return
+    table = Table(show_header=True, header_style="bold", expand=False, show_lines=False)
+    for column in ("device", "id", "native driver", "prediction", "phase", "why"):
+        table.add_column(column, overflow="fold")
+    for d in report.devices:
+        p = d.prediction
+        native = f"{d.native_driver or '-'} ({d.native_mode})"
+        won = f" → {p.winner}" if p.verdict is Verdict.NOT_CLAIMED and p.winner else ""
+        verdict = Text(p.verdict.value + won, style=_VERDICT_STYLE[p.verdict])
+        table.add_row(d.bdf, d.id or "?", native, verdict, p.phase.value if p.phase else "-", p.reason)
+    console.print(table)
 
 
 def _terminal_width() -> int:

@@ -1,0 +1,76 @@
+"""A domU kernel's PCI frontend (CONFIG_XEN_PCIDEV_FRONTEND, module xen-pcifront), from whatever the
+admin has: a config file, a module tree, a bzImage or a vmlinux."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
+from pciback_doctor.facts.kimage import inspect_kernel_image
+from pciback_doctor.facts.modules import ModuleTree
+from pciback_doctor.model import Evidence
+
+FRONTEND = "CONFIG_XEN_PCIDEV_FRONTEND"
+FRONTEND_MODULE = "xen_pcifront"
+# pcifront_init() is the frontend's initcall: in kallsyms only when it is built in.
+FRONTEND_SYMBOL = "pcifront_init"
+
+
+@dataclass(frozen=True)
+class DomuKernel:
+    path: str
+    frontend: str  # builtin | module | missing | unknown
+    evidence: tuple[Evidence, ...] = ()
+    note: str = ""  # what would decide an `unknown`, or how it was decided
+    module_present: bool | None = None  # the frontend module is in the domU's module tree
+
+
+def from_config(config: KernelConfig, path: str) -> DomuKernel:
+    value = config.get(FRONTEND)
+    mode = {"y": "builtin", "m": "module"}.get(value, "missing")
+    return DomuKernel(path, mode, (config.evidence(FRONTEND),))
+
+
+def from_module_tree(tree: ModuleTree) -> DomuKernel:
+    if tree.is_builtin(FRONTEND_MODULE):
+        return DomuKernel(tree.path, "builtin", (tree.builtin[FRONTEND_MODULE],), module_present=False)
+    if tree.has_file(FRONTEND_MODULE):
+        where = Evidence(f"{tree.path}/{tree.files[FRONTEND_MODULE]}", None, "module file")
+        return DomuKernel(tree.path, "module", (where,), module_present=True)
+    if tree.has_index or tree.files:
+        return DomuKernel(
+            tree.path, "missing", (Evidence(tree.path, None, "no xen-pcifront"),), module_present=False
+        )
+    return DomuKernel(tree.path, "unknown", note="the module tree has no modules.dep and no module files")
+
+
+def from_image(data: bytes, path: str) -> DomuKernel:
+    image = inspect_kernel_image(data, path)
+    if image.config is not None:
+        return from_config(image.config, image.config.path)
+    if image.error and not image.symbols:
+        return DomuKernel(path, "unknown", note=f"cannot read the kernel image: {image.error}")
+    if FRONTEND_SYMBOL in image.symbols:
+        return DomuKernel(
+            path,
+            "builtin",
+            (Evidence(path, None, f"symbol {FRONTEND_SYMBOL}"),),
+            note="from the image's symbols",
+        )
+    if image.symbols:
+        return DomuKernel(
+            path,
+            "unknown",
+            note=f"{FRONTEND_SYMBOL} is not built in; whether xen-pcifront is a module needs the kernel's config or module tree",
+        )
+    return DomuKernel(
+        path, "unknown", note="no IKCONFIG and no symbols in the image: give its config or module tree"
+    )
+
+
+def from_config_bytes(data: bytes, path: str) -> DomuKernel | None:
+    """A kernel config file, or None when the bytes are not one."""
+    try:
+        return from_config(parse_config(decode_config(data), path), path)
+    except ConfigError:
+        return None
