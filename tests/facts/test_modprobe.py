@@ -27,7 +27,8 @@ def test_hash_is_a_comment_only_in_column_zero() -> None:
 
 def test_first_install_and_softdep_win() -> None:
     cfg = parse_modprobe_file(
-        "install e1000e /bin/true\ninstall e1000e /bin/false\nsoftdep e1000e pre: a\nsoftdep e1000e pre: b\n", "f"
+        "install e1000e /bin/true\ninstall e1000e /bin/false\nsoftdep e1000e pre: a\nsoftdep e1000e pre: b\n",
+        "f",
     )
     install = cfg.install("e1000e")
     assert install is not None and install.args == "/bin/true"

@@ -126,7 +126,7 @@ def not_dom0(chk: Check, a: Analysis) -> Iterator[Finding]:
     missing = [s for s in ("CONFIG_XEN_DOM0", "CONFIG_XEN_BACKEND") if config.get(s) != "y"]
     if missing:
         yield chk.finding(
-            f"{' and '.join(missing)} not set: kernel {a.system.release or '?'} cannot be Xen's dom0",
+            f"{' and '.join(missing)} not set: kernel {a.system.release or 'this kernel'} cannot be Xen's dom0",
             evidence=[config.evidence(s) for s in missing],
         )
 

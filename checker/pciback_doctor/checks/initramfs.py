@@ -41,27 +41,30 @@ def _relevant(a: Analysis) -> set[str]:
     return names
 
 
-def _missing_in_image(a: Analysis) -> list[Evidence]:
-    """Host directives that matter for the boot and that the image's modprobe.d does not have."""
+def _missing_in_image(a: Analysis) -> tuple[list[Evidence], list[Evidence]]:
+    """Host directives that matter for the boot and that the image's modprobe.d lacks, split into
+    (stale: the image has an older copy of the file or copies /etc anyway, not copied: a
+    non-hostonly dracut image never took /etc/modprobe.d)."""
     image = a.image
     assert image is not None
     have = {(d.command, d.module, " ".join(d.args.split())) for d in image.modprobe.directives}
-    relevant = _relevant(a)
-    missing = []
-    for d in a.system.modprobe.directives:
-        if d.command in ("options", "softdep", "install", "blacklist") and d.module in relevant:
-            if d.evidence.path.endswith("modules.softdep"):
-                continue  # depmod's file, not a setting of the admin
-            if (d.command, d.module, " ".join(d.args.split())) not in have:
-                missing.append(d.evidence)
-    return missing
-
-
-def _dracut_copies_etc(a: Analysis) -> bool:
+    files_in_image = {d.evidence.path.split("!", 1)[1] for d in image.modprobe.directives}
     # dracut copies /etc/modprobe.d only in hostonly mode (modules.d/90kernel-modules);
-    # initramfs-tools and mkinitcpio copy it always.
-    image = a.image
-    return image is not None and not (image.generator == "dracut" and image.hostonly is False)
+    # initramfs-tools and mkinitcpio always copy it.
+    copies_etc = not (image.generator == "dracut" and image.hostonly is False)
+    relevant = _relevant(a)
+    stale: list[Evidence] = []
+    not_copied: list[Evidence] = []
+    for d in a.system.modprobe.directives:
+        if d.command not in ("options", "softdep", "install", "blacklist") or d.module not in relevant:
+            continue
+        if d.evidence.path.endswith("modules.softdep"):
+            continue  # depmod's file, not a setting of the admin
+        if (d.command, d.module, " ".join(d.args.split())) in have:
+            continue
+        copied = copies_etc or d.evidence.path in files_in_image or not d.evidence.path.startswith("etc/")
+        (stale if copied else not_copied).append(d.evidence)
+    return stale, not_copied
 
 
 @check(
@@ -73,9 +76,9 @@ def _dracut_copies_etc(a: Analysis) -> bool:
     (dracut -f, update-initramfs -u, mkinitcpio -P) after changing modprobe.d.""",
 )
 def stale(chk: Check, a: Analysis) -> Iterator[Finding]:
-    if a.image is None or a.image.error or not _dracut_copies_etc(a):
+    if a.image is None or a.image.error:
         return
-    missing = _missing_in_image(a)
+    missing, _ = _missing_in_image(a)
     if missing:
         yield chk.finding(
             f"{len(missing)} modprobe.d setting(s) that matter are on the host but not in {a.image.path}: it was built before they were written",
@@ -93,9 +96,9 @@ def stale(chk: Check, a: Analysis) -> Iterator[Finding]:
     FILE " in a dracut.conf.d snippet, or use the pciback dracut module.""",
 )
 def not_copied(chk: Check, a: Analysis) -> Iterator[Finding]:
-    if a.image is None or a.image.error or _dracut_copies_etc(a):
+    if a.image is None or a.image.error:
         return
-    missing = [e for e in _missing_in_image(a) if e.path.startswith("etc/")]
+    _, missing = _missing_in_image(a)
     if missing:
         yield chk.finding(
             f"{a.image.path} is a non-hostonly dracut image: these host settings are not in it",

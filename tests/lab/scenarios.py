@@ -1,0 +1,99 @@
+"""Boot lab scenarios and the owners their boots show (SPEC §9).
+
+`SCENARIOS` are booted once per test session (`conftest.lab_boots`); `EXPECTED` holds what the
+boots showed. The doctor's prediction for a scenario, made on the same kernel tree
+(`harness.dom0_kernel`), image (`conftest.lab_images`) and command line (`Scenario.cmdline()`),
+must equal `EXPECTED`.
+"""
+
+from __future__ import annotations
+
+from harness import MINIMAL_MODULES, Scenario
+
+E1000E = "0000:00:04.0"
+SERIAL = "0000:00:05.0"
+E1000E_DEV = "e1000e,addr=04.0"
+SERIAL_DEV = "pci-serial,addr=05.0"
+#: dash as /bin/sh (Debian's): the project's hook must be POSIX
+MODULE_IMAGE = (*MINIMAL_MODULES, "dash")
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        # 1. negative control: the hide token alone, nothing loads the backend first
+        Scenario("hide-only", dom0_args=f"xen-pciback.hide=({E1000E})"),
+        # 2. the token + a softdep in the image orders the backend before e1000e
+        Scenario(
+            "hide-softdep",
+            dom0_args=f"xen-pciback.hide=({E1000E})",
+            modprobe_d={"xen-pciback.conf": "softdep e1000e pre: xen-pciback\n"},
+        ),
+        # 3. the project's module claims the e1000e
+        Scenario(
+            "module-e1000e",
+            dom0_args=f"rd.xen_pciback.hide={E1000E}",
+            dracut_modules=MODULE_IMAGE,
+            with_module=True,
+        ),
+        # 4. ... and a device whose native driver (8250_pci, driver `serial`) is built in
+        Scenario(
+            "module-serial-builtin",
+            dom0_args=f"rd.xen_pciback.hide={SERIAL}",
+            dracut_modules=MODULE_IMAGE,
+            with_module=True,
+            devices=(E1000E_DEV, SERIAL_DEV),
+        ),
+        # 5. ... picks up the backend's own hide token
+        Scenario(
+            "module-hide-token",
+            dom0_args=f"xen-pciback.hide=({E1000E})",
+            dracut_modules=MODULE_IMAGE,
+            with_module=True,
+        ),
+        # 6. a malformed entry is logged; the valid one is claimed (not strict)
+        Scenario(
+            "module-malformed",
+            dom0_args=f"rd.xen_pciback.hide={E1000E},zz:99.9",
+            dracut_modules=MODULE_IMAGE,
+            with_module=True,
+        ),
+        # 7. /etc/xen-pciback.conf in the image (bash as /bin/sh this time)
+        Scenario(
+            "module-conf-file",
+            dracut_modules=MINIMAL_MODULES,
+            with_module=True,
+            devices=(E1000E_DEV, SERIAL_DEV),
+            extra_files={
+                "/etc/xen-pciback.conf": f"# passthrough\n{E1000E}  # NIC\n\n00:05.0\n",
+            },
+        ),
+        # 8. rd.xen_pciback=0 switches the module off: e1000e wins as in scenario 1
+        Scenario(
+            "module-disabled",
+            dom0_args=f"rd.xen_pciback=0 rd.xen_pciback.hide={E1000E}",
+            dracut_modules=MODULE_IMAGE,
+            with_module=True,
+        ),
+        # 9. strict: the malformed entry stops the boot (dracut's die), the probe never runs
+        Scenario(
+            "module-strict",
+            dom0_args=f"rd.xen_pciback.strict=1 rd.xen_pciback.hide={E1000E},zz:99.9",
+            dracut_modules=MODULE_IMAGE,
+            with_module=True,
+        ),
+    )
+}
+
+#: Observed owners (scenario -> BDF -> driver).
+EXPECTED: dict[str, dict[str, str]] = {
+    "hide-only": {E1000E: "e1000e"},
+    "hide-softdep": {E1000E: "pciback"},
+    "module-e1000e": {E1000E: "pciback"},
+    "module-serial-builtin": {SERIAL: "pciback", E1000E: "e1000e"},
+    "module-hide-token": {E1000E: "pciback"},
+    "module-malformed": {E1000E: "pciback"},
+    "module-conf-file": {E1000E: "pciback", SERIAL: "pciback"},
+    "module-disabled": {E1000E: "e1000e"},
+}
+#: Scenarios whose boot is expected to stop in the initramfs (no owners to compare).
+STOPS = ("module-strict",)
