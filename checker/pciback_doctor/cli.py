@@ -19,8 +19,6 @@ from pciback_doctor.facts.initramfs import open_initramfs
 from pciback_doctor.facts.system import Options, collect
 from pciback_doctor.outcome import FAIL_ON, build_report
 from pciback_doctor.render import image as image_render
-from pciback_doctor.render import json as json_render
-from pciback_doctor.render import text as text_render
 
 COMMANDS = ("check", "kernel", "domu", "initramfs", "explain")
 FORMATS = ("text", "json")
@@ -126,9 +124,14 @@ def _finish(args: argparse.Namespace, analysis: Analysis, roles: frozenset[str],
     report = build_report(
         analysis, findings, select=args.select, ignore=args.ignore, fail_on=args.fail_on, scope=scope
     )
+    # renderers are imported when chosen: rich alone costs a tenth of a second at start-up
     if args.format == "json":
+        from pciback_doctor.render import json as json_render
+
         _emit(json_render.render(report), args.output)
     else:
+        from pciback_doctor.render import text as text_render
+
         colour = args.output is None and text_render.wants_colour(sys.stdout)
         _emit(text_render.render(report, colour=colour), args.output)
     return report.exit_code
