@@ -17,10 +17,13 @@ from pciback_doctor.errors import UsageError
 from pciback_doctor.facts.image import image_facts, wanted_file
 from pciback_doctor.facts.initramfs import open_initramfs
 from pciback_doctor.facts.system import Options, collect
+from pciback_doctor.fixes import STRATEGIES, applicable, build, failing
+from pciback_doctor.fixes.apply import pending, unified_diff, write
+from pciback_doctor.model import Fix, Severity
 from pciback_doctor.outcome import FAIL_ON, build_report
 from pciback_doctor.render import image as image_render
 
-COMMANDS = ("check", "kernel", "domu", "initramfs", "explain")
+COMMANDS = ("check", "fix", "kernel", "domu", "initramfs", "explain")
 FORMATS = ("text", "json")
 
 
@@ -54,6 +57,36 @@ def _output_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _system_options(p: argparse.ArgumentParser) -> None:
+    """What describes the system and its next boot: shared by check, fix and report."""
+    p.add_argument("--root", default="/", metavar="DIR", help="read the system under DIR (default /)")
+    p.add_argument("--kernel", metavar="K", help="target kernel release")
+    p.add_argument("--config", metavar="F", help="kernel config file of the target kernel")
+    p.add_argument("--modules-dir", metavar="D", help="module tree of the target kernel (lib/modules/K)")
+    p.add_argument("--initramfs", metavar="F", help="the initramfs the next boot uses")
+    cmd = p.add_mutually_exclusive_group()
+    cmd.add_argument("--cmdline", metavar="S", help="dom0 kernel command line of the next boot")
+    cmd.add_argument("--cmdline-file", metavar="F", help="read the dom0 kernel command line from F")
+    p.add_argument("--xen-cmdline", metavar="S", help="Xen hypervisor command line of the next boot")
+    p.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="BDF[=VVVV:DDDD[:CCCCCC]]",
+        help="a device meant for passthrough (repeatable)",
+    )
+    p.add_argument(
+        "--domu-config", action="append", default=[], metavar="F", help="an xl domain config (repeatable)"
+    )
+    p.add_argument(
+        "--domu-kernel",
+        action="append",
+        default=[],
+        metavar="F",
+        help="a domU kernel: bzImage, vmlinux, config or module tree (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pciback-doctor", description="Will pciback own each passthrough device after the next Xen boot?"
@@ -62,33 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     check = sub.add_parser("check", help="predict the next boot (the default command)")
-    check.add_argument("--root", default="/", metavar="DIR", help="read the system under DIR (default /)")
-    check.add_argument("--kernel", metavar="K", help="target kernel release")
-    check.add_argument("--config", metavar="F", help="kernel config file of the target kernel")
-    check.add_argument("--modules-dir", metavar="D", help="module tree of the target kernel (lib/modules/K)")
-    check.add_argument("--initramfs", metavar="F", help="the initramfs the next boot uses")
-    cmd = check.add_mutually_exclusive_group()
-    cmd.add_argument("--cmdline", metavar="S", help="dom0 kernel command line of the next boot")
-    cmd.add_argument("--cmdline-file", metavar="F", help="read the dom0 kernel command line from F")
-    check.add_argument("--xen-cmdline", metavar="S", help="Xen hypervisor command line of the next boot")
-    check.add_argument(
-        "--device",
-        action="append",
-        default=[],
-        metavar="BDF[=VVVV:DDDD[:CCCCCC]]",
-        help="a device meant for passthrough (repeatable)",
-    )
-    check.add_argument(
-        "--domu-config", action="append", default=[], metavar="F", help="an xl domain config (repeatable)"
-    )
-    check.add_argument(
-        "--domu-kernel",
-        action="append",
-        default=[],
-        metavar="F",
-        help="a domU kernel: bzImage, vmlinux, config or module tree (repeatable)",
-    )
+    _system_options(check)
     _output_options(check)
+
+    fix = sub.add_parser("fix", help="show (or --write) the fix for the devices the next boot will not claim")
+    _system_options(fix)
+    fix.add_argument(
+        "--strategy", choices=STRATEGIES, help="how to fix (default: the first that fits every device)"
+    )
+    fix.add_argument(
+        "--write",
+        action="store_true",
+        help="apply the file changes under the root (atomically, with backups)",
+    )
+    fix.add_argument(
+        "--backup-dir",
+        metavar="D",
+        help="where --write keeps the old files (default ROOT/var/backups/pciback-doctor/TIME)",
+    )
 
     kernel = sub.add_parser("kernel", help="CI gate: does this kernel build have the PCI backend / frontend?")
     kernel.add_argument("--config", required=True, metavar="F", help="the build's .config")
@@ -137,8 +161,8 @@ def _finish(args: argparse.Namespace, analysis: Analysis, roles: frozenset[str],
     return report.exit_code
 
 
-def run_check(args: argparse.Namespace) -> int:
-    opts = Options(
+def _options(args: argparse.Namespace) -> Options:
+    return Options(
         root=args.root,
         kernel=args.kernel,
         config=args.config,
@@ -151,8 +175,52 @@ def run_check(args: argparse.Namespace) -> int:
         domu_configs=tuple(args.domu_config),
         domu_kernels=tuple(args.domu_kernel),
     )
-    system = collect(opts)
-    return _finish(args, analyse(system), frozenset({"dom0", "domu"}))
+
+
+def run_check(args: argparse.Namespace) -> int:
+    return _finish(args, analyse(collect(_options(args))), frozenset({"dom0", "domu"}))
+
+
+def run_fix(args: argparse.Namespace) -> int:
+    system = collect(_options(args))
+    analysis = analyse(system)
+    devices = failing(analysis)
+    fixes: list[Fix] = []
+    if devices:
+        fits = [s for s in STRATEGIES if all(s in applicable(analysis, d) for d in devices)]
+        strategy = args.strategy or (fits[0] if fits else None)
+        fix = build(strategy, analysis, devices) if strategy else None
+        if fix is None:
+            names = ", ".join(str(d.bdf) for d in devices)
+            raise UsageError(
+                f"no '{args.strategy}' fix fits {names}; these do: {', '.join(fits) or 'none'}"
+                if args.strategy
+                else f"no single strategy fits {names}"
+            )
+        fixes.append(fix)
+    # findings whose fix is only a command (rebuild a stale image, regenerate grub.cfg)
+    for finding in run_checks(analysis, frozenset({"dom0", "domu"})):
+        if finding.severity is Severity.ERROR or finding.id in ("PB402", "PB605"):
+            fixes += [
+                f
+                for f in finding.fixes
+                if not f.files and f.commands and f.strategy in ("rebuild", "bootloader")
+            ]
+    changes = [c for f in fixes for c in f.files]
+    commands = list(dict.fromkeys(c for f in fixes for c in f.commands))
+    todo = pending(changes, system.files)
+    for f in fixes:
+        sys.stdout.write(f"# {f.strategy}: {f.description}\n")
+    if args.write:
+        written = write(system.root, todo, system.files, Path(args.backup_dir) if args.backup_dir else None)
+        sys.stdout.write("".join(f"wrote {p}\n" for p in written) or "nothing to change: already applied\n")
+    else:
+        sys.stdout.write(unified_diff(todo, system.files) or "# no file changes\n")
+    if commands:
+        sys.stdout.write("# then run (not run by the doctor):\n" + "".join(f"{c}\n" for c in commands))
+    if not fixes:
+        sys.stdout.write("nothing to fix: every device meant for passthrough is predicted claimed\n")
+    return 0
 
 
 def run_kernel(args: argparse.Namespace) -> int:
@@ -201,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         handlers = {
             "check": run_check,
+            "fix": run_fix,
             "kernel": run_kernel,
             "domu": run_domu,
             "initramfs": run_initramfs,

@@ -31,8 +31,11 @@ class Severity(enum.IntEnum):
 
 @dataclass(frozen=True)
 class FileChange:
+    """A file a fix writes, relative to the root, with its whole new content."""
+
     path: str
     content: str
+    executable: bool = False
 
 
 @dataclass(frozen=True)

@@ -65,4 +65,21 @@ def lab_boots(lab_images: dict[str, Path]) -> dict[str, BootResult]:
     from harness import boot_all
     from scenarios import SCENARIOS
 
-    return boot_all(list(SCENARIOS.values()), lab_images)
+    _BOOTS.update(boot_all(list(SCENARIOS.values()), lab_images))
+    return _BOOTS
+
+
+_BOOTS: dict[str, BootResult] = {}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line per boot: the owners of the scenario's devices and the boot time."""
+    if not _BOOTS:
+        return
+    from scenarios import SCENARIOS, watched
+
+    terminalreporter.section("boot lab")
+    for name, result in _BOOTS.items():
+        owners = " ".join(f"{bdf}={result.owners.get(bdf, '?')}" for bdf in watched(SCENARIOS[name]))
+        state = "" if result.completed else " (stopped before the probe)"
+        terminalreporter.write_line(f"{name:24} {result.seconds:5.1f}s {owners}{state}")

@@ -97,3 +97,14 @@ EXPECTED: dict[str, dict[str, str]] = {
 }
 #: Scenarios whose boot is expected to stop in the initramfs (no owners to compare).
 STOPS = ("module-strict",)
+
+
+def watched(scenario: Scenario) -> list[str]:
+    """The BDFs of the scenario's emulated devices (from `addr=SS.F` of each `-device`)."""
+    bdfs = []
+    for device in scenario.devices:
+        for opt in device.split(",")[1:]:
+            if opt.startswith("addr="):
+                slot, _, func = opt.removeprefix("addr=").partition(".")
+                bdfs.append(f"0000:00:{int(slot, 16):02x}.{int(func or '0', 16)}")
+    return bdfs

@@ -6,6 +6,9 @@ by the real dracut; the boots run once per session, in parallel (`conftest.lab_b
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from harness import BootResult, describe
 from scenarios import E1000E, EXPECTED, SERIAL
@@ -58,3 +61,68 @@ def test_strict_failure_is_fatal(lab_boots: dict[str, BootResult]) -> None:
     result = lab_boots["module-strict"]
     assert not result.completed, describe(result)
     assert result.lines("FATAL: xen-pciback: 1 failure(s)"), describe(result)
+
+
+# -- the doctor's prediction, made beforehand on the same kernel tree, image and command line ----------
+
+DEVICE_IDS = {"e1000e": "8086:10d3:020000", "pci-serial": "1b36:0002:070002"}
+
+
+def predict(name: str, image: Path, host: Path) -> dict[str, dict[str, Any]]:
+    from harness import dom0_kernel
+    from scenarios import SCENARIOS, watched
+
+    from helpers import devices, doctor
+
+    scenario = SCENARIOS[name]
+    tree, _, release = dom0_kernel(scenario.flavour)
+    args = [
+        "--root", str(host), "--kernel", release, "--config", str(tree / "boot" / f"config-{release}"),
+        "--modules-dir", str(tree / "lib" / "modules" / release), "--initramfs", str(image),
+        "--cmdline", scenario.cmdline(), "--format", "json",
+    ]  # fmt: skip
+    for spec, bdf in zip(scenario.devices, watched(scenario), strict=True):
+        args += ["--device", f"{bdf}={DEVICE_IDS[spec.split(',')[0]]}"]
+    run = doctor(*args)
+    assert run.code in (0, 1), run.err
+    return devices(run)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_prediction_equals_boot(
+    name: str, lab_images: dict[str, Path], lab_boots: dict[str, BootResult], tmp_path: Path
+) -> None:
+    """SPEC §9: a prediction the boot contradicts is a bug."""
+    from scenarios import SCENARIOS, watched
+
+    predicted = predict(name, lab_images[name], tmp_path)
+    result = lab_boots[name]
+    assert result.completed, describe(result)
+    for bdf in watched(SCENARIOS[name]):
+        observed = result.owners.get(bdf, "?")
+        dev = predicted[bdf]
+        if observed == "pciback":
+            assert dev["prediction"] == "claimed", (name, bdf, dev)
+        else:
+            assert (dev["prediction"], dev["winner"]) == ("not-claimed", observed), (name, bdf, dev)
+
+
+def test_doctor_reports_the_malformed_list_and_strict_stop(
+    lab_images: dict[str, Path], tmp_path: Path
+) -> None:
+    from helpers import doctor
+
+    predicted = predict("module-strict", lab_images["module-strict"], tmp_path)
+    assert predicted[E1000E]["prediction"] == "not-claimed"
+    assert "strict" in predicted[E1000E]["reason"]
+    from harness import dom0_kernel
+    from scenarios import SCENARIOS
+
+    tree, _, release = dom0_kernel()
+    run = doctor(
+        "--root", str(tmp_path), "--kernel", release, "--modules-dir", str(tree / "lib/modules" / release),
+        "--config", str(tree / "boot" / f"config-{release}"), "--initramfs", str(lab_images["module-malformed"]),
+        "--cmdline", SCENARIOS["module-malformed"].cmdline(), "--format", "json",
+    )  # fmt: skip
+    pb702 = [f for f in run.json()["findings"] if f["id"] == "PB702"]
+    assert [f["message"] for f in pb702] == ["'zz:99.9' is not a PCI address the dracut module accepts"]

@@ -441,6 +441,9 @@ class _Device:
 
     # -- what takes a device even after another driver bound it ---------------------------------
     def dracut_hook(self, image: ImageFacts) -> Prediction | None:
+        """The project's dracut module (dracut-module/90xen-pciback/xen-pciback-hide.sh): at the
+        cmdline hook, before udev, it writes pciback to driver_override, loads the backend, unbinds
+        the current driver (built-in ones too) and binds the device to pciback."""
         hook = image.pciback_hook
         if hook is None:
             return None
@@ -449,20 +452,42 @@ class _Device:
             self.observe("hook-disabled", "rd.xen_pciback=0 disables the dracut module")
             return None
         listed = hook_devices(cmds, hook.config)
-        if self.bdf in listed:
-            if self.inputs.backend_mode == "module" and BACKEND not in image.modules:
+        if self.bdf not in listed:
+            return None
+        strict = any(p.value == "1" for c in cmds for p in c.get("rd.xen_pciback.strict"))
+        if strict and malformed_hook_entries(cmds, hook.config):
+            return Prediction(
+                Verdict.NOT_CLAIMED,
+                Phase.INITRAMFS,
+                "none",
+                "rd.xen_pciback.strict=1 and a malformed device list: the dracut module stops the boot",
+                (hook.hook,),
+            )
+        if self.inputs.backend_mode == "module":
+            if BACKEND not in image.modules:
                 self.observe(
                     "image-lacks-backend", "the dracut module is in the image but xen-pciback is not"
                 )
                 return None
-            return self.claimed(
-                Phase.INITRAMFS,
-                "the pciback dracut module binds the device through driver_override at the cmdline hook, "
-                "before udev starts",
-                hook.hook,
-                listed[self.bdf],
-            )
-        return None
+            sources = modprobe_hides(image.modprobe, "image") + cmdline_hides(self.system.cmdline)
+            hide = effective_hide(sources, builtin=False, classic_alias=False)
+            if hide is not None and not hide.spec.valid:
+                # driver_override is already pciback, so the native driver cannot bind either
+                return Prediction(
+                    Verdict.NOT_CLAIMED,
+                    Phase.INITRAMFS,
+                    "none",
+                    "the dracut module sets driver_override, but xen-pciback refuses to load with the "
+                    "malformed hide value, so nothing binds the device",
+                    (hook.hook, hide.evidence),
+                )
+        return self.claimed(
+            Phase.INITRAMFS,
+            "the pciback dracut module binds the device through driver_override at the cmdline hook, "
+            "before udev starts",
+            hook.hook,
+            listed[self.bdf],
+        )
 
     def stealers(self, after: Phase) -> Prediction | None:
         if after is Phase.KERNEL and self.inputs.image is not None and not self.inputs.image.error:
@@ -514,6 +539,22 @@ def hook_devices(cmdlines: list[Cmdline], config: tuple[tuple[str, Evidence], ..
         if bdf is not None:
             found.setdefault(bdf, evidence)
     return found
+
+
+def malformed_hook_entries(
+    cmdlines: list[Cmdline], config: tuple[tuple[str, Evidence], ...]
+) -> list[tuple[str, Evidence]]:
+    """Entries the dracut module will log as malformed (and count as failures)."""
+    bad: list[tuple[str, Evidence]] = []
+    for cmd in cmdlines:
+        for p in cmd.get("rd.xen_pciback.hide"):
+            bad += [
+                (item, cmd.evidence(p))
+                for item in (p.value or "").split(",")
+                if item and parse_bdf(item) is None
+            ]
+    bad += [(text, evidence) for text, evidence in config if parse_bdf(text) is None]
+    return bad
 
 
 def _parents(system: System, device: PciDevice | None) -> list[Bdf]:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.boot.model import DevicePrediction, Observation
 from pciback_doctor.checks import Check, check
+from pciback_doctor.fixes import device_fixes
 from pciback_doctor.model import Finding, Severity, Verdict
 
 
@@ -113,3 +114,30 @@ def bound_now(chk: Check, a: Analysis) -> Iterator[Finding]:
 def blacklisted(chk: Check, a: Analysis) -> Iterator[Finding]:
     for dev, obs in _observed(a, "native-blacklisted", unless_claimed=False):
         yield chk.finding(obs.message, device=str(dev.bdf), evidence=obs.evidence)
+
+
+@check(
+    "PB308",
+    Severity.ERROR,
+    "Device meant for passthrough will not be pciback's",
+    """The device is named for passthrough (hide value, xl pci=, --device) but the boot model predicts
+    that another driver (or nobody) will own it after the next boot; the other PB3xx/PB2xx findings say
+    why. The fixes are the strategies that fit this system: modprobe (softdep + options, and the initramfs
+    config), cmdline (xen-pciback.hide=), dracut (the pciback dracut module) and late-binding
+    (driver_override from a unit ordered before the Xen domains). `pciback-doctor fix` applies one.""",
+)
+def not_claimed(chk: Check, a: Analysis) -> Iterator[Finding]:
+    for dev in a.devices:
+        p = dev.prediction
+        if p.verdict is Verdict.NOT_CLAIMED:
+            who = (
+                f"{p.winner} will own it"
+                if p.winner and p.winner != "none"
+                else "nothing hands it to pciback"
+            )
+            yield chk.finding(
+                f"{dev.bdf}: {who} ({p.reason})",
+                device=str(dev.bdf),
+                evidence=p.evidence,
+                fixes=device_fixes(a, dev),
+            )

@@ -52,6 +52,7 @@ def _missing_in_image(a: Analysis) -> tuple[list[Evidence], list[Evidence]]:
     # dracut copies /etc/modprobe.d only in hostonly mode (modules.d/90kernel-modules);
     # initramfs-tools and mkinitcpio always copy it.
     copies_etc = not (image.generator == "dracut" and image.hostonly is False)
+    install_items = {w.lstrip("/") for w in a.system.dracut_conf.words("install_items")}
     relevant = _relevant(a)
     stale: list[Evidence] = []
     not_copied: list[Evidence] = []
@@ -62,7 +63,8 @@ def _missing_in_image(a: Analysis) -> tuple[list[Evidence], list[Evidence]]:
             continue  # depmod's file, not a setting of the admin
         if (d.command, d.module, " ".join(d.args.split())) in have:
             continue
-        copied = copies_etc or d.evidence.path in files_in_image or not d.evidence.path.startswith("etc/")
+        path = d.evidence.path
+        copied = copies_etc or path in files_in_image or path in install_items or not path.startswith("etc/")
         (stale if copied else not_copied).append(d.evidence)
     return stale, not_copied
 
@@ -79,6 +81,8 @@ def stale(chk: Check, a: Analysis) -> Iterator[Finding]:
     if a.image is None or a.image.error:
         return
     missing, _ = _missing_in_image(a)
+    if a.image.generator == "dracut":
+        missing += _dracut_config_not_in_image(a)
     if missing:
         yield chk.finding(
             f"{len(missing)} modprobe.d setting(s) that matter are on the host but not in {a.image.path}: it was built before they were written",
@@ -104,6 +108,22 @@ def not_copied(chk: Check, a: Analysis) -> Iterator[Finding]:
             f"{a.image.path} is a non-hostonly dracut image: these host settings are not in it",
             evidence=missing,
         )
+
+
+def _dracut_config_not_in_image(a: Analysis) -> list[Evidence]:
+    """dracut.conf.d asks for what the image lacks: it was built before the setting was written."""
+    image = a.image
+    assert image is not None
+    conf = a.system.dracut_conf
+    missing = []
+    for setting in ("add_drivers", "force_drivers"):
+        for word, evidence in conf.words(setting).items():
+            if word.replace("-", "_") == "xen_pciback" and "xen_pciback" not in image.modules:
+                missing.append(evidence)
+    for word, evidence in conf.words("add_dracutmodules").items():
+        if word == "xen-pciback" and image.pciback_hook is None:
+            missing.append(evidence)
+    return missing
 
 
 def _rebuild_command(a: Analysis) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pciback_doctor.errors import UsageError
 from pciback_doctor.facts.bootloader import BootEntry, NextBoot, find_next_boot
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
 from pciback_doctor.facts.domu import DomuKernel, from_config, from_config_bytes, from_image, from_module_tree
+from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
 from pciback_doctor.facts.image import ImageFacts, image_facts, wanted_file
 from pciback_doctor.facts.initramfs import Initramfs, open_initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
@@ -91,6 +93,8 @@ class System:
     xen_cmdline: Cmdline | None = None
     domu_configs: tuple[XlConfig, ...] = ()
     domu_kernels: tuple[DomuKernel, ...] = ()
+    files: Mapping[str, str] = field(default_factory=dict)  # current text of the files fixes may edit
+    dracut_conf: DracutConfig = field(default_factory=DracutConfig)
     proc_cmdline: Cmdline | None = None  # the running boot's, when the root has one
     running_dom0: bool = False  # /proc/xen/capabilities says control_d
     image: ImageFacts | None = None
@@ -451,6 +455,31 @@ def read_domu_kernels(opts: Options, root: Root, configs: list[XlConfig]) -> lis
     return kernels
 
 
+def read_dracut_conf(root: Root) -> DracutConfig:
+    """dracut reads dracut.conf, then dracut.conf.d/*.conf from /usr/lib and /etc (same basename:
+    /etc wins), in basename order."""
+    chosen: dict[str, str] = {}
+    for directory in ("etc/dracut.conf.d", "usr/lib/dracut/dracut.conf.d"):
+        for name in root.listdir(directory):
+            if name.endswith(".conf"):
+                chosen.setdefault(name, f"{directory}/{name}")
+    items = parse_dracut_conf(root.read_text("etc/dracut.conf") or "", "etc/dracut.conf")
+    for name in sorted(chosen):
+        items += parse_dracut_conf(root.read_text(chosen[name]) or "", chosen[name])
+    return DracutConfig(tuple(items))
+
+
+def read_editable(root: Root) -> dict[str, str]:
+    from pciback_doctor.fixes import EDITABLE  # the fixes say which files they may write
+
+    found = {}
+    for rel in EDITABLE:
+        data = root.read_bytes(rel)
+        if data is not None:
+            found[rel] = data.decode("utf-8", "surrogateescape")
+    return found
+
+
 def _proc_cmdline(root: Root) -> Cmdline | None:
     text = root.read_text("proc/cmdline")
     return None if text is None else parse_cmdline(text.strip(), "proc/cmdline")
@@ -492,6 +521,8 @@ def collect(opts: Options) -> System:
         cmdline_kind=kind,
         next_boot=next_boot,
         xen_cmdline=xen_cmdline,
+        files=read_editable(root),
+        dracut_conf=read_dracut_conf(root),
         proc_cmdline=_proc_cmdline(root),
         domu_configs=tuple(domu_configs),
         domu_kernels=tuple(read_domu_kernels(opts, root, domu_configs)),

@@ -27,7 +27,9 @@ def _finding(f: Finding) -> dict[str, Any]:
             {
                 "strategy": fix.strategy,
                 "description": fix.description,
-                "files": [{"path": c.path, "content": c.content} for c in fix.files],
+                "files": [
+                    {"path": c.path, "content": c.content, "executable": c.executable} for c in fix.files
+                ],
                 "commands": list(fix.commands),
             }
             for fix in f.fixes

@@ -1,0 +1,142 @@
+"""`pciback-doctor fix`: diffs, --write (atomic, backups, idempotent, inside the root), refusals."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import FIXTURES, devices, doctor, finding_ids
+
+
+def copy(name: str, tmp_path: Path) -> Path:
+    root = tmp_path / name
+    shutil.copytree(FIXTURES / name, root, symlinks=True)
+    return root
+
+
+def test_diff_is_printed_and_nothing_written(tmp_path: Path) -> None:
+    root = copy("classic-pciback-hide", tmp_path)
+    run = doctor("fix", "--root", str(root))
+    assert run.code == 0
+    assert "+++ b/etc/modprobe.d/xen-pciback.conf" in run.out
+    assert "+softdep e1000e pre: xen-pciback" in run.out
+    assert "+options xen-pciback hide=(0000:05:00.0)" in run.out
+    assert not (root / "etc/modprobe.d/xen-pciback.conf").exists()
+
+
+def test_write_then_claimed_and_second_write_changes_nothing(tmp_path: Path) -> None:
+    root = copy("module-modprobe-options", tmp_path)
+    (root / "etc/modprobe.d/xen-pciback.conf").write_text("options xen-pciback hide=(0000:05:00.0)\n")
+    (root / "etc/initramfs-tools").mkdir(parents=True)
+    (root / "etc/initramfs-tools/modules").write_text("# modules for the initramfs\n")
+    before = doctor("--root", str(root), "--format", "json")
+    assert devices(before)["0000:05:00.0"]["prediction"] == "not-claimed"
+
+    first = doctor("fix", "--root", str(root), "--write", "--backup-dir", str(tmp_path / "bak"))
+    assert first.code == 0, first.err
+    assert "wrote etc/modprobe.d/xen-pciback.conf" in first.out
+    assert "update-initramfs -u -k 6.1.0-56-amd64" in first.out  # printed, not run
+    assert (root / "etc/initramfs-tools/modules").read_text().endswith("xen-pciback\n")
+    # the file it replaced is kept
+    assert (
+        tmp_path / "bak/etc/modprobe.d/xen-pciback.conf"
+    ).read_text() == "options xen-pciback hide=(0000:05:00.0)\n"
+
+    after = doctor("--root", str(root), "--format", "json")
+    dev = devices(after)["0000:05:00.0"]
+    assert dev["prediction"] == "unknown"  # the host is fixed; the image is not known here (PB401)
+    assert "PB302" not in finding_ids(after)
+
+    second = doctor("fix", "--root", str(root), "--write")
+    assert "nothing to" in second.out and "wrote" not in second.out
+
+
+def test_cmdline_strategy_edits_etc_default_grub(tmp_path: Path) -> None:
+    root = copy("builtin-cmdline-hide", tmp_path)
+    (root / "etc/default").mkdir(parents=True)
+    (root / "etc/default/grub").write_text('GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
+    (root / "proc/cmdline").write_text("ro quiet\n")
+    run = doctor("fix", "--root", str(root), "--device", "0000:00:14.0", "--strategy", "cmdline", "--write")
+    assert run.code == 0, run.err
+    text = (root / "etc/default/grub").read_text()
+    assert 'GRUB_CMDLINE_LINUX_DEFAULT="quiet xen-pciback.hide=(0000:00:14.0)"' in text
+    assert "update-grub" in run.out
+
+
+def test_late_binding_is_recognised_after_write(tmp_path: Path) -> None:
+    root = copy("classic-pciback-hide", tmp_path)
+    run = doctor("fix", "--root", str(root), "--strategy", "late-binding", "--write")
+    assert run.code == 0, run.err
+    script = root / "usr/local/sbin/xen-pciback-bind"
+    assert os.access(script, os.X_OK)
+    assert "driver_override" in script.read_text()
+    assert "Before=xendomains.service" in (root / "etc/systemd/system/xen-pciback-bind.service").read_text()
+    dev = devices(doctor("--root", str(root), "--format", "json"))["0000:05:00.0"]
+    assert (dev["prediction"], dev["phase"]) == ("claimed", "rootfs")
+    if shutil.which("sh"):
+        assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
+
+
+def test_dracut_strategy_only_offered_for_dracut_images(tmp_path: Path) -> None:
+    root = copy("classic-pciback-hide", tmp_path)
+    run = doctor("fix", "--root", str(root), "--strategy", "dracut")
+    assert run.code == 2 and "modprobe" in run.err
+
+
+def test_refuses_a_file_changed_since_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pciback_doctor.errors import UsageError
+    from pciback_doctor.facts.root import Root
+    from pciback_doctor.fixes.apply import write
+    from pciback_doctor.model import FileChange
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/x.conf").write_text("new content by someone else\n")
+    with pytest.raises(UsageError, match="changed since it was read"):
+        write(Root(tmp_path), [FileChange("etc/x.conf", "ours\n")], {"etc/x.conf": "what we read\n"}, None)
+    assert (tmp_path / "etc/x.conf").read_text() == "new content by someone else\n"
+
+
+def test_never_writes_outside_the_root(tmp_path: Path) -> None:
+    from pciback_doctor.errors import UsageError
+    from pciback_doctor.facts.root import Root
+    from pciback_doctor.fixes.apply import write
+    from pciback_doctor.model import FileChange
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    os.symlink(str(outside), root / "etc/modprobe.d")  # a symlink in the root pointing out of it
+    with pytest.raises(UsageError, match="outside the root"):
+        write(Root(root), [FileChange("etc/modprobe.d/x.conf", "x\n")], {}, None)
+    assert list(outside.iterdir()) == []
+    os.symlink("/etc", root / "etc/inside")  # absolute, but resolved inside the root: fine
+    write(Root(root), [FileChange("etc/inside/y.conf", "y\n")], {}, None)
+    assert (root / "etc/y.conf").read_text() == "y\n"
+    with pytest.raises(UsageError):
+        write(Root(root), [FileChange("../escape.conf", "x\n")], {}, None)
+    assert not (tmp_path / "escape.conf").exists()
+
+
+def test_read_only_root_is_a_clear_error(tmp_path: Path) -> None:
+    root = copy("classic-pciback-hide", tmp_path)
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "--bind", str(root), str(mnt)], check=False).returncode != 0
+    ):
+        pytest.skip("needs root and bind mounts to make a read-only root")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(mnt)], check=True)
+        before = sorted(p.relative_to(root) for p in root.rglob("*"))
+        run = doctor("fix", "--root", str(mnt), "--write")
+        assert run.code == 2
+        assert "not writable" in run.err and len(run.err.strip().splitlines()) == 1
+        assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
