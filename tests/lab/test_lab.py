@@ -6,11 +6,12 @@ by the real dracut; the boots run once per session, in parallel (`conftest.lab_b
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import BootResult, describe
+from harness import BootResult, Scenario, describe
 from scenarios import E1000E, EXPECTED, SERIAL
 
 pytestmark = pytest.mark.lab
@@ -69,12 +70,17 @@ DEVICE_IDS = {"e1000e": "8086:10d3:020000", "pci-serial": "1b36:0002:070002"}
 
 
 def predict(name: str, image: Path, host: Path) -> dict[str, dict[str, Any]]:
+    from scenarios import SCENARIOS
+
+    return predict_for(SCENARIOS[name], image, host)
+
+
+def predict_for(scenario: Scenario, image: Path, host: Path) -> dict[str, dict[str, Any]]:
     from harness import dom0_kernel
-    from scenarios import SCENARIOS, watched
+    from scenarios import watched
 
     from helpers import devices, doctor
 
-    scenario = SCENARIOS[name]
     tree, _, release = dom0_kernel(scenario.flavour)
     args = [
         "--root", str(host), "--kernel", release, "--config", str(tree / "boot" / f"config-{release}"),
@@ -126,3 +132,38 @@ def test_doctor_reports_the_malformed_list_and_strict_stop(
     )  # fmt: skip
     pb702 = [f for f in run.json()["findings"] if f["id"] == "PB702"]
     assert [f["message"] for f in pb702] == ["'zz:99.9' is not a PCI address the dracut module accepts"]
+
+
+def test_fix_then_rebuild_then_boot(lab_images: dict[str, Path], tmp_path: Path) -> None:
+    """SPEC §8 end to end: the doctor's modprobe fix for the negative control, written with
+    `fix --write`, put into a new image by the real dracut, and a real boot shows pciback."""
+    from harness import boot, build_image, dom0_kernel
+    from scenarios import SCENARIOS
+
+    from helpers import doctor
+    from pciback_doctor.facts.root import Root
+    from pciback_doctor.facts.system import read_dracut_conf
+
+    control = SCENARIOS["hide-only"]
+    host = tmp_path / "host"
+    (host / "etc/dracut.conf.d").mkdir(parents=True)
+    tree, _, release = dom0_kernel()
+    fix = doctor(
+        "fix", "--root", str(host), "--kernel", release, "--config", str(tree / "boot" / f"config-{release}"),
+        "--modules-dir", str(tree / "lib/modules" / release), "--initramfs", str(lab_images["hide-only"]),
+        "--cmdline", control.cmdline(), "--device", f"{E1000E}=8086:10d3:020000", "--write",
+    )  # fmt: skip
+    assert fix.code == 0 and f"dracut -f --kver {release}" in fix.out, fix.out + fix.err
+    conf = read_dracut_conf(Root(host))
+    assert "xen-pciback" in conf.words("add_drivers")
+    fixed = replace(
+        control,
+        name="fixed-by-doctor",
+        modprobe_d={"xen-pciback.conf": (host / "etc/modprobe.d/xen-pciback.conf").read_text()},
+        add_drivers=("e1000e", *conf.words("add_drivers")),
+    )
+    image = build_image(fixed, tmp_path)
+    assert predict_for(fixed, image, host)[E1000E]["prediction"] == "claimed"
+    result = boot(fixed, image)
+    assert result.completed, describe(result)
+    assert result.owners.get(E1000E) == "pciback", describe(result, [E1000E])
