@@ -115,8 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     kernel = sub.add_parser("kernel", help="CI gate: does this kernel build have the PCI backend / frontend?")
-    kernel.add_argument("--config", required=True, metavar="F", help="the build's .config")
-    kernel.add_argument("--modules-builtin", metavar="F", help="the build's modules.builtin")
+    kernel.add_argument("--config", metavar="F", help="the build's .config")
+    where = kernel.add_mutually_exclusive_group()
+    where.add_argument(
+        "--build-dir",
+        metavar="D",
+        help="a kernel build tree (make O=D): .config, modules.builtin, modules.order, built modules",
+    )
+    where.add_argument("--modules-builtin", metavar="F", help="the build's modules.builtin")
     kernel.add_argument("--role", choices=("dom0", "domu", "both"), default="dom0")
     _output_options(kernel)
 
@@ -226,7 +232,7 @@ def run_fix(args: argparse.Namespace) -> int:
 def run_kernel(args: argparse.Namespace) -> int:
     from pciback_doctor.facts.system import kernel_build
 
-    system = kernel_build(args.config, args.modules_builtin)
+    system = kernel_build(args.config, args.modules_builtin, args.build_dir)
     roles = frozenset({"dom0", "domu"}) if args.role == "both" else frozenset({args.role})
     return _finish(args, analyse(system), roles, scope="kernel")
 

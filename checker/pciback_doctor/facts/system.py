@@ -18,6 +18,7 @@ from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
 from pciback_doctor.facts.image import ImageFacts, image_facts, wanted_file
 from pciback_doctor.facts.initramfs import Initramfs, open_initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
+from pciback_doctor.facts.kimage import inspect_kernel_image
 from pciback_doctor.facts.modprobe import (
     CONFIG_DIRS,
     ModprobeConfig,
@@ -175,6 +176,19 @@ def read_config(
             return parse_config(decode_config(found), rel), problems
         except ConfigError as exc:
             problems.append(Evidence(rel, None, f"unreadable kernel config: {exc}"))
+    # last resort: the config the kernel image carries itself (CONFIG_IKCONFIG)
+    for rel in (
+        f"boot/vmlinuz-{release}",
+        f"usr/lib/modules/{release}/vmlinuz",
+        f"lib/modules/{release}/vmlinuz",
+    ):
+        blob = root.read_bytes(rel)
+        if blob is None:
+            continue
+        image = inspect_kernel_image(blob, rel)
+        if image.config is not None:
+            return image.config, problems
+        problems.append(Evidence(rel, None, image.error or "no IKCONFIG in the kernel image"))
     return None, problems
 
 
@@ -538,15 +552,26 @@ def collect(opts: Options) -> System:
     )
 
 
-def kernel_build(config_path: str, modules_builtin: str | None) -> System:
-    """A kernel build for the CI gate: its `.config` (and `modules.builtin`), nothing else."""
+def kernel_build(
+    config_path: str | None, modules_builtin: str | None, build_dir: str | None = None
+) -> System:
+    """A kernel build for the CI gate: its `.config` and `modules.builtin`, or a whole build tree
+    (`make O=DIR`): .config, modules.builtin(.modinfo), modules.order and the built modules."""
+    if build_dir is not None:
+        if not Path(build_dir).is_dir():
+            raise UsageError(f"--build-dir {build_dir}: not a directory")
+        config_path = config_path or str(Path(build_dir) / ".config")
+    if config_path is None:
+        raise UsageError("kernel: give --config F or --build-dir D")
     data = _read_explicit(config_path, "--config")
     try:
         config = parse_config(decode_config(data), config_path)
     except ConfigError as exc:
         raise UsageError(f"--config {config_path}: {exc}") from None
     modules = None
-    if modules_builtin is not None:
+    if build_dir is not None:
+        modules = read_build_tree(Path(build_dir))
+    elif modules_builtin is not None:
         text = _read_explicit(modules_builtin, "--modules-builtin").decode("utf-8", "replace")
         modules = ModuleTree(
             release="build",
@@ -572,6 +597,34 @@ def kernel_build(config_path: str, modules_builtin: str | None) -> System:
         devices=(),
         sysfs=False,
         domu_kernels=(from_config(config, config_path),),
+    )
+
+
+def read_build_tree(base: Path) -> ModuleTree:
+    """A kernel build directory: modules.order lists what `make modules` built (`.o` names in
+    newer trees, `.ko` in older ones); the `.ko` files sit next to their objects."""
+    tree = Root(base)
+    builtin_text = tree.read_text("modules.builtin") or ""
+    order = tree.read_text("modules.order") or ""
+    files = {}
+    for line in order.splitlines():
+        rel = line.strip()
+        if rel.endswith(".o"):
+            rel = rel[:-2] + ".ko"
+        if rel and tree.exists(rel):
+            files[module_name(rel)] = rel
+    aliases, params = parse_builtin_modinfo(
+        tree.read_bytes("modules.builtin.modinfo") or b"", f"{base}/modules.builtin.modinfo"
+    )
+    return ModuleTree(
+        release="build",
+        path=str(base),
+        builtin=parse_builtin(builtin_text, f"{base}/modules.builtin"),
+        builtin_aliases=aliases,
+        builtin_params=params,
+        aliases=(),
+        files=files,
+        has_index=bool(order),
     )
 
 
