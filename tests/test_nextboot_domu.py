@@ -1,0 +1,105 @@
+"""The next boot from the bootloader (no --cmdline given) and the domU side, through the CLI."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import FIXTURES, devices, doctor, finding_ids
+
+
+@pytest.mark.parametrize(
+    ("fixture", "kernel", "source", "bdfs"),
+    [
+        ("boot-debian-grub-xen", "6.1.0-17-amd64", "boot/grub/grub.cfg", ["0000:05:00.0"]),
+        ("boot-fedora-bls", "6.5.6-300.fc39.x86_64", "boot/loader/entries/", ["0000:03:00.0"]),
+        ("boot-efi-xen-cfg", "6.1.0-17-amd64", "boot/efi/EFI/xen/xen.cfg", ["0000:05:00.0", "0000:06:00.0"]),
+        ("boot-stale-grub", "6.1.0-18-amd64", "boot/grub/grub.cfg", []),
+    ],
+)
+def test_target_comes_from_the_default_entry(fixture: str, kernel: str, source: str, bdfs: list[str]) -> None:
+    run = doctor("--root", str(FIXTURES / fixture), "--format", "json")
+    target = run.json()["target"]
+    assert target["kernel"] == kernel
+    assert target["cmdline_source"].startswith(source)
+    assert target["boot_entry"]  # which entry, and why
+    assert sorted(devices(run)) == bdfs
+    assert "PB604" not in finding_ids(run)  # not the current boot's /proc/cmdline
+
+
+def test_debian_grub_entry_says_why() -> None:
+    run = doctor("--root", str(FIXTURES / "boot-debian-grub-xen"), "--format", "json")
+    entry = run.json()["target"]["boot_entry"]
+    assert "6.1.0-17-amd64" in entry and "3>0>2" in entry
+
+
+def test_stale_grub_cfg_is_reported() -> None:
+    run = doctor("--root", str(FIXTURES / "boot-stale-grub"), "--format", "json")
+    stale = next(f for f in run.json()["findings"] if f["id"] == "PB605")
+    assert "update-grub" in stale["message"] or stale["fixes"][0]["commands"] == ["update-grub"]
+    assert {e["path"] for e in stale["evidence"]} >= {"etc/default/grub", "boot/grub/grub.cfg"}
+
+
+@pytest.mark.parametrize(
+    ("value", "severity"), [("iommu=0", "warning"), ("iommu=no-intremap,off", "warning"), ("iommu=1", None)]
+)
+def test_iommu_off_on_the_xen_command_line(value: str, severity: str | None) -> None:
+    run = doctor(
+        "--root", str(FIXTURES / "example"), "--xen-cmdline", f"dom0_mem=4G {value}", "--format", "json"
+    )
+    found = [f for f in run.json()["findings"] if f["id"] == "PB601"]
+    assert [f["severity"] for f in found] == ([severity] if severity else [])
+
+
+def test_xen_cmdline_from_the_grub_entry() -> None:
+    run = doctor("--root", str(FIXTURES / "boot-debian-grub-xen"), "--format", "json")
+    assert "PB601" not in finding_ids(run)  # iommu=1 there
+
+
+def domu_root(tmp_path: Path) -> Path:
+    root = tmp_path / "dom0"
+    shutil.copytree(FIXTURES / "classic-pciback-hide", root, symlinks=True)
+    xen = root / "etc/xen"
+    xen.mkdir(parents=True, exist_ok=True)
+    (xen / "router.cfg").write_text(
+        'name = "router"\nkernel = "/var/lib/xen/router/vmlinuz"\nmemory = 512\npci = [ "05:00.0" ]\n'
+    )
+    (xen / "desktop.cfg").write_text(
+        'name = "desktop"\ntype = "hvm"\npci = [ "01:00.*", "0000:00:14.0,seize=1" ]\n'
+    )
+    (xen / "tiny.cfg").write_text('name = "tiny"\ntype = "pvh"\npci = [ "00:17.0", "0000:00:1f.9" ]\n')
+    return root
+
+
+def test_xl_configs_add_devices_and_domu_findings(tmp_path: Path) -> None:
+    run = doctor("--root", str(domu_root(tmp_path)), "--xen-cmdline", "iommu=0", "--format", "json")
+    devs = devices(run)
+    assert "xl:etc/xen/router.cfg" in devs["0000:05:00.0"]["wanted_by"]
+    assert {"0000:01:00.0", "0000:01:00.1"} <= set(devs)  # `01:00.*`: every function present
+    assert devs["0000:00:14.0"]["prediction"] == "claimed" and devs["0000:00:14.0"]["phase"] == "domain-start"
+    findings = run.json()["findings"]
+    pb504 = {f["device"] for f in findings if f["id"] == "PB504"}
+    assert "0000:05:00.0" in pb504  # e1000e keeps it, no seize
+    assert "0000:00:14.0" not in pb504  # seize=1
+    pvh = [f for f in findings if f["id"] == "PB503" and f["severity"] == "error"]
+    assert pvh and "tiny.cfg" in pvh[0]["message"]
+    assert any(f["id"] == "PB505" and "tiny.cfg" in f["message"] for f in findings)  # function 9
+    pb601 = next(f for f in findings if f["id"] == "PB601")
+    assert pb601["severity"] == "error" and "desktop.cfg" in pb601["message"]  # an HVM guest has pci=
+    kernel = next(f for f in findings if f["id"] == "PB501")  # router's kernel= is not in the root
+    assert kernel["severity"] == "info" and "not found" in kernel["message"]
+
+
+def test_domu_command_on_configs_and_kernels(tmp_path: Path) -> None:
+    config = tmp_path / "domu-config"
+    config.write_text("CONFIG_XEN=y\nCONFIG_XEN_PV=y\n# CONFIG_XEN_PCIDEV_FRONTEND is not set\n")
+    good = tmp_path / "good-config"
+    good.write_text("CONFIG_XEN=y\nCONFIG_XEN_PV=y\nCONFIG_XEN_PCIDEV_FRONTEND=y\n")
+    xl = tmp_path / "vm.cfg"
+    xl.write_text('type = "pv"\npci = [ "05:00.0,permissive=1", "zz" ]\n')
+    run = doctor("domu", str(config), str(good), str(xl), "--format", "json")
+    ids = finding_ids(run)
+    assert ids.count("PB501") == 1 and "PB506" in ids and "PB505" in ids
+    assert run.code == 1
+    assert run.json()["devices"] == []  # guest-side checks only
