@@ -24,6 +24,11 @@ def _observed(
                 yield dev, obs
 
 
+def _report(chk: Check, a: Analysis, kind: str, unless_claimed: bool = True) -> Iterator[Finding]:
+    for dev, obs in _observed(a, kind, unless_claimed):
+        yield chk.finding(obs.message, device=str(dev.bdf), evidence=obs.evidence)
+
+
 @check(
     "PB301",
     Severity.ERROR,
@@ -34,8 +39,7 @@ def _observed(
     driver_override.""",
 )
 def native_builtin(chk: Check, a: Analysis) -> Iterator[Finding]:
-    for dev, obs in _observed(a, "native-builtin"):
-        yield chk.finding(obs.message, device=str(dev.bdf), evidence=obs.evidence)
+    yield from _report(chk, a, "native-builtin")
 
 
 @check(
@@ -47,8 +51,7 @@ def native_builtin(chk: Check, a: Analysis) -> Iterator[Finding]:
     rule) makes kmod load the backend first, the native driver binds the device.""",
 )
 def unordered(chk: Check, a: Analysis) -> Iterator[Finding]:
-    for dev, obs in _observed(a, "unordered"):
-        yield chk.finding(obs.message, device=str(dev.bdf), evidence=obs.evidence)
+    yield from _report(chk, a, "unordered")
 
 
 @check(
@@ -61,8 +64,7 @@ def unordered(chk: Check, a: Analysis) -> Iterator[Finding]:
 )
 def image_order(chk: Check, a: Analysis) -> Iterator[Finding]:
     for kind in ("image-lacks-backend", "image-unordered"):
-        for dev, obs in _observed(a, kind):
-            yield chk.finding(obs.message, device=str(dev.bdf), evidence=obs.evidence)
+        yield from _report(chk, a, kind)
 
 
 @check(
@@ -74,8 +76,7 @@ def image_order(chk: Check, a: Analysis) -> Iterator[Finding]:
     native driver, or relies on rd.driver.pre without dracut's kernel-modules code in the image.""",
 )
 def broken_rule(chk: Check, a: Analysis) -> Iterator[Finding]:
-    for dev, obs in _observed(a, "broken-rule", unless_claimed=False):
-        yield chk.finding(obs.message, device=str(dev.bdf), evidence=obs.evidence)
+    yield from _report(chk, a, "broken-rule", unless_claimed=False)
 
 
 @check(
@@ -86,8 +87,7 @@ def broken_rule(chk: Check, a: Analysis) -> Iterator[Finding]:
     nothing orders them before the native driver's load. The outcome can differ from boot to boot.""",
 )
 def race(chk: Check, a: Analysis) -> Iterator[Finding]:
-    for dev, obs in _observed(a, "race"):
-        yield chk.finding(obs.message, device=str(dev.bdf), evidence=obs.evidence)
+    yield from _report(chk, a, "race")
 
 
 @check(
@@ -112,8 +112,7 @@ def bound_now(chk: Check, a: Analysis) -> Iterator[Finding]:
     the backend still has to be loaded (with hide) by something.""",
 )
 def blacklisted(chk: Check, a: Analysis) -> Iterator[Finding]:
-    for dev, obs in _observed(a, "native-blacklisted", unless_claimed=False):
-        yield chk.finding(obs.message, device=str(dev.bdf), evidence=obs.evidence)
+    yield from _report(chk, a, "native-blacklisted", unless_claimed=False)
 
 
 @check(

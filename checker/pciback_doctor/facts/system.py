@@ -7,7 +7,7 @@ import os
 import platform
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pciback_doctor.errors import UsageError
@@ -583,19 +583,11 @@ def kernel_build(
             files={},
             has_index=False,
         )
-    return System(
-        root=Root(Path(config_path).absolute().parent),
-        release=None,
+    return replace(
+        bare_system(Path(config_path).absolute().parent),
         release_source="--config",
-        running_release=None,
         config=config,
         modules=modules,
-        backend_modinfo=None,
-        modprobe=ModprobeConfig(()),
-        cmdline=None,
-        cmdline_kind="none",
-        devices=(),
-        sysfs=False,
         domu_kernels=(from_config(config, config_path),),
     )
 
@@ -628,7 +620,8 @@ def read_build_tree(base: Path) -> ModuleTree:
     )
 
 
-def _empty_system(root: Path, **facts: object) -> System:
+def bare_system(root: Path) -> System:
+    """A system with no facts yet, for the commands that look at one input (kernel, domu)."""
     return System(
         root=Root(root),
         release=None,
@@ -642,7 +635,6 @@ def _empty_system(root: Path, **facts: object) -> System:
         cmdline_kind="none",
         devices=(),
         sysfs=False,
-        **facts,  # type: ignore[arg-type]
     )
 
 
@@ -669,4 +661,4 @@ def domu_inputs(paths: list[str]) -> System:
             raise UsageError(f"{path}: not a kernel image, kernel config, module tree or xl config")
         else:
             configs.append(parse_xl(data.decode("utf-8", "replace"), path))
-    return _empty_system(Path.cwd(), domu_kernels=tuple(kernels), domu_configs=tuple(configs))
+    return replace(bare_system(Path.cwd()), domu_kernels=tuple(kernels), domu_configs=tuple(configs))
