@@ -41,6 +41,7 @@ class Ordering:
     evidence: tuple[Evidence, ...]
     works: bool
     problem: str = ""
+    before_udev: bool = True  # initramfs-tools loads its module list only after udev coldplug
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,8 @@ class _Device:
                     "the built-in backend reads xen-pciback.hide at fs_initcall, before any device driver",
                     hide.evidence,
                 )
+        # built-in drivers bind at their device initcall; the driver core never hands a bound
+        # device to a driver registered later (drivers/base/dd.c only probes unbound devices)
         if self.native.mode == "builtin":
             if mode == "module":
                 self.observe(
@@ -240,6 +243,7 @@ class _Device:
             return self.rootfs()
         if image.error:
             return self.unknown(Phase.INITRAMFS, f"the initramfs cannot be read: {image.error}")
+        # dracut's init runs the cmdline hooks before pre-udev and udevd: the module's hook is first
         hook = self.dracut_hook(image)
         if hook is not None:
             return hook
@@ -259,7 +263,9 @@ class _Device:
                     *(e for e in (blacklisted.evidence if blacklisted else None, cmd_black) if e),
                 )
                 return self.after_native_blocked(Phase.INITRAMFS, image, sources, early)
-            ordered = [o for o in early if o.works] + [
+            # udev coldplug (udevadm trigger → kmod builtin, by MODALIAS) loads the native driver;
+            # kmod loads a softdep's `pre:` modules first (libkmod-module.c, probe_insert_module)
+            ordered = [o for o in early if o.works and o.before_udev] + [
                 o for o in orderings_for(native, image.modprobe) if o.works
             ]
             for o in orderings_for(native, image.modprobe):
@@ -330,7 +336,10 @@ class _Device:
                     found.append(Ordering("rd.driver.pre", name, (cmd.evidence(p),), works, problem))
         for name, evidence in image.early_modules:
             if normalize(name) == BACKEND:
-                found.append(Ordering("early-modules", BACKEND, (evidence,), image.early_modules_before_udev))
+                # mkinitcpio's init modprobes MODULES before the udev hook; initramfs-tools'
+                # init runs scripts/init-top/udev (coldplug + settle) and only then load_modules
+                before = image.early_modules_before_udev
+                found.append(Ordering("early-modules", BACKEND, (evidence,), True, before_udev=before))
         return found
 
     def backend_loads(

@@ -1,0 +1,167 @@
+"""The initramfs phase for each generator's own order (SPEC §3), on images made by test code."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from cpio_writer import file, newc
+from helpers import FIXTURES, devices, doctor, finding_ids
+
+K = "6.1.0-56-amd64"
+MODS = f"usr/lib/modules/{K}/kernel/drivers"
+E1000E = file(f"{MODS}/net/ethernet/intel/e1000e/e1000e.ko", b"\x7fELF")
+BACKEND = file(f"{MODS}/xen/xen-pciback/xen-pciback.ko", b"\x7fELF")
+HIDE = "options xen-pciback hide=(0000:05:00.0)\n"
+
+
+def image(tmp_path: Path, *entries: object) -> Path:
+    path = tmp_path / "initrd.img"
+    path.write_bytes(gzip.compress(newc(list(entries))))  # type: ignore[arg-type]
+    return path
+
+
+def initramfs_tools(*extra: object) -> list[object]:
+    return [
+        file("conf/initramfs.conf", b"MODULES=most\n"),
+        file("scripts/functions"),
+        file("scripts/init-top/udev"),
+        *extra,
+    ]
+
+
+def mkinitcpio(modules: str, *extra: object) -> list[object]:
+    return [
+        file("init_functions"),
+        file("VERSION", b"39\n"),
+        file("config", f"MODULES=({modules})\nHOOKS=(base udev)\n".encode()),
+        *extra,
+    ]
+
+
+def dracut(*extra: object) -> list[object]:
+    return [file("usr/lib/dracut/modules.txt", b"base\nudev-rules\n"), *extra]
+
+
+def predict(img: Path, cmdline: str = "ro quiet") -> tuple[dict[str, object], list[str]]:
+    run = doctor(
+        "--root", str(FIXTURES / "module-modprobe-options"), "--initramfs", str(img), "--cmdline", cmdline,
+        "--format", "json",
+    )  # fmt: skip
+    return devices(run)["0000:05:00.0"], finding_ids(run)
+
+
+@pytest.mark.parametrize(
+    ("entries", "verdict", "phase"),
+    [
+        # initramfs-tools: udev coldplug (init-top) loads e1000e before conf/modules is read
+        (
+            initramfs_tools(E1000E, BACKEND, file("conf/modules", b"xen-pciback\n")),
+            "not-claimed",
+            "initramfs",
+        ),
+        # ... and the softdep copied into the image (mkinitramfs always copies /etc/modprobe.d) orders it
+        (
+            initramfs_tools(
+                E1000E,
+                BACKEND,
+                file(
+                    "etc/modprobe.d/xen-pciback.conf", (HIDE + "softdep e1000e pre: xen-pciback\n").encode()
+                ),
+            ),
+            "claimed",
+            "initramfs",
+        ),
+        # no e1000e in the image: conf/modules loads the backend with hide, nothing competes
+        (
+            initramfs_tools(
+                BACKEND,
+                file("etc/modprobe.d/xen-pciback.conf", HIDE.encode()),
+                file("conf/modules", b"xen-pciback\n"),
+            ),
+            "claimed",
+            "initramfs",
+        ),
+        # mkinitcpio modprobes MODULES before the udev hook
+        (
+            mkinitcpio(
+                "xen-pciback", E1000E, BACKEND, file("etc/modprobe.d/xen-pciback.conf", HIDE.encode())
+            ),
+            "claimed",
+            "initramfs",
+        ),
+        (
+            mkinitcpio("", E1000E, BACKEND, file("etc/modprobe.d/xen-pciback.conf", HIDE.encode())),
+            "not-claimed",
+            "initramfs",
+        ),
+        # the project's dracut module and its device list in the image
+        (
+            dracut(
+                E1000E,
+                BACKEND,
+                file("usr/lib/dracut/hooks/cmdline/00-xen-pciback-hide.sh"),
+                file("etc/xen-pciback.conf", b"# NIC\n0000:05:00.0\n"),
+            ),
+            "claimed",
+            "initramfs",
+        ),
+    ],
+)
+def test_generator_order(tmp_path: Path, entries: list[object], verdict: str, phase: str) -> None:
+    dev, _ = predict(image(tmp_path, *entries))
+    assert (dev["prediction"], dev["phase"]) == (verdict, phase), dev
+
+
+def test_dracut_module_switched_off(tmp_path: Path) -> None:
+    img = image(
+        tmp_path,
+        *dracut(
+            E1000E,
+            BACKEND,
+            file("usr/lib/dracut/hooks/cmdline/00-xen-pciback-hide.sh"),
+            file("etc/xen-pciback.conf", b"0000:05:00.0\n"),
+        ),
+    )
+    dev, _ = predict(img, "ro rd.xen_pciback=0")
+    assert (dev["prediction"], dev["winner"]) == ("not-claimed", "e1000e")
+
+
+def test_dracut_module_missing_from_image(tmp_path: Path) -> None:
+    img = image(tmp_path, *dracut(E1000E, BACKEND))
+    dev, ids = predict(img, "ro rd.xen_pciback.hide=0000:05:00.0")
+    assert dev["prediction"] == "not-claimed"
+    assert "PB701" in ids
+
+
+def test_rd_driver_pre_with_kernel_modules_code(tmp_path: Path) -> None:
+    img = image(
+        tmp_path,
+        *dracut(
+            E1000E,
+            BACKEND,
+            file("usr/lib/dracut/hooks/cmdline/01-parse-kernel.sh"),
+            file("etc/modprobe.d/x.conf", HIDE.encode()),
+        ),
+    )
+    dev, _ = predict(img, "ro rd.driver.pre=xen-pciback")
+    assert (dev["prediction"], dev["phase"]) == ("claimed", "initramfs")
+
+
+def test_cmdline_d_in_the_image_counts(tmp_path: Path) -> None:
+    # dracut's force_drivers writes rd.driver.pre into etc/cmdline.d/20-force_drivers.conf
+    img = image(
+        tmp_path,
+        *dracut(
+            E1000E,
+            BACKEND,
+            file("usr/lib/dracut/hooks/cmdline/01-parse-kernel.sh"),
+            file("etc/cmdline.d/20-force_drivers.conf", b"rd.driver.pre=xen-pciback\n"),
+            file("etc/modprobe.d/x.conf", HIDE.encode()),
+        ),
+    )
+    dev, _ = predict(img)
+    assert (dev["prediction"], dev["phase"]) == ("claimed", "initramfs")
+    assert dev["evidence"][0]["path"].endswith("!etc/cmdline.d/20-force_drivers.conf")
