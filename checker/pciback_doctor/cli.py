@@ -180,7 +180,12 @@ def _options(args: argparse.Namespace) -> Options:
         devices=tuple(args.device),
         domu_configs=tuple(args.domu_config),
         domu_kernels=tuple(args.domu_kernel),
+        progress=_progress if sys.stderr.isatty() else None,
     )
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -68,6 +68,7 @@ class Options:
     devices: tuple[str, ...] = ()
     domu_configs: tuple[str, ...] = ()
     domu_kernels: tuple[str, ...] = ()
+    progress: Callable[[str], None] | None = None  # told about long work (big images)
 
 
 @dataclass(frozen=True)
@@ -399,6 +400,8 @@ def read_image(
         resolved = root.resolve(found)
         assert resolved is not None
         host, shown = resolved, found
+    if opts.progress is not None and host.stat().st_size > 8 << 20:
+        opts.progress(f"reading initramfs {shown} ({host.stat().st_size >> 20} MiB)...")
     try:
         raw = open_initramfs(host, wanted_file)
     except OSError as exc:
