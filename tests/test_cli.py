@@ -195,3 +195,45 @@ def test_offline_device_option(tmp_path: Path) -> None:
     assert dev["wanted_by"] == ["--device"]
     assert dev["native_driver"] == "e1000e"
     assert run.json()["target"]["cmdline_source"] == "--cmdline"
+
+
+def test_waived_findings_stay_visible_and_fail_nothing(tmp_path: Path) -> None:
+    waivers = tmp_path / "waivers.toml"
+    waivers.write_text(
+        "".join(
+            f'[[waiver]]\nid = "{i}"\njustification = "accepted until the new kernel"\n'
+            for i in ("PB1", "PB3", "PB4")
+        )
+    )
+    run = doctor(
+        "--root", str(FIXTURES / "classic-pciback-hide"), "--waivers", str(waivers), "--format", "json"
+    )
+    assert run.code == 0
+    errors = [f for f in run.json()["findings"] if f["severity"] == "error"]
+    assert errors and all(f["waived"] == "accepted until the new kernel" for f in errors)
+    text = doctor("--root", str(FIXTURES / "classic-pciback-hide"), "--waivers", str(waivers))
+    assert "waived: accepted until the new kernel" in text.out
+
+
+def test_expired_waiver_is_a_finding(tmp_path: Path) -> None:
+    waivers = tmp_path / "waivers.toml"
+    waivers.write_text('[[waiver]]\nid = "PB105"\njustification = "old"\nexpires = 2020-01-01\n')
+    run = doctor(
+        "--root", str(FIXTURES / "classic-pciback-hide"), "--waivers", str(waivers), "--format", "json"
+    )
+    assert "PB109" in finding_ids(run) and run.code == 1
+    assert "[[waiver]]" in doctor("explain", "PB109").out
+
+
+def test_bad_waivers_file_is_a_usage_error(tmp_path: Path) -> None:
+    waivers = tmp_path / "waivers.toml"
+    waivers.write_text("[[waiver]\nnot toml")
+    run = doctor("--root", str(FIXTURES / "example"), "--waivers", str(waivers))
+    assert run.code == 2 and len(run.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fmt", ["sarif", "junit", "github", "markdown"])
+def test_every_format_from_the_command_line(fmt: str) -> None:
+    run = doctor("--root", str(FIXTURES / "classic-pciback-hide"), "--format", fmt)
+    assert run.code == 1 and run.err == ""
+    assert "PB304" in run.out

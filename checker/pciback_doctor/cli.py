@@ -12,19 +12,19 @@ from typing import NoReturn
 
 from pciback_doctor import __version__
 from pciback_doctor.boot.analysis import Analysis, analyse
-from pciback_doctor.checks import all_checks, run_checks
+from pciback_doctor.checks import Check, all_checks, run_checks
 from pciback_doctor.errors import UsageError
 from pciback_doctor.facts.image import image_facts, wanted_file
 from pciback_doctor.facts.initramfs import open_initramfs
 from pciback_doctor.facts.system import Options, collect
 from pciback_doctor.fixes import STRATEGIES, applicable, build, failing
 from pciback_doctor.fixes.apply import pending, unified_diff, write
-from pciback_doctor.model import Fix, Severity
-from pciback_doctor.outcome import FAIL_ON, build_report
+from pciback_doctor.model import Fix, Report, Severity
+from pciback_doctor.outcome import FAIL_ON, build_report, selected
 from pciback_doctor.render import image as image_render
 
 COMMANDS = ("check", "fix", "kernel", "domu", "initramfs", "explain")
-FORMATS = ("text", "json")
+FORMATS = ("text", "json", "sarif", "junit", "github", "markdown")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +54,9 @@ def _output_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--ignore", type=_ids, default=[], metavar="ID,...", help="skip these checks (IDs or prefixes)"
+    )
+    p.add_argument(
+        "--waivers", metavar="F", help="TOML file of accepted findings, [[waiver]] tables (explain PB109)"
     )
 
 
@@ -151,20 +154,52 @@ def _emit(text: str, output: str | None) -> None:
 
 def _finish(args: argparse.Namespace, analysis: Analysis, roles: frozenset[str], scope: str = "dom0") -> int:
     findings = run_checks(analysis, roles)
+    if args.waivers:
+        from datetime import date
+
+        from pciback_doctor.facts.waivers import WaiverError, apply_waivers, read_waivers
+
+        try:
+            waivers = read_waivers(args.waivers)
+        except WaiverError as exc:
+            raise UsageError(f"--waivers {exc}") from None
+        findings, expired = apply_waivers(findings, waivers, date.today())
+        findings += expired
     report = build_report(
         analysis, findings, select=args.select, ignore=args.ignore, fail_on=args.fail_on, scope=scope
     )
-    # renderers are imported when chosen: rich alone costs a tenth of a second at start-up
-    if args.format == "json":
-        from pciback_doctor.render import json as json_render
-
-        _emit(json_render.render(report), args.output)
-    else:
-        from pciback_doctor.render import text as text_render
-
-        colour = args.output is None and text_render.wants_colour(sys.stdout)
-        _emit(text_render.render(report, colour=colour), args.output)
+    catalogue = {
+        i: c for i, c in all_checks().items() if c.role in roles and selected(i, args.select, args.ignore)
+    }
+    _emit(_render(args.format, report, catalogue, colour=args.output is None), args.output)
     return report.exit_code
+
+
+def _render(fmt: str, report: Report, catalogue: dict[str, Check], colour: bool) -> str:
+    # renderers are imported when chosen: rich alone costs a tenth of a second at start-up
+    if fmt == "json":
+        from pciback_doctor.render import json
+
+        return json.render(report)
+    if fmt == "sarif":
+        from pciback_doctor.render import sarif
+
+        return sarif.render(report, catalogue)
+    if fmt == "junit":
+        from pciback_doctor.render import junit
+
+        return junit.render(report, catalogue)
+    if fmt == "github":
+        from pciback_doctor.render import github
+
+        return github.render(report)
+    if fmt == "markdown":
+        from pciback_doctor.render import markdown
+
+        return markdown.render(report)
+    from pciback_doctor.render import text
+
+    return text.render(report, colour=colour and text.wants_colour(sys.stdout))
 
 
 def _options(args: argparse.Namespace) -> Options:

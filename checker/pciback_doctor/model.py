@@ -55,6 +55,7 @@ class Finding:
     device: str | None = None
     evidence: tuple[Evidence, ...] = ()
     fixes: tuple[Fix, ...] = ()
+    waiver: str | None = None  # the justification of the waiver that covers it (facts/waivers.py)
 
 
 class Verdict(enum.StrEnum):

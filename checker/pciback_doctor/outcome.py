@@ -21,7 +21,8 @@ def exit_code(findings: Iterable[Finding], fail_on: str) -> int:
     threshold = FAIL_ON[fail_on]
     if threshold is None:
         return 0
-    return 1 if any(f.severity >= threshold for f in findings) else 0
+    # a waived finding stays visible but never fails the gate
+    return 1 if any(f.severity >= threshold and f.waiver is None for f in findings) else 0
 
 
 def target_of(analysis: Analysis) -> Target:

@@ -59,7 +59,7 @@ def check(
 
 def all_checks() -> dict[str, Check]:
     # importing the modules registers their checks
-    from pciback_doctor.checks import backend, boot, domu, dracut, hide, initramfs, nextboot  # noqa: F401
+    from pciback_doctor.checks import backend, boot, domu, dracut, hide, initramfs, nextboot, waivers  # noqa: F401
 
     return dict(sorted(REGISTRY.items()))
 

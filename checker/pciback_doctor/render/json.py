@@ -34,6 +34,7 @@ def _finding(f: Finding) -> dict[str, Any]:
             }
             for fix in f.fixes
         ],
+        "waived": f.waiver,
     }
 
 

@@ -66,6 +66,8 @@ def render(report: Report, colour: bool = False, width: int | None = None) -> st
         console.print(head)
         for line in f.message.splitlines():
             console.print(Text("    " + line))
+        if f.waiver is not None:
+            console.print(Text(f"    waived: {f.waiver}", style="dim"))
         for e in f.evidence:
             console.print(Text(f"    at {e}", style="dim"))
         for fix in f.fixes:

@@ -1,0 +1,114 @@
+"""`--format markdown`: a report to paste into an issue or a pull request, or to publish as a CI job summary.
+
+The target, a table of devices, then the findings by severity with their evidence as `path:line` code
+spans and their fixes (files in fenced blocks, commands in sh blocks); waived findings last."""
+
+from __future__ import annotations
+
+import re
+
+from pciback_doctor.model import Finding, Report, Severity, Verdict
+
+_HEADINGS = {Severity.ERROR: "Errors", Severity.WARNING: "Warnings", Severity.INFO: "Notes"}
+
+
+def text(s: str) -> str:
+    """Prose: Markdown's inline specials escaped (`|` too, so it can go in a table cell)."""
+    return re.sub(r"([\\`*_\[\]<>|])", r"\\\1", s).replace("\r", "")
+
+
+def cell(s: str) -> str:
+    """A table cell is one line: a line break inside it becomes <br>."""
+    return text(s).replace("\n", "<br>")
+
+
+def code(s: str) -> str:
+    """A code span that survives backticks in `s` (CommonMark: a longer backtick run as the fence)."""
+    one_line = s.replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", one_line)), default=0) + 1)
+    pad = " " if one_line.startswith("`") or one_line.endswith("`") else ""
+    return f"{fence}{pad}{one_line}{pad}{fence}"
+
+
+def block(content: str, info: str = "") -> str:
+    fence = "`" * max(3, max((len(run) + 1 for run in re.findall(r"`{3,}", content)), default=0))
+    body = content.rstrip("\n")
+    return f"{fence}{info}\n{body}\n{fence}\n"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |\n"
+
+
+def _devices(report: Report) -> str:
+    if not report.devices:
+        return "No device is meant for passthrough (no hide value, no xl pci= entry, no --device).\n"
+    out = _row(["device", "id", "native driver", "prediction", "phase", "reason"])
+    out += _row(["---"] * 6)
+    for d in report.devices:
+        p = d.prediction
+        won = f" → {p.winner}" if p.verdict is Verdict.NOT_CLAIMED and p.winner else ""
+        out += _row(
+            [
+                code(d.bdf),
+                cell(d.id or "?"),
+                cell(f"{d.native_driver or '-'} ({d.native_mode})"),
+                f"**{cell(p.verdict.value)}**{cell(won)}",
+                cell(p.phase.value if p.phase else "-"),
+                cell(p.reason),
+            ]
+        )
+    return out
+
+
+def _finding(f: Finding) -> str:
+    out = f"#### {f.id} {text(f.title)}" + (f" — {code(f.device)}" if f.device else "") + "\n\n"
+    out += text(f.message).replace("\n", "  \n") + "\n\n"  # a hard line break per message line
+    if f.waiver is not None:
+        out += f"Waived: {text(f.waiver)}\n\n"
+    if f.evidence:
+        for e in f.evidence:
+            where = e.path if e.line is None else f"{e.path}:{e.line}"
+            out += f"- {code(where)}" + (f" {code(e.text)}" if e.text else "") + "\n"
+        out += "\n"
+    for fix in f.fixes:
+        out += f"**Fix ({text(fix.strategy)}):** {text(fix.description)}\n\n"
+        for change in fix.files:
+            mode = " (executable)" if change.executable else ""
+            out += f"{code(change.path)}{mode}:\n\n" + block(change.content) + "\n"
+        if fix.commands:
+            out += block("\n".join(fix.commands), "sh") + "\n"
+    return out
+
+
+def render(report: Report) -> str:
+    t = report.target
+    out = "# pciback-doctor\n\n"
+    facts = [
+        ("root", t.root),
+        ("kernel", t.kernel),
+        ("config", t.config),
+        ("backend", f"{report.backend.mode} ({report.backend.module})"),
+        ("cmdline", t.cmdline),
+        ("initramfs", t.initramfs),
+        ("boot entry", t.boot_entry),
+    ]
+    out += "".join(f"- **{name}:** {code(value)}\n" for name, value in facts if value) + "\n"
+    if report.scope == "dom0":
+        out += "## Devices\n\n" + _devices(report) + "\n"
+    active = [f for f in report.findings if f.waiver is None]
+    waived = [f for f in report.findings if f.waiver is not None]
+    out += "## Findings\n\n"
+    if not report.findings:
+        out += "None.\n\n"
+    for severity in (Severity.ERROR, Severity.WARNING, Severity.INFO):
+        these = [f for f in active if f.severity is severity]
+        if these:
+            out += f"### {_HEADINGS[severity]} ({len(these)})\n\n" + "".join(_finding(f) for f in these)
+    if waived:
+        out += f"### Waived ({len(waived)})\n\n" + "".join(_finding(f) for f in waived)
+    counts = ", ".join(
+        f"{report.count(s)} {s.label}{'s' if report.count(s) != 1 else ''}"
+        for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)
+    )
+    return out + f"{counts}; exit status {report.exit_code}\n"
