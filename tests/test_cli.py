@@ -237,3 +237,15 @@ def test_every_format_from_the_command_line(fmt: str) -> None:
     run = doctor("--root", str(FIXTURES / "classic-pciback-hide"), "--format", fmt)
     assert run.code == 1 and run.err == ""
     assert "PB304" in run.out
+
+
+def test_report_command_writes_html_or_markdown(tmp_path: Path) -> None:
+    out = tmp_path / "ticket.html"
+    run = doctor("report", "--root", str(FIXTURES / "boot-debian-grub-xen"), "--output", str(out))
+    assert run.code in (0, 1) and run.err == ""
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "0000:05:00.0" in page
+    assert "4f1c2b7e-9a3d-4c11-8e2f-5b6a7c8d9e01" not in page  # redacted by default
+    kept = tmp_path / "ticket.md"
+    doctor("report", "--root", str(FIXTURES / "boot-debian-grub-xen"), "--output", str(kept), "--no-redact")
+    assert "4f1c2b7e-9a3d-4c11-8e2f-5b6a7c8d9e01" in kept.read_text()

@@ -23,7 +23,7 @@ from pciback_doctor.model import Fix, Report, Severity
 from pciback_doctor.outcome import FAIL_ON, build_report, selected
 from pciback_doctor.render import image as image_render
 
-COMMANDS = ("check", "fix", "kernel", "domu", "initramfs", "explain")
+COMMANDS = ("check", "fix", "report", "kernel", "domu", "initramfs", "explain")
 FORMATS = ("text", "json", "sarif", "junit", "github", "markdown")
 
 
@@ -115,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--backup-dir",
         metavar="D",
         help="where --write keeps the old files (default ROOT/var/backups/pciback-doctor/TIME)",
+    )
+
+    report = sub.add_parser("report", help="one self-contained HTML (or Markdown) file for a support ticket")
+    _system_options(report)
+    report.add_argument(
+        "--output",
+        metavar="F.html|F.md",
+        help="write the report to F (Markdown for .md); default: HTML on stdout",
+    )
+    report.add_argument(
+        "--no-redact",
+        action="store_true",
+        help="keep host names, UUIDs, MAC/IP addresses, serials and user names",
     )
 
     kernel = sub.add_parser("kernel", help="CI gate: does this kernel build have the PCI backend / frontend?")
@@ -227,6 +240,25 @@ def run_check(args: argparse.Namespace) -> int:
     return _finish(args, analyse(collect(_options(args))), frozenset({"dom0", "domu"}))
 
 
+def run_report(args: argparse.Namespace) -> int:
+    from pciback_doctor import support
+
+    system = collect(_options(args))
+    analysis = analyse(system)
+    roles = frozenset({"dom0", "domu"})
+    report = build_report(analysis, run_checks(analysis, roles))
+    built = support.build(system, analysis, report, redact=not args.no_redact)
+    if args.output and args.output.endswith(".md"):
+        from pciback_doctor.support import markdown
+
+        _emit(markdown.render(built), args.output)
+    else:
+        from pciback_doctor.support import html
+
+        _emit(html.render(built), args.output)
+    return report.exit_code
+
+
 def run_fix(args: argparse.Namespace) -> int:
     system = collect(_options(args))
     analysis = analyse(system)
@@ -316,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers = {
             "check": run_check,
             "fix": run_fix,
+            "report": run_report,
             "kernel": run_kernel,
             "domu": run_domu,
             "initramfs": run_initramfs,

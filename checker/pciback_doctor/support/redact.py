@@ -1,0 +1,225 @@
+"""Scrub identifiers from collected support facts: a separate pass over the finished structure (like
+sos' `postproc`), so collection never has to think about privacy and nothing escapes by being
+collected somewhere new.
+
+Every identifier becomes an obviously fake, numbered token (`uuid-1`, `host-1`, `mac-1`, `ip-1`,
+`serial-1`, `disk-1`, `user-1`, `machine-id-1`), and the same value gets the same token everywhere in
+the report, so a reader can still see that the root= UUID is the one GRUB searches for. What a
+diagnosis needs stays: PCI addresses, vendor:device ids, kernel releases, module names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar, cast
+
+from pciback_doctor.support.facts import SupportReport
+
+T = TypeVar("T")
+
+_HEX = "[0-9A-Fa-f]"
+_UUID = re.compile(rf"(?<!{_HEX}){_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}(?!{_HEX})")
+# root=UUID=ABCD-1234 (a FAT volume serial), PARTUUID=0a1b2c3d-02 (an MBR disk signature)
+_UUID_VALUE = re.compile(rf"(?<=UUID=){_HEX}[0-9A-Fa-f-]*(?![\w-])")
+# six or more hex pairs joined by one separator: a MAC, `01-`+MAC (pxelinux BOOTIF=), EUI-64, IPoIB
+_MAC = re.compile(
+    rf"(?<![0-9A-Fa-f:-]){_HEX}{{2}}([:-]){_HEX}{{2}}(?:\1{_HEX}{{2}}){{4,18}}(?![0-9A-Fa-f:-])"
+)
+_MAC_DOTTED = re.compile(rf"(?<![\w.]){_HEX}{{4}}\.{_HEX}{{4}}\.{_HEX}{{4}}(?![\w]|\.\w)")
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\w)")
+_IPV6 = re.compile(
+    rf"(?<![\w:.])(?:{_HEX}{{0,4}}:){{2,7}}(?:(?:\d{{1,3}}\.){{3}}\d{{1,3}}|{_HEX}{{0,4}})(?:%[\w.-]+)?(?![\w:]|\.\w)"
+)
+_SERIAL = re.compile(
+    r"(?i)(?<![\w])(?:id_serial(?:_short)?|serial_?number|serial[ _-]?no|serial_short|serial)"
+    r"(?:\s*[=:]\s*)['\"]?([^\s'\",;)\]]+)"
+)
+_NOT_A_SERIAL = re.compile(r"(?i)^(?:pty|vc|null|none|stdio|tty\w*|com\d+|hvc\d*|0|1|yes|no|on|off)$")
+_BY_ID = re.compile(r"(?<=/by-id/)[^\s/'\",;)\]]+?(?=-part\d+\b|[\s/'\",;)\]]|$)")
+_USER_PATH = re.compile(r"(?<![\w.-])/?(?:home|Users)/([^/\s'\",;:)\]]+)")
+# a host called `xen` is not in `boot/xen.gz`; a domain after the name (`xen.example.com`) is
+_FILE_SUFFIX = r"\.(?:cfg|conf|gz|efi|img|ko|xz|zst|cpio|sh|service)\b"
+# what must survive: PCI addresses (with `.*` wildcards) and vendor:device[:class] ids
+_BDF = re.compile(rf"(?<![0-9A-Fa-f:])(?:{_HEX}{{4}}:)?{_HEX}{{2}}:{_HEX}{{2}}\.[0-7*]")
+_PCI_ID = re.compile(rf"(?<![0-9A-Fa-f:]){_HEX}{{4}}:{_HEX}{{4}}(?::{_HEX}{{6}})?(?![0-9A-Fa-f])")
+
+
+@dataclass(frozen=True)
+class _Hit:
+    start: int
+    end: int
+    kind: str
+    key: str  # the normalised value: the same key always gets the same token
+    prefix: str = ""  # kept text at the start of the match (BOOTIF's `01-`)
+    weak: bool = False  # a pattern that a kernel release or module name could also match
+
+
+class Pseudonyms:
+    """value -> token, numbered per kind in the order values are first met."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._counts: dict[str, int] = {}
+
+    def token(self, kind: str, key: str) -> str:
+        found = self._tokens.get((kind, key))
+        if found is None:
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+            found = self._tokens[(kind, key)] = f"{kind}-{self._counts[kind]}"
+        return found
+
+    def counts(self) -> tuple[tuple[str, int], ...]:
+        return tuple(self._counts.items())
+
+
+class Redactor:
+    def __init__(
+        self,
+        hostnames: Iterable[str] = (),
+        machine_ids: Iterable[str] = (),
+        keep: Iterable[str] = (),
+        pseudonyms: Pseudonyms | None = None,
+    ) -> None:
+        self.pseudonyms = pseudonyms or Pseudonyms()
+        self._literals: list[tuple[re.Pattern[str], str, str, bool]] = []
+        for mid in {m.strip().lower() for m in machine_ids if m and m.strip()}:
+            pattern = re.compile(rf"(?<!{_HEX}){re.escape(mid)}(?!{_HEX})", re.IGNORECASE)
+            self._literals.append((pattern, "machine-id", mid, False))
+        # host names match case-sensitively, as written and in lower case: a host called `xen`
+        # must not turn "Xen 4.17" into "host-1 4.17"
+        names: set[tuple[str, str]] = set()
+        for host in hostnames:
+            host = host.strip().rstrip(".")
+            for spelling in {host, host.lower()}:
+                short = spelling.split(".", 1)[0]
+                if len(short) > 1 and short.lower() not in ("localhost", "localdomain"):
+                    names.add((spelling, short.lower()))
+                    names.add((short, short.lower()))
+        for value, key in sorted(names, key=lambda n: (-len(n[0]), n[0])):
+            pattern = re.compile(rf"(?<![\w.-]){re.escape(value)}(?![\w-]|{_FILE_SUFFIX})")
+            self._literals.append((pattern, "host", key, True))
+        words = sorted({k for k in keep if k}, key=len, reverse=True)
+        self._keep = (
+            re.compile("|".join(rf"(?<![A-Za-z0-9]){re.escape(w)}(?![A-Za-z0-9])" for w in words))
+            if words
+            else None
+        )
+
+    # -- finding identifiers --------------------------------------------------------------------
+    def _hits(self, text: str) -> Iterator[_Hit]:
+        for pattern, kind, key, weak in self._literals:
+            for m in pattern.finditer(text):
+                yield _Hit(m.start(), m.end(), kind, key, weak=weak)
+        for m in _UUID.finditer(text):
+            yield _Hit(m.start(), m.end(), "uuid", m.group().lower())
+        for m in _UUID_VALUE.finditer(text):
+            yield _Hit(m.start(), m.end(), "uuid", m.group().lower())
+        for m in _MAC.finditer(text):
+            pairs = re.split("[:-]", m.group().lower())
+            prefix = ""
+            if len(pairs) == 7:  # pxelinux BOOTIF=01-aa-bb-...: ARP hardware type, then the MAC
+                prefix, pairs = pairs[0] + m.group(1), pairs[1:]
+            yield _Hit(m.start(), m.end(), "mac", ":".join(pairs), prefix)
+        for m in _MAC_DOTTED.finditer(text):
+            flat = m.group().replace(".", "").lower()
+            yield _Hit(m.start(), m.end(), "mac", ":".join(flat[i : i + 2] for i in range(0, 12, 2)))
+        for m in _IPV4.finditer(text):
+            try:
+                v4 = ipaddress.IPv4Address(m.group())
+            except ValueError:
+                continue
+            if not (v4.is_loopback or v4.is_unspecified or _is_netmask(v4)):
+                yield _Hit(m.start(), m.end(), "ip", str(v4), weak=True)
+        for m in _IPV6.finditer(text):
+            address, _, _zone = m.group().partition("%")
+            try:
+                v6 = ipaddress.IPv6Address(address)
+            except ValueError:
+                continue  # BDFs (0000:05:00.0), ids (8086:10d3) and times all land here
+            if not (v6.is_loopback or v6.is_unspecified):
+                yield _Hit(m.start(), m.start() + len(address), "ip", str(v6))
+        for m in _SERIAL.finditer(text):
+            if not _NOT_A_SERIAL.match(m.group(1)):
+                yield _Hit(m.start(1), m.end(1), "serial", m.group(1))
+        for m in _BY_ID.finditer(text):
+            yield _Hit(m.start(), m.end(), "disk", m.group())
+        for m in _USER_PATH.finditer(text):
+            yield _Hit(m.start(1), m.end(1), "user", m.group(1))
+
+    def _protected(self, text: str) -> list[tuple[int, int]]:
+        spans = [m.span() for p in (_BDF, _PCI_ID) for m in p.finditer(text)]
+        if self._keep is not None:
+            spans += [m.span() for m in self._keep.finditer(text)]
+        return spans
+
+    def text(self, text: str) -> str:
+        if not text:
+            return text
+        protected = self._protected(text)
+        hits = sorted(self._hits(text), key=lambda h: (h.start, -(h.end - h.start)))
+        out: list[str] = []
+        pos = 0
+        for hit in hits:
+            if hit.start < pos:
+                continue  # overlaps a longer or earlier identifier already replaced
+            if hit.weak and any(s <= hit.start and hit.end <= e for s, e in protected):
+                continue  # inside a PCI address, an id, a kernel release or a module name
+            out.append(text[pos : hit.start])
+            out.append(hit.prefix + self.pseudonyms.token(hit.kind, hit.key))
+            pos = hit.end
+        out.append(text[pos:])
+        return "".join(out)
+
+
+def _is_netmask(address: ipaddress.IPv4Address) -> bool:
+    bits = int(address)
+    inverted = ~bits & 0xFFFFFFFF
+    return bits >> 31 == 1 and inverted & (inverted + 1) == 0
+
+
+def map_strings(value: T, fn: Callable[[str], str]) -> T:
+    """The same frozen structure with `fn` applied to every string in it (enums stay as they are)."""
+    return cast(T, _map(value, fn))
+
+
+def _map(value: object, fn: Callable[[str], str]) -> object:
+    if isinstance(value, enum.Enum) or value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, tuple):
+        return tuple(_map(v, fn) for v in value)
+    if isinstance(value, list):
+        return [_map(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {_map(k, fn): _map(v, fn) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: _map(getattr(value, f.name), fn) for f in dataclasses.fields(value) if f.init}
+        return dataclasses.replace(value, **changes)
+    raise TypeError(f"cannot redact a {type(value).__name__}")
+
+
+def keep_words(sr: SupportReport) -> set[str]:
+    """Kernel releases and module names: never mistaken for a host name or an address."""
+    words = {sr.kernel.release or "", sr.kernel.running or "", sr.kernel.backend_module}
+    if sr.image is not None:
+        words.update(sr.image.releases)
+        words.update(name for name, _present in sr.image.native_present)
+    for d in sr.devices:
+        words.update(w for w in (d.native_driver, d.winner, d.current_driver) if w)
+    return words
+
+
+def redact(sr: SupportReport) -> SupportReport:
+    redactor = Redactor(
+        hostnames=[sr.host.hostname] if sr.host.hostname else [],
+        machine_ids=[sr.host.machine_id] if sr.host.machine_id else [],
+        keep=keep_words(sr),
+    )
+    scrubbed = map_strings(sr, redactor.text)
+    return dataclasses.replace(scrubbed, redacted=True, redactions=redactor.pseudonyms.counts())
