@@ -249,3 +249,36 @@ def test_report_command_writes_html_or_markdown(tmp_path: Path) -> None:
     kept = tmp_path / "ticket.md"
     doctor("report", "--root", str(FIXTURES / "boot-debian-grub-xen"), "--output", str(kept), "--no-redact")
     assert "4f1c2b7e-9a3d-4c11-8e2f-5b6a7c8d9e01" in kept.read_text()
+
+
+def make_build_dir(tmp_path: Path, backend_built: bool) -> Path:
+    """A kernel build tree (make O=DIR) as the CI gate sees it: .config, modules.builtin,
+    modules.order naming objects, and the .ko files next to them."""
+    build = tmp_path / "build"
+    (build / "drivers/xen/xen-pciback").mkdir(parents=True)
+    (build / "drivers/pci").mkdir(parents=True)
+    config = (FIXTURES / "module-modprobe-options/boot/config-6.1.0-56-amd64").read_text()
+    (build / ".config").write_text(config)
+    (build / "modules.builtin").write_text("kernel/drivers/tty/serial/8250/8250.ko\n")
+    order = ["drivers/pci/xen-pcifront.o"] + (
+        ["drivers/xen/xen-pciback/xen-pciback.o"] if backend_built else []
+    )
+    (build / "modules.order").write_text("\n".join(order) + "\n")
+    (build / "drivers/pci/xen-pcifront.ko").write_bytes(b"\x7fELF")
+    if backend_built:
+        (build / "drivers/xen/xen-pciback/xen-pciback.ko").write_bytes(b"\x7fELF")
+    return build
+
+
+def test_kernel_gate_on_a_build_tree(tmp_path: Path) -> None:
+    build = make_build_dir(tmp_path, backend_built=True)
+    run = doctor("kernel", "--build-dir", str(build), "--role", "both", "--format", "json")
+    assert run.code == 0, run.out
+    assert run.json()["backend"]["mode"] == "module"
+    assert "PB104" not in finding_ids(run)
+
+
+def test_kernel_gate_notices_a_module_that_was_not_built(tmp_path: Path) -> None:
+    build = make_build_dir(tmp_path, backend_built=False)
+    run = doctor("kernel", "--build-dir", str(build), "--format", "json")
+    assert "PB104" in finding_ids(run)  # .config says =m, modules.order has no xen-pciback
