@@ -297,7 +297,11 @@ def run_fix(args: argparse.Namespace) -> int:
     if commands:
         sys.stdout.write("# then run (not run by the doctor):\n" + "".join(f"{c}\n" for c in commands))
     if not fixes:
-        sys.stdout.write("nothing to fix: every device meant for passthrough is predicted claimed\n")
+        sys.stdout.write(
+            "nothing to fix: every device meant for passthrough is predicted claimed\n"
+            if analysis.devices
+            else "nothing to fix: no device is meant for passthrough (no hide value, xl pci= or --device)\n"
+        )
     return 0
 
 
