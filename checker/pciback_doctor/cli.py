@@ -282,7 +282,7 @@ def run_fix(args: argparse.Namespace) -> int:
             fixes += [
                 f
                 for f in finding.fixes
-                if not f.files and f.commands and f.strategy in ("rebuild", "bootloader")
+                if not f.files and f.commands and f.strategy in ("rebuild", "bootloader", "kernel")
             ]
     changes = [c for f in fixes for c in f.files]
     commands = list(dict.fromkeys(c for f in fixes for c in f.commands))
