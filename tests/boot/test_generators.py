@@ -165,3 +165,16 @@ def test_cmdline_d_in_the_image_counts(tmp_path: Path) -> None:
     dev, _ = predict(img)
     assert (dev["prediction"], dev["phase"]) == ("claimed", "initramfs")
     assert dev["evidence"][0]["path"].endswith("!etc/cmdline.d/20-force_drivers.conf")
+
+
+def test_dracut_module_cannot_bind_when_the_hide_value_is_malformed(tmp_path: Path) -> None:
+    # the hook passes hide to the backend (kmod applies the command line); a malformed value makes
+    # xen-pciback refuse to load, and driver_override keeps e1000e away too
+    img = image(
+        tmp_path, *dracut(E1000E, BACKEND, file("usr/lib/dracut/hooks/cmdline/00-xen-pciback-hide.sh"))
+    )
+    dev, ids = predict(
+        img, "ro xen-pciback.hide=(0000:05:00.0),(0000:06:00.0) rd.xen_pciback.hide=0000:05:00.0"
+    )
+    assert (dev["prediction"], dev["winner"]) == ("not-claimed", "none")
+    assert "PB201" in ids

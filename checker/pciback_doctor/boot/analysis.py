@@ -57,7 +57,7 @@ def wanted_devices(system: System, hides: list[HideSource], image: ImageFacts | 
                 want(bdf, f"xl:{config.path}")
     cmdlines = [c for c in (system.cmdline, *(image.cmdline_d if image else ())) if c is not None]
     hook_config = image.pciback_hook.config if image and image.pciback_hook else ()
-    for bdf, evidence in hook_devices(cmdlines, hook_config).items():
+    for bdf, evidence in hook_devices(cmdlines, hook_config, known).items():
         want(bdf, "cmdline" if evidence.path == system.cmdline_source else f"initramfs:{evidence.path}")
     return wanted
 

@@ -460,7 +460,7 @@ class _Device:
         if any(p.value == "0" for c in cmds for p in c.get("rd.xen_pciback")):
             self.observe("hook-disabled", "rd.xen_pciback=0 disables the dracut module")
             return None
-        listed = hook_devices(cmds, hook.config)
+        listed = hook_devices(cmds, hook.config, [d.bdf for d in self.system.devices])
         if self.bdf not in listed:
             return None
         strict = any(p.value == "1" for c in cmds for p in c.get("rd.xen_pciback.strict"))
@@ -472,24 +472,26 @@ class _Device:
                 "rd.xen_pciback.strict=1 and a malformed device list: the dracut module stops the boot",
                 (hook.hook,),
             )
-        if self.inputs.backend_mode == "module":
-            if BACKEND not in image.modules:
-                self.observe(
-                    "image-lacks-backend", "the dracut module is in the image but xen-pciback is not"
-                )
-                return None
-            sources = modprobe_hides(image.modprobe, "image") + cmdline_hides(self.system.cmdline)
-            hide = effective_hide(sources, builtin=False, classic_alias=False)
-            if hide is not None and not hide.spec.valid:
-                # driver_override is already pciback, so the native driver cannot bind either
-                return Prediction(
-                    Verdict.NOT_CLAIMED,
-                    Phase.INITRAMFS,
-                    "none",
-                    "the dracut module sets driver_override, but xen-pciback refuses to load with the "
-                    "malformed hide value, so nothing binds the device",
-                    (hook.hook, hide.evidence),
-                )
+        if self.inputs.backend_mode == "module" and BACKEND not in image.modules:
+            self.observe("image-lacks-backend", "the dracut module is in the image but xen-pciback is not")
+            return None
+        # the hide value the backend gets: a built-in one reads the command line only, a module
+        # the image's modprobe.d options and then the command line (kmod)
+        builtin = self.inputs.backend_mode == "builtin"
+        sources = cmdline_hides(self.system.cmdline)
+        if not builtin:
+            sources = modprobe_hides(image.modprobe, "image") + sources
+        hide = effective_hide(sources, builtin=builtin, classic_alias=False)
+        if hide is not None and not hide.spec.valid:
+            # driver_override is already pciback, so the native driver cannot bind either
+            return Prediction(
+                Verdict.NOT_CLAIMED,
+                Phase.INITRAMFS,
+                "none",
+                "the dracut module sets driver_override, but with the malformed hide value the backend "
+                "never comes up (pcistub_init returns -EINVAL), so nothing binds the device",
+                (hook.hook, hide.evidence),
+            )
         return self.claimed(
             Phase.INITRAMFS,
             "the pciback dracut module binds the device through driver_override at the cmdline hook, "
@@ -526,9 +528,12 @@ class _Device:
         return None
 
 
-def hook_devices(cmdlines: list[Cmdline], config: tuple[tuple[str, Evidence], ...]) -> dict[Bdf, Evidence]:
+def hook_devices(
+    cmdlines: list[Cmdline], config: tuple[tuple[str, Evidence], ...], known: Sequence[Bdf] = ()
+) -> dict[Bdf, Evidence]:
     """The devices the project's dracut module will claim (SPEC §9: rd.xen_pciback.hide=,
-    the xen-pciback.hide= token, and etc/xen-pciback.conf in the image)."""
+    the xen-pciback.hide= token, and etc/xen-pciback.conf in the image); like the hook, a
+    wildcard entry of the token stands for the devices present at that address."""
 
     found: dict[Bdf, Evidence] = {}
     for cmd in cmdlines:
@@ -543,6 +548,9 @@ def hook_devices(cmdlines: list[Cmdline], config: tuple[tuple[str, Evidence], ..
             for e in source.spec.entries:
                 if e.slot is not None and e.func is not None:
                     found.setdefault(Bdf(e.domain, e.bus, e.slot, e.func), source.evidence)
+                for b in known:
+                    if e.wildcard and e.matches(b.domain, b.bus, b.slot, b.func):
+                        found.setdefault(b, source.evidence)
     for text, evidence in config:
         bdf = parse_bdf(text)
         if bdf is not None:
