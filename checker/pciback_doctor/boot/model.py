@@ -231,7 +231,7 @@ class _Device:
                         Verdict.NOT_CLAIMED,
                         None,
                         later.winner,
-                        f"{later.reason} (from the initramfs if it holds {self.native.name}, else from the real root; {problem})",
+                        f"{later.reason} (from the initramfs if it holds {self.native.name}, else from the real root)",
                         later.evidence,
                     )
                 self.obs = [o for o in self.obs if o.kind != "unordered"]

@@ -90,16 +90,18 @@ def _devices(console: Console, report: Report) -> None:
     if not report.devices:
         console.print("No device is meant for passthrough (no hide value, no xl pci= entry, no --device).")
         return
-    table = Table(show_header=True, header_style="bold", expand=False, show_lines=False)
-    for column in ("device", "id", "native driver", "prediction", "phase", "why"):
+    table = Table(show_header=True, header_style="bold", show_lines=False)
+    for column in ("device", "id", "native driver", "prediction", "phase"):
         table.add_column(column, overflow="fold")
     for d in report.devices:
         p = d.prediction
         native = f"{d.native_driver or '-'} ({d.native_mode})"
         won = f" → {p.winner}" if p.verdict is Verdict.NOT_CLAIMED and p.winner else ""
         verdict = Text(p.verdict.value + won, style=_VERDICT_STYLE[p.verdict])
-        table.add_row(d.bdf, d.id or "?", native, verdict, p.phase.value if p.phase else "-", p.reason)
+        table.add_row(d.bdf, d.id or "?", native, verdict, p.phase.value if p.phase else "-")
     console.print(table)
+    for d in report.devices:  # the reasons are sentences: below the table, not squeezed into it
+        console.print(Text(f"  {d.bdf}:", style="bold"), Text(d.prediction.reason))
 
 
 def _terminal_width() -> int:
