@@ -140,3 +140,14 @@ def test_read_only_root_is_a_clear_error(tmp_path: Path) -> None:
         assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_modules_load_d_races_udev(tmp_path: Path) -> None:
+    root = copy("module-modprobe-options", tmp_path)
+    (root / "etc/modprobe.d/xen-pciback.conf").write_text("options xen-pciback hide=(0000:05:00.0)\n")
+    (root / "etc/modules-load.d").mkdir()
+    (root / "etc/modules-load.d/xen.conf").write_text("# Xen\nxen-pciback\n")
+    run = doctor("--root", str(root), "--format", "json")
+    assert devices(run)["0000:05:00.0"]["prediction"] == "unknown"
+    race = next(f for f in run.json()["findings"] if f["id"] == "PB305")
+    assert race["evidence"][0] == {"path": "etc/modules-load.d/xen.conf", "line": 2, "text": "xen-pciback"}
