@@ -10,39 +10,26 @@ the result carries a one-line `error` and everything read before it.
 
 from __future__ import annotations
 
-import bz2
-import lzma
 import re
-import shutil
 import stat
 import struct
-import subprocess
-import tempfile
-import zlib
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from types import MappingProxyType
 from typing import BinaryIO
 
-import lz4.block
-import zstandard
+from pciback_doctor.facts.compression import (
+    CHUNK,
+    DECODERS,
+    ByteSource,
+    Corrupt,
+    RawStream,
+    compression_of,
+)
 
-_CHUNK = 64 << 10  # bytes read from the image at a time
-_OUT = 1 << 20  # bound on one decompressed chunk
 _PATH_MAX = 4096  # the kernel refuses longer cpio names and symlink bodies
 _HEX = re.compile(rb"[0-9A-Fa-f]{104}")
-
-# lib/decompress.c: the kernel itself looks at two bytes only.
-_MAGICS: tuple[tuple[bytes, str], ...] = (
-    (b"\x1f\x8b", "gzip"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
-    (b"\xfd7zXZ\x00", "xz"),
-    (b"\x5d\x00\x00", "lzma"),
-    (b"BZh", "bzip2"),
-    (b"\x02\x21\x4c\x18", "lz4"),
-    (b"\x89LZO", "lzo"),
-)
 
 
 @dataclass(frozen=True)
@@ -114,12 +101,12 @@ def read_initramfs(stream: BinaryIO, wanted: Callable[[str], bool]) -> Initramfs
     Only an OSError of `stream` itself propagates; bad bytes end up in `error`.
     """
     reader = _Reader(wanted)
-    raw = _Raw(stream)
+    raw = RawStream(stream)
     try:
         if raw.peek(2) == b"MZ":
             _enter_uki(raw)
         reader.read_image(raw)
-    except _Corrupt as exc:
+    except Corrupt as exc:
         reader.error = str(exc)
     return Initramfs(
         tuple(reader.entries),
@@ -129,87 +116,7 @@ def read_initramfs(stream: BinaryIO, wanted: Callable[[str], bool]) -> Initramfs
     )
 
 
-class _Corrupt(Exception):
-    """Bad bytes: reading stops with this one-line message."""
-
-
-class _Bytes:
-    """A byte source with push-back. `pos - base` is what the kernel aligns cpio headers on."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._at = 0
-        self.pos = 0
-        self.base = 0
-
-    def _fill(self) -> bytes:
-        raise NotImplementedError
-
-    def where(self, pos: int) -> str:
-        return f"offset {pos}"
-
-    def read1(self, n: int) -> bytes:
-        if self._at == len(self._buf):
-            self._buf, self._at = self._fill(), 0
-        out = self._buf[self._at : self._at + n]
-        self._at += len(out)
-        self.pos += len(out)
-        return out
-
-    def read(self, n: int) -> bytes:
-        """`n` bytes, fewer only at the end."""
-        parts = []
-        while n > 0 and (part := self.read1(min(n, _OUT))):
-            parts.append(part)
-            n -= len(part)
-        return b"".join(parts)
-
-    def skip(self, n: int) -> int:
-        done = 0
-        while done < n:
-            if self._at == len(self._buf):
-                self._buf, self._at = self._fill(), 0
-                if not self._buf:
-                    break
-            step = min(len(self._buf) - self._at, n - done)
-            self._at += step
-            done += step
-        self.pos += done
-        return done
-
-    def unread(self, data: bytes) -> None:
-        if data:
-            self._buf, self._at = data + self._buf[self._at :], 0
-            self.pos -= len(data)
-
-    def peek(self, n: int) -> bytes:
-        data = self.read(n)
-        self.unread(data)
-        return data
-
-
-class _Raw(_Bytes):
-    """The image file, optionally only the window [base, end) of it (a UKI's .initrd section)."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        super().__init__()
-        self._stream = stream
-        self._taken = 0  # bytes read from the stream so far
-        self._end: int | None = None
-
-    def _fill(self) -> bytes:
-        n = _CHUNK if self._end is None else min(_CHUNK, self._end - self._taken)
-        data = self._stream.read(n) if n > 0 else b""
-        self._taken += len(data)
-        return data
-
-    def window(self, end: int) -> None:
-        """From here (`pos`) up to `end` only."""
-        self.base, self._end = self.pos, end
-        self._buf, self._at = self._buf[self._at :][: max(0, end - self.pos)], 0
-
-
-class _Decoded(_Bytes):
+class _Decoded(ByteSource):
     """The output of one compressed stream of the image."""
 
     def __init__(self, chunks: Generator[bytes, None, None], name: str, offset: int) -> None:
@@ -223,41 +130,37 @@ class _Decoded(_Bytes):
             for chunk in self._chunks:
                 if chunk:
                     return chunk
-        except _Corrupt as exc:
-            raise _Corrupt(f"{self.name} stream at offset {self.offset}: {exc}") from None
+        except Corrupt as exc:
+            raise Corrupt(f"{self.name} stream at offset {self.offset}: {exc}") from None
         return b""
 
     def where(self, pos: int) -> str:
         return f"byte {pos} of the {self.name} stream at offset {self.offset}"
 
 
-def _skip_nuls(source: _Bytes) -> None:
-    while chunk := source.read1(_CHUNK):
+def _skip_nuls(source: ByteSource) -> None:
+    while chunk := source.read1(CHUNK):
         rest = chunk.lstrip(b"\0")
         if rest:
             source.unread(rest)
             return
 
 
-def _compression(head: bytes) -> str | None:
-    return next((name for magic, name in _MAGICS if head.startswith(magic)), None)
-
-
-def _enter_uki(raw: _Raw) -> None:
+def _enter_uki(raw: RawStream) -> None:
     """Narrow `raw` to the `.initrd` section of a PE image (systemd-stub's UKI)."""
     dos = raw.read(64)
     (pe,) = struct.unpack_from("<I", dos, 0x3C) if len(dos) == 64 else (0,)
     if not 64 <= pe < 1 << 20 or raw.skip(pe - 64) != pe - 64:
-        raise _Corrupt("offset 0: MZ file without a PE header (not a UKI)")
+        raise Corrupt("offset 0: MZ file without a PE header (not a UKI)")
     coff = raw.read(24)
     if len(coff) < 24 or coff[:4] != b"PE\0\0":
-        raise _Corrupt(f"offset {pe}: no PE signature (MZ file, but not a UKI)")
+        raise Corrupt(f"offset {pe}: no PE signature (MZ file, but not a UKI)")
     nsections, optional = struct.unpack_from("<2xH12xH", coff, 4)
     if raw.skip(optional) != optional:
-        raise _Corrupt(f"offset {raw.pos}: PE optional header cut short")
+        raise Corrupt(f"offset {raw.pos}: PE optional header cut short")
     table = raw.read(40 * nsections)
     if len(table) < 40 * nsections:
-        raise _Corrupt(f"offset {raw.pos}: PE section table cut short")
+        raise Corrupt(f"offset {raw.pos}: PE section table cut short")
     for i in range(nsections):
         name, vsize, _vaddr, rawsize, rawptr = struct.unpack_from("<8sIIII", table, 40 * i)
         if name.rstrip(b"\0") != b".initrd":
@@ -266,10 +169,10 @@ def _enter_uki(raw: _Raw) -> None:
         size = min(vsize, rawsize) if vsize else rawsize
         gap = rawptr - raw.pos
         if gap < 0 or raw.skip(gap) != gap:
-            raise _Corrupt(f"offset {rawptr}: PE .initrd section out of reach of the file")
+            raise Corrupt(f"offset {rawptr}: PE .initrd section out of reach of the file")
         raw.window(rawptr + size)
         return
-    raise _Corrupt("offset 0: PE file without an .initrd section (a kernel image, not a UKI?)")
+    raise Corrupt("offset 0: PE file without an .initrd section (a kernel image, not a UKI?)")
 
 
 @dataclass
@@ -291,7 +194,7 @@ class _Reader:
         self.archives: list[Archive] = []
         self.error: str | None = None
 
-    def read_image(self, raw: _Raw) -> None:
+    def read_image(self, raw: RawStream) -> None:
         while True:
             _skip_nuls(raw)
             head = raw.peek(6)
@@ -301,12 +204,12 @@ class _Reader:
             if head.startswith(b"0707"):
                 self._archive(raw, at, "none")
                 continue
-            name = _compression(head)
+            name = compression_of(head)
             if name is None:
-                raise _Corrupt(
+                raise Corrupt(
                     f"offset {at}: neither a cpio archive nor a known compression (starts {head.hex(' ')})"
                 )
-            chunks = _DECODERS[name](raw)
+            chunks = DECODERS[name](raw)
             try:
                 decoded = _Decoded(chunks, name, at)
                 while True:
@@ -315,12 +218,12 @@ class _Reader:
                         break
                     if not first.startswith(b"0707"):
                         where = decoded.where(decoded.pos)
-                        raise _Corrupt(f"{where}: junk inside the stream ({first.hex(' ')})")
+                        raise Corrupt(f"{where}: junk inside the stream ({first.hex(' ')})")
                     self._archive(decoded, at, name)
             finally:
                 chunks.close()
 
-    def _archive(self, source: _Bytes, offset: int, compression: str) -> None:
+    def _archive(self, source: ByteSource, offset: int, compression: str) -> None:
         index = len(self.archives)
         self.archives.append(Archive(offset, compression))
         links: dict[tuple[int, int, int, int], _LinkGroup] = {}
@@ -328,22 +231,22 @@ class _Reader:
             at = source.pos
             where = source.where(at)
             if (at - source.base) % 4:
-                raise _Corrupt(f"{where}: cpio header not 4-byte aligned (the kernel rejects it)")
+                raise Corrupt(f"{where}: cpio header not 4-byte aligned (the kernel rejects it)")
             header = source.read(110)
             if len(header) < 110:
-                raise _Corrupt(f"{where}: cpio archive cut short (no TRAILER!!!)")
+                raise Corrupt(f"{where}: cpio archive cut short (no TRAILER!!!)")
             if header[:6] not in (b"070701", b"070702"):
-                raise _Corrupt(f"{where}: not a cpio newc header ({header[:6]!r})")
+                raise Corrupt(f"{where}: not a cpio newc header ({header[:6]!r})")
             if not _HEX.fullmatch(header, 6):
-                raise _Corrupt(f"{where}: cpio header field is not hex")
+                raise Corrupt(f"{where}: cpio header field is not hex")
             ino, mode, _, _, nlink, _, size, major, minor, _, _, namesize, _ = (
                 int(header[i : i + 8], 16) for i in range(6, 110, 8)
             )
             if not 0 < namesize <= _PATH_MAX:
-                raise _Corrupt(f"{where}: cpio name size {namesize} out of range")
+                raise Corrupt(f"{where}: cpio name size {namesize} out of range")
             raw_name = source.read(namesize)
             if len(raw_name) < namesize:
-                raise _Corrupt(f"{where}: cpio archive cut short in a name")
+                raise Corrupt(f"{where}: cpio archive cut short in a name")
             source.skip(-(source.pos - source.base) % 4)
             # dracut pads names with NULs; the kernel reads up to the first one.
             name = raw_name.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
@@ -379,7 +282,7 @@ class _Reader:
                     target = body.decode("utf-8", "backslashreplace")
             self.entries.append(Entry(name, mode, size, nlink, target, index, compression))
 
-    def _data(self, source: _Bytes, size: int, *, keep: bool, what: str) -> bytes | None:
+    def _data(self, source: ByteSource, size: int, *, keep: bool, what: str) -> bytes | None:
         at = source.pos
         if keep:
             data = source.read(size)
@@ -387,7 +290,7 @@ class _Reader:
         else:
             data, got = None, source.skip(size)
         if got < size:
-            raise _Corrupt(f"{source.where(at)}: data of {what} cut short ({got} of {size} bytes)")
+            raise Corrupt(f"{source.where(at)}: data of {what} cut short ({got} of {size} bytes)")
         source.skip(-(source.pos - source.base) % 4)
         return data
 
@@ -396,183 +299,3 @@ def _normalise(name: str) -> str:
     if name.startswith("./"):
         name = name[2:]
     return name.lstrip("/") or "."
-
-
-# Decoders: generators of decompressed chunks that hand the bytes after their stream back to `raw`.
-
-
-def _gzip(raw: _Raw) -> Generator[bytes, None, None]:
-    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    while not decoder.eof:
-        data = decoder.unconsumed_tail or raw.read1(_CHUNK)
-        if not data:
-            raise _Corrupt("compressed data cut short")
-        try:
-            yield decoder.decompress(data, _OUT)  # max_length keeps zeros from exploding
-        except zlib.error as exc:
-            raise _Corrupt(f"corrupt compressed data ({exc})") from None
-    raw.unread(decoder.unused_data)
-
-
-def _bounded(raw: _Raw, decoder: bz2.BZ2Decompressor | lzma.LZMADecompressor) -> Generator[bytes, None, None]:
-    while not decoder.eof:
-        data = b""
-        if decoder.needs_input and not (data := raw.read1(_CHUNK)):
-            raise _Corrupt("compressed data cut short")
-        try:
-            out = decoder.decompress(data, _OUT)
-        except (OSError, EOFError, lzma.LZMAError) as exc:  # bz2 reports bad data as OSError
-            raise _Corrupt(f"corrupt compressed data ({exc})") from None
-        yield out
-    raw.unread(decoder.unused_data)
-
-
-def _bzip2(raw: _Raw) -> Generator[bytes, None, None]:
-    return _bounded(raw, bz2.BZ2Decompressor())
-
-
-def _xz(raw: _Raw) -> Generator[bytes, None, None]:
-    return _bounded(raw, lzma.LZMADecompressor(lzma.FORMAT_XZ))
-
-
-def _lzma(raw: _Raw) -> Generator[bytes, None, None]:
-    return _bounded(raw, lzma.LZMADecompressor(lzma.FORMAT_ALONE))
-
-
-_ZSTD_FEED = 128  # a zstd RLE block turns 4 bytes into 128 KiB: 128 in → at most 4 MiB out
-
-
-def _zstd(raw: _Raw) -> Generator[bytes, None, None]:
-    # zstandard's decompressobj has no max_length: feed it small slices. The kernel reads one
-    # frame (lib/decompress_unzstd.c); a following frame is a new stream.
-    decoder = zstandard.ZstdDecompressor().decompressobj()
-    out: list[bytes] = []
-    size = 0
-    while not decoder.eof:
-        data = raw.read1(_CHUNK)
-        if not data:
-            raise _Corrupt("compressed data cut short")
-        for start in range(0, len(data), _ZSTD_FEED):
-            try:
-                piece = decoder.decompress(data[start : start + _ZSTD_FEED])
-            except zstandard.ZstdError as exc:
-                raise _Corrupt(f"corrupt compressed data ({exc})") from None
-            out.append(piece)
-            size += len(piece)
-            if decoder.eof:
-                raw.unread(decoder.unused_data + data[start + _ZSTD_FEED :])
-                break
-            if size >= _OUT:
-                yield b"".join(out)
-                out, size = [], 0
-    yield b"".join(out)
-
-
-_LZ4_MAGIC = 0x184C2102
-_LZ4_BLOCK = 8 << 20  # lib/decompress_unlz4.c: uncomp_chunksize
-_LZ4_BOUND = _LZ4_BLOCK + _LZ4_BLOCK // 255 + 16  # LZ4_compressBound
-
-
-def _lz4(raw: _Raw) -> Generator[bytes, None, None]:
-    # Legacy frame (lz4 -l): magic, then blocks of <le32 size><data>; the magic may repeat. The
-    # stream ends at the end of input or at a "size" no block can have (lz4io.c does the same).
-    raw.read(4)
-    while True:
-        head = raw.read(4)
-        size = int.from_bytes(head, "little")
-        # A gzip header reads as a plausible size (0x00088b1f): it starts a new stream.
-        if size == _LZ4_MAGIC:
-            continue
-        if len(head) < 4 or size == 0 or size > _LZ4_BOUND or head.startswith(b"\x1f\x8b"):
-            raw.unread(head)
-            return
-        block = raw.read(size)
-        if len(block) < size:
-            raise _Corrupt("compressed data cut short")
-        try:
-            yield lz4.block.decompress(block, uncompressed_size=_LZ4_BLOCK)
-        except lz4.block.LZ4BlockError as exc:
-            raise _Corrupt(f"corrupt compressed data ({exc})") from None
-
-
-def _lzo(raw: _Raw) -> Generator[bytes, None, None]:
-    # No lzo in Python's standard library: copy exactly this stream (its length is known only by
-    # walking the lzop block framing) to a temporary file and let `lzop -dc` decompress it.
-    lzop = shutil.which("lzop")
-    if lzop is None:
-        raise _Corrupt("reading lzo needs the lzop program, which is not installed")
-    with tempfile.TemporaryFile() as packed, tempfile.TemporaryFile() as errors:
-        complete = _copy_lzop(raw, packed)
-        packed.seek(0)
-        with subprocess.Popen([lzop, "-dc"], stdin=packed, stdout=subprocess.PIPE, stderr=errors) as proc:
-            assert proc.stdout is not None
-            try:
-                while chunk := proc.stdout.read(_CHUNK):
-                    yield chunk
-            except BaseException:  # the reader stopped early (GeneratorExit) or failed
-                proc.kill()
-                raise
-            status = proc.wait()
-        if not complete:
-            raise _Corrupt("compressed data cut short")
-        if status != 0:
-            errors.seek(0)
-            message = errors.read(300).decode("utf-8", "replace").strip().replace("\n", " ")
-            raise _Corrupt(f"lzop failed: {message}")
-
-
-_F_ADLER32_D, _F_ADLER32_C, _F_H_EXTRA_FIELD = 0x1, 0x2, 0x40
-_F_CRC32_D, _F_CRC32_C, _F_H_FILTER = 0x100, 0x200, 0x800
-
-
-def _copy_lzop(raw: _Raw, out: BinaryIO) -> bool:
-    """Copy one lzop file (lzop's own format, as lib/decompress_unlzo.c reads it); False if cut."""
-
-    def take(n: int) -> bytes:
-        data = raw.read(n)
-        out.write(data)
-        if len(data) < n:
-            raise EOFError
-        return data
-
-    def be(n: int) -> int:
-        return int.from_bytes(take(n), "big")
-
-    try:
-        take(9)
-        version = be(2)
-        take(2)  # library version
-        take(3 if version >= 0x0940 else 1)  # [version needed to extract,] method
-        take(1 if version >= 0x0940 else 0)  # level
-        flags = be(4)
-        take(4 if flags & _F_H_FILTER else 0)
-        take(12 if version >= 0x0940 else 8)  # mode, mtime (low[, high])
-        take(be(1) + 4)  # name, header checksum
-        if flags & _F_H_EXTRA_FIELD:
-            extra = be(4)
-            if extra > _PATH_MAX:
-                raise _Corrupt("corrupt lzop header (extra field too long)")
-            take(extra + 4)
-        while dst := be(4):
-            src = be(4)
-            if src == 0 or src > dst or dst > 64 << 20:
-                raise _Corrupt("corrupt lzop block sizes")
-            take(4 * (bool(flags & _F_ADLER32_D) + bool(flags & _F_CRC32_D)))
-            if src < dst:
-                take(4 * (bool(flags & _F_ADLER32_C) + bool(flags & _F_CRC32_C)))
-            while src:
-                src -= len(take(min(src, _CHUNK)))
-    except EOFError:
-        return False
-    return True
-
-
-_DECODERS: dict[str, Callable[[_Raw], Generator[bytes, None, None]]] = {
-    "gzip": _gzip,
-    "zstd": _zstd,
-    "xz": _xz,
-    "lzma": _lzma,
-    "bzip2": _bzip2,
-    "lz4": _lz4,
-    "lzo": _lzo,
-}

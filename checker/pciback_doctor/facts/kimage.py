@@ -11,22 +11,16 @@ Pure and total: any bytes in, a `KernelImage` out (`error` says what went wrong)
 
 from __future__ import annotations
 
-import bz2
 import io
-import lzma
 import re
-import shutil
 import struct
-import subprocess
-import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pciback_doctor.facts.compression import decompress_bytes
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
 
 MAX_VMLINUX = 512 << 20  # a decompressed vmlinux is 30-60 MB; anything past this is not one
 _LZ4_LEGACY_MAGIC = b"\x02\x21\x4c\x18"
-_LZ4_BLOCK = 8 << 20  # lz4 -l: legacy frames of 8 MiB blocks (lib/decompress_unlz4.c)
 
 # Payload magics, the order scripts/extract-vmlinux tries them in.
 _MAGICS: tuple[tuple[str, bytes], ...] = (
@@ -149,100 +143,21 @@ def _scan_payload(data: bytes) -> tuple[bytes, str | None]:
 
 
 def _decompress(kind: str, payload: bytes) -> tuple[bytes | None, str | None]:
-    """The decompressed vmlinux (or None) and an error/warning message."""
-    try:
-        out = _DECOMPRESSORS[kind](payload)
-    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error, RuntimeError) as exc:
-        return None, f"{kind} payload corrupt: {exc}"
-    except _Unavailable as exc:
-        return None, str(exc)
-    except Exception as exc:  # zstandard/lz4 raise their own error classes
-        return None, f"{kind} payload corrupt: {type(exc).__name__}: {exc}"
+    """The decompressed vmlinux (or None) and an error/warning message: the same decoders as
+    the initramfs reader (lib/decompress.c has one set of them for both too)."""
+    if kind == "none":  # CONFIG_KERNEL_UNCOMPRESSED: the payload is the ELF itself
+        return payload, None
+    out, error = decompress_bytes(payload, kind, MAX_VMLINUX)
     if not out:
-        return None, f"{kind} payload decompressed to nothing"
+        return (
+            None,
+            f"{kind} payload corrupt: {error}" if error else f"{kind} payload decompressed to nothing",
+        )
     if len(out) >= MAX_VMLINUX:
         return out, f"decompressed payload cut at {MAX_VMLINUX >> 20} MiB"
+    # the kernel build appends the uncompressed size after the stream; a decoder that reads it
+    # as more data stops there, with the whole vmlinux already out
     return out, None
-
-
-class _Unavailable(Exception):
-    pass
-
-
-def _gunzip(payload: bytes) -> bytes:
-    return zlib.decompressobj(wbits=31).decompress(payload, MAX_VMLINUX)
-
-
-def _unxz(payload: bytes) -> bytes:
-    # The kernel's xz uses the x86 BCJ filter + LZMA2 and CRC32: liblzma reads all of it.
-    return lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(payload, MAX_VMLINUX)
-
-
-def _unlzma(payload: bytes) -> bytes:
-    return lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(payload, MAX_VMLINUX)
-
-
-def _bunzip2(payload: bytes) -> bytes:
-    return bz2.BZ2Decompressor().decompress(payload, MAX_VMLINUX)
-
-
-def _unlz4(payload: bytes) -> bytes:
-    """lz4 legacy frames as lib/decompress_unlz4.c reads them: after the magic, blocks of
-    `u32 LE size` + data; a repeated magic starts a new frame; a size past the end of the
-    input is the 4-byte uncompressed length the kernel build appends."""
-    import lz4.block
-
-    out = bytearray()
-    pos = 4
-    while pos + 4 <= len(payload) and len(out) < MAX_VMLINUX:
-        size = _u32(payload, pos)
-        if payload[pos : pos + 4] == _LZ4_LEGACY_MAGIC:
-            pos += 4
-            continue
-        if size == 0 or pos + 4 + size > len(payload):
-            break
-        out += lz4.block.decompress(payload[pos + 4 : pos + 4 + size], uncompressed_size=_LZ4_BLOCK)
-        pos += 4 + size
-    return bytes(out)
-
-
-def _unzstd(payload: bytes) -> bytes:
-    import zstandard
-
-    # One frame, then the appended size (left in unused_data); fed in slices to bound memory.
-    obj = zstandard.ZstdDecompressor().decompressobj()
-    out = bytearray()
-    for at in range(0, len(payload), 1 << 20):
-        out += obj.decompress(payload[at : at + (1 << 20)])
-        if obj.eof or len(out) >= MAX_VMLINUX:
-            break
-    return bytes(out)
-
-
-def _unlzo(payload: bytes) -> bytes:
-    lzop = shutil.which("lzop")
-    if lzop is None:
-        raise _Unavailable("lzo payload: install lzop to read it")
-    # lzop warns (exit 2) about the 4 bytes the kernel appends after the stream; output stands.
-    done = subprocess.run([lzop, "-dc"], input=payload, capture_output=True, check=False, timeout=120)
-    if done.returncode not in (0, 2) or not done.stdout:
-        raise ValueError(done.stderr.decode("utf-8", "replace").strip()[-200:] or "lzop failed")
-    return done.stdout[:MAX_VMLINUX]
-
-
-_DECOMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
-    "gzip": _gunzip,
-    "xz": _unxz,
-    "lzma": _unlzma,
-    "bzip2": _bunzip2,
-    "lz4": _unlz4,
-    "zstd": _unzstd,
-    "lzo": _unlzo,
-    "none": lambda payload: payload,
-}
-
-
-# --- vmlinux ------------------------------------------------------------------------------------
 
 
 def _banner(data: bytes) -> str | None:
