@@ -282,3 +282,40 @@ def test_kernel_gate_notices_a_module_that_was_not_built(tmp_path: Path) -> None
     build = make_build_dir(tmp_path, backend_built=False)
     run = doctor("kernel", "--build-dir", str(build), "--format", "json")
     assert "PB104" in finding_ids(run)  # .config says =m, modules.order has no xen-pciback
+
+
+def test_unreadable_files_are_an_error_not_silence(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    shutil.copytree(FIXTURES / "boot-fedora-bls", root, symlinks=True)
+    (root / "boot/grub2").chmod(0)
+    drop = [
+        "setpriv",
+        "--inh-caps=-dac_override,-dac_read_search",
+        "--bounding-set=-dac_override,-dac_read_search",
+    ]
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        drop = []  # not root: permissions apply anyway
+    run = subprocess.run(
+        [*drop, sys.executable, "-m", "pciback_doctor", "--root", str(root), "--format", "json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    (root / "boot/grub2").chmod(0o755)
+    assert run.returncode == 1, run.stderr
+    assert "PB110" in [f["id"] for f in json.loads(run.stdout)["findings"]]
+
+
+def test_markup_and_control_characters_are_shown_as_text() -> None:
+    run = doctor(
+        "--root",
+        str(FIXTURES / "example"),
+        "--cmdline",
+        "quiet [/] [bold]x\x1b[31m xen-pciback.hide=(0000:05:00.0)",
+    )
+    assert run.code in (0, 1) and run.err == ""
+    assert "quiet [/] [bold]x\\x1b[31m" in run.out
+    assert "\x1b" not in run.out

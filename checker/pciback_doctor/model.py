@@ -99,6 +99,7 @@ class Target:
     cmdline: str | None
     cmdline_source: str | None
     boot_entry: str | None = None
+    xen_cmdline: str | None = None
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ def target_of(analysis: Analysis) -> Target:
         cmdline=s.cmdline.text if s.cmdline else None,
         cmdline_source=s.cmdline_source,
         boot_entry=_entry(analysis),
+        xen_cmdline=s.xen_cmdline.text if s.xen_cmdline else None,
     )
 
 

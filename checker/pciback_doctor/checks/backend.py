@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.checks import Check, check
-from pciback_doctor.model import Finding, Fix, Severity
+from pciback_doctor.model import Evidence, Finding, Fix, Severity
 
 
 @check(
@@ -159,3 +159,17 @@ def no_config(chk: Check, a: Analysis) -> Iterator[Finding]:
 def ignored_modprobe(chk: Check, a: Analysis) -> Iterator[Finding]:
     for problem in a.system.modprobe.problems:
         yield chk.finding(problem.text, evidence=[problem])
+
+
+@check(
+    "PB110",
+    Severity.ERROR,
+    "Part of the system could not be read",
+    """A file or directory the doctor needs exists under the root but could not be read (permissions,
+    I/O error). The answer was worked out without it and may be wrong: a modprobe.d file, a bootloader
+    configuration or a kernel config that cannot be read changes everything. Run as root, or fix the
+    permissions, and check again.""",
+)
+def unreadable(chk: Check, a: Analysis) -> Iterator[Finding]:
+    for path, why in sorted(a.system.root.unreadable.items()):
+        yield chk.finding(f"{path}: {why}", evidence=[Evidence(path, None, why)])

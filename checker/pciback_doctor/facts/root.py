@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 _MAX_LINKS = 40  # the kernel's own limit on nested symlinks (MAXSYMLINKS)
@@ -11,6 +12,12 @@ _MAX_LINKS = 40  # the kernel's own limit on nested symlinks (MAXSYMLINKS)
 class Root:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).absolute()
+        # paths that exist but could not be read (permissions, I/O errors): an answer built
+        # without them may be wrong, so they are reported, never silently skipped
+        self.unreadable: dict[str, str] = {}
+
+    def _failed(self, rel: str, exc: OSError) -> None:
+        self.unreadable.setdefault(rel, exc.strerror or str(exc))
 
     @property
     def is_live(self) -> bool:
@@ -29,7 +36,14 @@ class Root:
                     parts.pop()
                 continue
             host = self.path.joinpath(*parts, comp)
-            if host.is_symlink():
+            try:
+                info = os.lstat(host)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except OSError as exc:  # e.g. a directory on the way we may not search
+                self._failed(rel, exc)
+                return None
+            if stat.S_ISLNK(info.st_mode):
                 links += 1
                 if links > _MAX_LINKS:
                     return None
@@ -41,8 +55,6 @@ class Root:
                     parts = []
                 pending.extend(reversed([c for c in target.split("/") if c not in ("", ".")]))
                 continue
-            if not os.path.lexists(host):
-                return None
             parts.append(comp)
         return self.path.joinpath(*parts)
 
@@ -59,7 +71,8 @@ class Root:
             return None
         try:
             return host.read_bytes()
-        except OSError:
+        except OSError as exc:
+            self._failed(rel, exc)
             return None
 
     def read_text(self, rel: str) -> str | None:
@@ -79,7 +92,8 @@ class Root:
             return []
         try:
             return sorted(os.listdir(host))
-        except OSError:
+        except OSError as exc:
+            self._failed(rel, exc)
             return []
 
     def readlink(self, rel: str) -> str | None:

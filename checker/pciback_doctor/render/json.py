@@ -51,6 +51,7 @@ def to_document(report: Report) -> dict[str, Any]:
             "cmdline": t.cmdline,
             "cmdline_source": t.cmdline_source,
             "boot_entry": t.boot_entry,
+            "xen_cmdline": t.xen_cmdline,
         },
         "backend": {
             "mode": report.backend.mode,

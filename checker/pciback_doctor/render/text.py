@@ -18,8 +18,16 @@ _SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Sever
 
 
 def wants_colour(stream: TextIO) -> bool:
-    """Colour only on a terminal, and never with NO_COLOR set (no-color.org)."""
-    return "NO_COLOR" not in os.environ and stream.isatty()
+    """Colour only on a terminal, and never with NO_COLOR set to something (no-color.org)."""
+    return not os.environ.get("NO_COLOR") and stream.isatty()
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c not in (0x09, 0x0A)}
+
+
+def safe(text: str) -> str:
+    """Text from the inspected system, with control characters shown, not sent to the terminal."""
+    return text.translate(_CONTROL)
 
 
 def render(report: Report, colour: bool = False, width: int | None = None) -> str:
@@ -31,22 +39,27 @@ def render(report: Report, colour: bool = False, width: int | None = None) -> st
         color_system="standard" if colour else None,
         width=width or (_terminal_width() if colour else 110),
         highlight=False,
-        soft_wrap=False,
+        markup=False,  # file contents are not rich markup: "[/]" in a command line is text
+        soft_wrap=not colour,  # logs and pipes get whole lines, for grep
     )
     t = report.target
     if report.scope == "dom0":
-        console.print(Text("pciback-doctor", style="bold"), Text(f"— root {t.root}"))
+        console.print(Text("pciback-doctor", style="bold"), Text(safe(f"— root {t.root}")))
         console.print(
             f"  kernel     {t.kernel or '?'}" + (f"  (config {t.config})" if t.config else "  (no config)")
         )
         console.print(f"  backend    {report.backend.mode} ({report.backend.module})")
         console.print(
-            f"  cmdline    {t.cmdline if t.cmdline is not None else '-'}"
-            + (f"  [{t.cmdline_source}]" if t.cmdline_source else "")
+            safe(
+                f"  cmdline    {t.cmdline if t.cmdline is not None else '-'}"
+                + (f"  [{t.cmdline_source}]" if t.cmdline_source else "")
+            )
         )
-        console.print(f"  initramfs  {t.initramfs or '-'}")
+        if t.xen_cmdline is not None:
+            console.print(safe(f"  xen        {t.xen_cmdline}"))
+        console.print(safe(f"  initramfs  {t.initramfs or '-'}"))
         if t.boot_entry:
-            console.print(f"  boot entry {t.boot_entry}")
+            console.print(safe(f"  boot entry {t.boot_entry}"))
         console.print()
         _devices(console, report)
     elif report.scope == "kernel":
@@ -60,28 +73,30 @@ def render(report: Report, colour: bool = False, width: int | None = None) -> st
         head = Text()
         head.append(f"{f.severity.label.upper():7} ", style=_SEVERITY_STYLE[f.severity])
         head.append(f"{f.id} ", style="bold")
-        head.append(f.title)
+        head.append(safe(f.title))
         if f.device:
             head.append(f"  [{f.device}]")
         console.print(head)
-        for line in f.message.splitlines():
+        for line in safe(f.message).splitlines():
             console.print(Text("    " + line))
         if f.waiver is not None:
             console.print(Text(f"    waived: {f.waiver}", style="dim"))
         for e in f.evidence:
-            console.print(Text(f"    at {e}", style="dim"))
+            console.print(Text(safe(f"    at {e}"), style="dim"))
         for fix in f.fixes:
-            console.print(Text(f"    fix ({fix.strategy}): {fix.description}", style="green"))
+            console.print(Text(safe(f"    fix ({fix.strategy}): {fix.description}"), style="green"))
             for change in fix.files:
                 console.print(Text(f"      {change.path}:", style="green"))
-                for line in change.content.splitlines():
+                for line in safe(change.content).splitlines():
                     console.print(Text(f"        {line}"))
             for command in fix.commands:
-                console.print(Text(f"      $ {command}"))
+                console.print(Text(safe(f"      $ {command}")))
     counts = ", ".join(
         f"{report.count(s)} {s.label}{'s' if report.count(s) != 1 else ''}"
         for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)
     )
+    waived = sum(1 for f in report.findings if f.waiver is not None)
+    counts += f" ({waived} waived)" if waived else ""
     console.print(Text(f"{counts}; exit status {report.exit_code}", style="bold"))
     return buffer.getvalue()
 
@@ -101,11 +116,12 @@ def _devices(console: Console, report: Report) -> None:
         table.add_row(d.bdf, d.id or "?", native, verdict, p.phase.value if p.phase else "-")
     console.print(table)
     for d in report.devices:  # the reasons are sentences: below the table, not squeezed into it
-        console.print(Text(f"  {d.bdf}:", style="bold"), Text(d.prediction.reason))
+        console.print(Text(f"  {d.bdf}:", style="bold"), Text(safe(d.prediction.reason)))
 
 
 def _terminal_width() -> int:
     try:
-        return os.get_terminal_size(sys.stdout.fileno()).columns
+        columns = os.get_terminal_size(sys.stdout.fileno()).columns
     except OSError:
         return 110
+    return columns if columns >= 40 else 110  # serial consoles often report 0 columns
