@@ -16,7 +16,12 @@ from helpers import FIXTURES, devices, doctor, finding_ids
         ("boot-debian-grub-xen", "6.1.0-17-amd64", "boot/grub/grub.cfg", ["0000:05:00.0"]),
         ("boot-fedora-bls", "6.5.6-300.fc39.x86_64", "boot/loader/entries/", ["0000:03:00.0"]),
         ("boot-efi-xen-cfg", "6.1.0-17-amd64", "boot/efi/EFI/xen/xen.cfg", ["0000:05:00.0", "0000:06:00.0"]),
-        ("boot-stale-grub", "6.1.0-18-amd64", "boot/grub/grub.cfg", []),
+        (
+            "boot-stale-grub",
+            "6.1.0-18-amd64",
+            "boot/grub/grub.cfg",
+            ["0000:05:00.0"],
+        ),  # meant, not yet in force
     ],
 )
 def test_target_comes_from_the_default_entry(fixture: str, kernel: str, source: str, bdfs: list[str]) -> None:

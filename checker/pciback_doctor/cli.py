@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -166,6 +167,12 @@ def _emit(text: str, output: str | None) -> None:
 
 
 def _finish(args: argparse.Namespace, analysis: Analysis, roles: frozenset[str], scope: str = "dom0") -> int:
+    known = all_checks()
+    for given in [*args.select, *args.ignore]:
+        if not any(i.startswith(given) for i in known):
+            raise UsageError(
+                f"no check matches '{given}' (see 'pciback-doctor explain ID'; IDs run PB101 to PB702)"
+            )
     findings = run_checks(analysis, roles)
     if args.waivers:
         from datetime import date
@@ -289,7 +296,11 @@ def run_fix(args: argparse.Namespace) -> int:
     todo = pending(changes, system.files)
     for f in fixes:
         sys.stdout.write(f"# {f.strategy}: {f.description}\n")
-    if args.write:
+    if fixes and not changes:
+        sys.stdout.write(
+            "# no file to change: this fix is a step to do by hand (above), and the commands below\n"
+        )
+    elif args.write:
         written = write(system.root, todo, system.files, Path(args.backup_dir) if args.backup_dir else None)
         sys.stdout.write("".join(f"wrote {p}\n" for p in written) or "nothing to change: already applied\n")
     else:
@@ -316,7 +327,9 @@ def run_kernel(args: argparse.Namespace) -> int:
 def run_domu(args: argparse.Namespace) -> int:
     from pciback_doctor.facts.system import domu_inputs
 
-    return _finish(args, analyse(domu_inputs(args.inputs)), frozenset({"domu"}), scope="domu")
+    # guest-side checks only: without a dom0 there is no prediction for the pci= devices
+    analysis = replace(analyse(domu_inputs(args.inputs)), devices=())
+    return _finish(args, analysis, frozenset({"domu"}), scope="domu")
 
 
 def run_initramfs(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pciback_doctor.boot.backend import BackendVerdict, backend_state
 from pciback_doctor.boot.hide import HideSource, cmdline_hides, modprobe_hides
 from pciback_doctor.boot.model import BootInputs, DevicePrediction, hook_devices, predict_device
+from pciback_doctor.facts.cmdline import parse_cmdline
 from pciback_doctor.facts.image import ImageFacts
 from pciback_doctor.facts.pci import Bdf, PciDevice
 from pciback_doctor.facts.system import System
@@ -51,6 +52,15 @@ def wanted_devices(system: System, hides: list[HideSource], image: ImageFacts | 
                         want(bdf, why)
     for device in system.offline_devices:
         want(device.bdf, "--device")
+    # a hide token written in etc/default/grub but not yet in grub.cfg: meant, not yet in force
+    for stale in system.next_boot.stale if system.next_boot else ():
+        pending = parse_cmdline(
+            " ".join(stale.missing), stale.evidence[0].path if stale.evidence else "etc/default/grub"
+        )
+        for source in cmdline_hides(pending):
+            for e in source.spec.intended():
+                if e.slot is not None and e.func is not None:
+                    want(Bdf(e.domain, e.bus, e.slot, e.func), f"{pending.source} (not in grub.cfg yet)")
     for config in system.domu_configs:
         for spec in config.pci:
             for bdf in spec_devices(spec, known):

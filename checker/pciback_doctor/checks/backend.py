@@ -20,7 +20,7 @@ from pciback_doctor.model import Evidence, Finding, Fix, Severity
 def backend_missing(chk: Check, a: Analysis) -> Iterator[Finding]:
     if a.backend.backend.mode == "missing":
         yield chk.finding(
-            f"kernel {a.system.release or '?'} has no xen-pciback, neither built in nor as a module",
+            f"{_kernel(a)} has no xen-pciback, neither built in nor as a module",
             evidence=a.backend.backend.evidence,
             fixes=[
                 Fix(
@@ -98,7 +98,10 @@ def classic_name(chk: Check, a: Analysis) -> Iterator[Finding]:
         if not source.classic:
             continue
         spelled = "pciback.hide=" if source.origin == "cmdline" else "options pciback"
-        fixed = source.evidence.text.replace("pciback", "xen-pciback", 1)
+        fixed = f"write '{source.evidence.text.replace('pciback', 'xen-pciback', 1)}' instead"
+        if a.backend.backend.mode == "builtin" and source.origin != "cmdline":
+            # a built-in backend reads the command line only (kmod never applies options to it)
+            fixed = f"put 'xen-pciback.hide={source.value}' on the dom0 kernel command line (a built-in backend reads no modprobe.d)"
         note = (
             " (an 'alias pciback xen_pciback' exists, so it applies only when something runs 'modprobe pciback')"
             if aliased and a.backend.backend.mode == "module"
@@ -107,7 +110,7 @@ def classic_name(chk: Check, a: Analysis) -> Iterator[Finding]:
         yield chk.finding(
             f"'{spelled}' is ignored: the backend module is xen_pciback{note}",
             evidence=[source.evidence],
-            fixes=[Fix("rename", f"write '{fixed}' instead")],
+            fixes=[Fix("rename", fixed)],
         )
 
 
@@ -126,7 +129,7 @@ def not_dom0(chk: Check, a: Analysis) -> Iterator[Finding]:
     missing = [s for s in ("CONFIG_XEN_DOM0", "CONFIG_XEN_BACKEND") if config.get(s) != "y"]
     if missing:
         yield chk.finding(
-            f"{' and '.join(missing)} not set: kernel {a.system.release or 'this kernel'} cannot be Xen's dom0",
+            f"{' and '.join(missing)} not set: {_kernel(a)} cannot be Xen's dom0",
             evidence=[config.evidence(s) for s in missing],
         )
 
@@ -157,8 +160,17 @@ def no_config(chk: Check, a: Analysis) -> Iterator[Finding]:
     there have no effect.""",
 )
 def ignored_modprobe(chk: Check, a: Analysis) -> Iterator[Finding]:
+    by_file: dict[str, list[Evidence]] = {}
     for problem in a.system.modprobe.problems:
-        yield chk.finding(problem.text, evidence=[problem])
+        by_file.setdefault(problem.path, []).append(problem)
+    for path, problems in by_file.items():
+        if len(problems) <= 3:
+            yield from (chk.finding(p.text, evidence=[p]) for p in problems)
+        else:  # a binary or foreign file: one finding, not one per line
+            yield chk.finding(
+                f"{path}: kmod ignores {len(problems)} lines of it (is it a modprobe.d file?)",
+                evidence=problems[:3],
+            )
 
 
 @check(
@@ -173,3 +185,7 @@ def ignored_modprobe(chk: Check, a: Analysis) -> Iterator[Finding]:
 def unreadable(chk: Check, a: Analysis) -> Iterator[Finding]:
     for path, why in sorted(a.system.root.unreadable.items()):
         yield chk.finding(f"{path}: {why}", evidence=[Evidence(path, None, why)])
+
+
+def _kernel(a: Analysis) -> str:
+    return f"kernel {a.system.release}" if a.system.release else "this kernel"

@@ -38,6 +38,21 @@ def no_frontend(chk: Check, a: Analysis) -> Iterator[Finding]:
 
 
 @check(
+    "PB507",
+    Severity.INFO,
+    "Cannot tell whether the domU kernel has the PCI frontend",
+    """The kernel was given as something that does not decide it: a bzImage without IKCONFIG whose
+    symbols show the frontend is not built in (it may still be a module), or an empty module tree.
+    Give its config (boot/config-K) or its module tree as well.""",
+    role="domu",
+)
+def frontend_unknown(chk: Check, a: Analysis) -> Iterator[Finding]:
+    for kernel in a.system.domu_kernels:
+        if kernel.frontend == "unknown":
+            yield chk.finding(f"{kernel.path}: {kernel.note}")
+
+
+@check(
     "PB502",
     Severity.WARNING,
     "Frontend is a module the domU may not have",

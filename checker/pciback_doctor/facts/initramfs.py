@@ -106,6 +106,8 @@ def read_initramfs(stream: BinaryIO, wanted: Callable[[str], bool]) -> Initramfs
         if raw.peek(2) == b"MZ":
             _enter_uki(raw)
         reader.read_image(raw)
+        if not reader.archives:
+            raise Corrupt("offset 0: no cpio archive at all (an empty or all-NUL file)")
     except Corrupt as exc:
         reader.error = str(exc)
     return Initramfs(

@@ -107,8 +107,11 @@ class System:
 
 
 def _read_explicit(path: str, what: str) -> bytes:
+    host = Path(path)
+    if host.exists() and not host.is_file() and not host.is_dir():
+        raise UsageError(f"{what} {path}: not a regular file")
     try:
-        return Path(path).read_bytes()
+        return host.read_bytes()
     except IsADirectoryError:
         raise UsageError(f"{what} {path}: is a directory") from None
     except OSError as exc:
@@ -386,7 +389,8 @@ def read_image(
     if opts.initramfs:
         host = Path(opts.initramfs)
         if not host.is_file():
-            raise UsageError(f"--initramfs {opts.initramfs}: no such file")
+            why = "not a regular file" if host.exists() else "no such file"
+            raise UsageError(f"--initramfs {opts.initramfs}: {why}")
         shown = opts.initramfs
     else:
         if release is None:
@@ -563,7 +567,11 @@ def kernel_build(
     if build_dir is not None:
         if not Path(build_dir).is_dir():
             raise UsageError(f"--build-dir {build_dir}: not a directory")
-        config_path = config_path or str(Path(build_dir) / ".config")
+        if config_path is not None:
+            raise UsageError("kernel: give --config F or --build-dir D, not both")
+        config_path = str(Path(build_dir) / ".config")
+        if not Path(config_path).is_file():
+            raise UsageError(f"--build-dir {build_dir}: no .config in it (is it a kernel build tree?)")
     if config_path is None:
         raise UsageError("kernel: give --config F or --build-dir D")
     data = _read_explicit(config_path, "--config")

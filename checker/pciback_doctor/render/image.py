@@ -12,6 +12,8 @@ PCI_HINTS = ("xen_pciback", "vfio_pci", "pci_stub")
 
 def summary(facts: ImageFacts, raw: Initramfs) -> str:
     lines = [f"initramfs {facts.path}"]
+    if facts.error:
+        lines.append(f"  ERROR: {facts.error} (what follows is what could be read before it)")
     archives = ", ".join(f"{a.compression}@{a.offset}" for a in raw.archives) or "none"
     lines.append(f"  archives     {archives}")
     lines.append(
@@ -20,7 +22,7 @@ def summary(facts: ImageFacts, raw: Initramfs) -> str:
     )
     lines.append(f"  kernel       {', '.join(facts.releases) or 'no lib/modules/K in the image'}")
     lines.append(
-        f"  modules      {len(facts.modules)}; backend xen-pciback {'present' if 'xen_pciback' in facts.modules else 'ABSENT'}"
+        f"  modules      {len(facts.modules)}; backend xen-pciback {'present' if 'xen_pciback' in facts.modules else ('absent from what could be read' if facts.error else 'ABSENT')}"
     )
     lines.append(
         f"  rd.driver.pre support (dracut kernel-modules code): {'yes' if facts.kernel_modules_code else 'no'}"
@@ -46,8 +48,6 @@ def summary(facts: ImageFacts, raw: Initramfs) -> str:
     if facts.hooks:
         lines.append("  hooks:")
         lines.extend(f"    {h}" for h in facts.hooks)
-    if facts.error:
-        lines.append(f"  ERROR: {facts.error}")
     return "\n".join(lines) + "\n"
 
 
