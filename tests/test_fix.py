@@ -151,3 +151,13 @@ def test_modules_load_d_races_udev(tmp_path: Path) -> None:
     assert devices(run)["0000:05:00.0"]["prediction"] == "unknown"
     race = next(f for f in run.json()["findings"] if f["id"] == "PB305")
     assert race["evidence"][0] == {"path": "etc/modules-load.d/xen.conf", "line": 2, "text": "xen-pciback"}
+
+
+def test_modprobe_fix_retires_the_classic_lines(tmp_path: Path) -> None:
+    root = copy("classic-pciback-hide", tmp_path)
+    assert doctor("fix", "--root", str(root), "--write").code == 0
+    old = (root / "etc/modprobe.d/pciback.conf").read_text().splitlines()
+    assert all(line.startswith("#") for line in old)  # kept for the record, commented out
+    ids = finding_ids(doctor("--root", str(root), "--format", "json"))
+    assert "PB304" not in ids
+    assert ids.count("PB105") == 1  # only proc/cmdline's pciback.hide= is left: the current boot

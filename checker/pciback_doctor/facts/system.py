@@ -494,7 +494,9 @@ def read_editable(root: Root) -> dict[str, str]:
     from pciback_doctor.fixes import EDITABLE  # the fixes say which files they may write
 
     found = {}
-    for rel in EDITABLE:
+    # the modprobe fix also retires the admin's dead classic lines, in whatever file they are
+    modprobe_files = [f"etc/modprobe.d/{n}" for n in root.listdir("etc/modprobe.d") if n.endswith(".conf")]
+    for rel in (*EDITABLE, *modprobe_files):
         data = root.read_bytes(rel)
         if data is not None:
             found[rel] = data.decode("utf-8", "surrogateescape")

@@ -150,8 +150,33 @@ def _image_changes(a: Analysis) -> tuple[list[FileChange], list[str]]:
 # -- the four strategies ------------------------------------------------------------------------------
 
 
+def _retired(a: Analysis, natives: Sequence[str]) -> list[FileChange]:
+    """Comment out the lines that only look like they work: `options pciback` and install or
+    softdep rules of these natives that load the module name `pciback`, which no kernel since
+    3.1 has (kmod finds nothing by that name). Left in place they keep PB105/PB304 red."""
+    dead: dict[str, set[int]] = {}
+    for d in a.system.modprobe.directives:
+        path = d.evidence.path
+        if path == MODPROBE_FILE or path not in a.system.files or d.evidence.line is None:
+            continue
+        classic_options = d.command == "options" and d.module == "pciback"
+        loads_pciback = (
+            d.command in ("install", "softdep") and d.module in natives and re.search(r"\bpciback\b", d.args)
+        )
+        if classic_options or loads_pciback:
+            dead.setdefault(path, set()).add(d.evidence.line)
+    changes = []
+    for path, numbers in sorted(dead.items()):
+        lines = a.system.files[path].splitlines()
+        for n in sorted(numbers):
+            lines[n - 1] = f"# disabled by pciback-doctor (no module is called pciback): {lines[n - 1]}"
+        changes.append(FileChange(path, "\n".join(lines) + "\n"))
+    return changes
+
+
 def _modprobe(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
     files, commands = _image_changes(a)
+    files = [*_retired(a, _natives(devices)), *files]
     natives = ", ".join(_natives(devices)) or "their native drivers"
     return Fix(
         "modprobe",
