@@ -107,12 +107,19 @@ def _modprobe_file(a: Analysis, devices: Sequence[DevicePrediction], with_hide: 
             *(rf"softdep\s+{re.escape(n)}\s" for n in natives),
         ]
     )
-    keep = _without(_current(a, MODPROBE_FILE), rf"\s*({owned})")
-    lines = [f"{HEADER}: load xen-pciback before the native drivers of the passed-through devices."]
-    if with_hide:
-        lines.append(f"options xen-pciback hide={_hide_value(a, devices)}")
-    lines += [f"softdep {n} pre: xen-pciback" for n in natives]
-    return FileChange(MODPROBE_FILE, "\n".join([*keep, *lines]) + "\n")
+    current = _current(a, MODPROBE_FILE)
+    needed = [f"options xen-pciback hide={_hide_value(a, devices)}"] if with_hide else []
+    needed += [f"softdep {n} pre: xen-pciback" for n in natives]
+
+    def same(line: str) -> str:  # kmod: `-` and `_` are one; spacing is free
+        return " ".join(line.replace("_", "-").split())
+
+    have = {same(line) for line in current.splitlines()}
+    if all(same(line) in have for line in needed):
+        return FileChange(MODPROBE_FILE, current)  # already says it: leave the admin's file alone
+    keep = _without(current, rf"\s*({owned})")
+    header = f"{HEADER}: load xen-pciback before the native drivers of the passed-through devices."
+    return FileChange(MODPROBE_FILE, "\n".join([*keep, header, *needed]) + "\n")
 
 
 def _image_changes(a: Analysis) -> tuple[list[FileChange], list[str]]:
