@@ -319,3 +319,10 @@ def test_markup_and_control_characters_are_shown_as_text() -> None:
     assert run.code in (0, 1) and run.err == ""
     assert "quiet [/] [bold]x\\x1b[31m" in run.out
     assert "\x1b" not in run.out
+
+
+def test_initramfs_command_on_junk_is_a_usage_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.img"
+    junk.write_bytes(bytes(range(256)) * 64)
+    run = doctor("initramfs", str(junk))
+    assert run.code == 2 and "neither a cpio archive" in run.err and run.out == ""

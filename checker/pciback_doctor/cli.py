@@ -340,6 +340,8 @@ def run_initramfs(args: argparse.Namespace) -> int:
         raw = open_initramfs(path, lambda name: False if args.list else wanted_file(name))
     except OSError as exc:
         raise UsageError(f"{args.image}: {exc.strerror or exc}") from None
+    if raw.error and not raw.entries:  # nothing at all could be read: the named input is unusable
+        raise UsageError(f"{args.image}: {raw.error}")
     if args.list:
         sys.stdout.write(image_render.listing(raw))
     else:

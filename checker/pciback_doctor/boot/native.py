@@ -62,8 +62,9 @@ def resolve_native(
     if modules:
         chosen = modules[0].module
         return NativeDriver(chosen, _mode(tree, chosen), tuple(a.evidence for a in modules))
-    if bound:
-        # bound, yet no module alias matches: a built-in driver (8250_pci's `serial`, say)
+    if bound and live_target:
+        # bound now, on the kernel that boots next, yet no module alias matches: a built-in
+        # driver (8250_pci's `serial`, say). On another kernel the binding proves nothing.
         return NativeDriver(bound, "builtin", (Evidence(device.path + "/driver", None, bound),))
     if any(a.pattern.startswith("pci:") for a in tree.builtin_aliases) or (
         live_target and device.driver is None
