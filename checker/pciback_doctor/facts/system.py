@@ -252,13 +252,17 @@ def _scan_module_files(tree_root: Root, rel: str) -> dict[str, str]:
     return files
 
 
-def read_modprobe(root: Root, modules: ModuleTree | None) -> ModprobeConfig:
+def read_modprobe_files(root: Root) -> dict[str, bytes]:
+    """The modprobe.d files kmod reads, in its order (the keys keep that order), read once."""
     listing = {d: root.listdir(d) for d in CONFIG_DIRS}
+    found = {rel: root.read_bytes(rel) for rel in config_files(listing)}
+    return {rel: data for rel, data in found.items() if data is not None}
+
+
+def read_modprobe(root: Root, modules: ModuleTree | None, files: dict[str, bytes]) -> ModprobeConfig:
     config = ModprobeConfig(())
-    for rel in config_files(listing):
-        text = root.read_text(rel)
-        if text is not None:
-            config = config.merged(parse_modprobe_file(text, rel))
+    for rel, data in files.items():
+        config = config.merged(parse_modprobe_file(data.decode("utf-8", "replace"), rel))
     if modules is not None and modules.softdep_text:
         # depmod's modules.softdep (from MODULE_SOFTDEP) is read after the config files.
         softdeps = parse_modprobe_file(modules.softdep_text, f"{modules.path}/modules.softdep")
@@ -278,7 +282,9 @@ def _entry_line(entry: BootEntry, needle: str | None) -> tuple[str, int | None]:
     return (first.path, first.line) if first else (entry.source, None)
 
 
-def read_cmdline(opts: Options, root: Root, entry: BootEntry | None) -> tuple[Cmdline | None, str]:
+def read_cmdline(
+    opts: Options, entry: BootEntry | None, current: Cmdline | None
+) -> tuple[Cmdline | None, str]:
     if opts.cmdline is not None:
         return parse_cmdline(opts.cmdline, "--cmdline"), "option"
     if opts.cmdline_file:
@@ -287,7 +293,6 @@ def read_cmdline(opts: Options, root: Root, entry: BootEntry | None) -> tuple[Cm
     if entry is not None and entry.kernel_path:
         path, line = _entry_line(entry, entry.kernel_path.rsplit("/", 1)[-1])
         return parse_cmdline(entry.cmdline, path, line), "boot-entry"
-    current = _proc_cmdline(root)
     return (current, "proc") if current is not None else (None, "none")
 
 
@@ -490,17 +495,16 @@ def read_dracut_conf(root: Root) -> DracutConfig:
     return DracutConfig(tuple(items))
 
 
-def read_editable(root: Root) -> dict[str, str]:
+def read_editable(root: Root, modprobe_files: dict[str, bytes]) -> dict[str, str]:
+    """What the fixes may rewrite, decoded so that writing it back loses no byte."""
     from pciback_doctor.fixes import EDITABLE  # the fixes say which files they may write
 
-    found = {}
     # the modprobe fix also retires the admin's dead classic lines, in whatever file they are
-    modprobe_files = [f"etc/modprobe.d/{n}" for n in root.listdir("etc/modprobe.d") if n.endswith(".conf")]
-    for rel in (*EDITABLE, *modprobe_files):
-        data = root.read_bytes(rel)
-        if data is not None:
-            found[rel] = data.decode("utf-8", "surrogateescape")
-    return found
+    raw = {rel: data for rel, data in modprobe_files.items() if rel.startswith("etc/modprobe.d/")}
+    for rel in EDITABLE:
+        if rel not in raw and (data := root.read_bytes(rel)) is not None:
+            raw[rel] = data
+    return {rel: data.decode("utf-8", "surrogateescape") for rel, data in raw.items()}
 
 
 def _proc_cmdline(root: Root) -> Cmdline | None:
@@ -521,7 +525,9 @@ def collect(opts: Options) -> System:
     config, problems = read_config(opts, root, release, running)
     modules = read_module_tree(opts, root, release)
     backend_modinfo, more = read_backend_modinfo(root, modules, opts)
-    cmdline, kind = read_cmdline(opts, root, entry)
+    proc_cmdline = _proc_cmdline(root)
+    modprobe_files = read_modprobe_files(root)
+    cmdline, kind = read_cmdline(opts, entry, proc_cmdline)
     image, image_problem = read_image(opts, root, release, entry)
     domu_configs = read_domu_configs(opts, root)
     if opts.xen_cmdline is not None:
@@ -539,14 +545,14 @@ def collect(opts: Options) -> System:
         config=config,
         modules=modules,
         backend_modinfo=backend_modinfo,
-        modprobe=read_modprobe(root, modules),
+        modprobe=read_modprobe(root, modules, modprobe_files),
         cmdline=cmdline,
         cmdline_kind=kind,
         next_boot=next_boot,
         xen_cmdline=xen_cmdline,
-        files=read_editable(root),
+        files=read_editable(root, modprobe_files),
         dracut_conf=read_dracut_conf(root),
-        proc_cmdline=_proc_cmdline(root),
+        proc_cmdline=proc_cmdline,
         domu_configs=tuple(domu_configs),
         domu_kernels=tuple(read_domu_kernels(opts, root, domu_configs)),
         running_dom0="control_d" in (root.read_text("proc/xen/capabilities") or ""),
