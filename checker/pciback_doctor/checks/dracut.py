@@ -8,6 +8,7 @@ from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.boot.model import malformed_hook_entries
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.cmdline import Cmdline
+from pciback_doctor.fixes import rebuild_command
 from pciback_doctor.model import Evidence, Finding, Fix, Severity
 
 HOST_LIST = "etc/xen-pciback.conf"
@@ -48,7 +49,7 @@ def module_missing(chk: Check, a: Analysis) -> Iterator[Finding]:
                     "install the module and rebuild the image",
                     commands=(
                         "make -C dracut-module install",
-                        f"dracut -f --kver {a.system.release or '$(uname -r)'}",
+                        rebuild_command(a, "dracut"),
                     ),
                 )
             ],

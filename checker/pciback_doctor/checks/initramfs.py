@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.checks import Check, check
+from pciback_doctor.fixes import rebuild_command
 from pciback_doctor.model import Evidence, Finding, Fix, Severity
 
 
@@ -87,7 +88,7 @@ def stale(chk: Check, a: Analysis) -> Iterator[Finding]:
         yield chk.finding(
             f"{len(missing)} modprobe.d setting(s) that matter are on the host but not in {a.image.path}: it was built before they were written",
             evidence=missing,
-            fixes=[Fix("rebuild", "rebuild the initramfs", commands=(_rebuild_command(a),))],
+            fixes=[Fix("rebuild", "rebuild the initramfs", commands=(rebuild_command(a),))],
         )
 
 
@@ -124,13 +125,3 @@ def _dracut_config_not_in_image(a: Analysis) -> list[Evidence]:
         if word == "xen-pciback" and image.pciback_hook is None:
             missing.append(evidence)
     return missing
-
-
-def _rebuild_command(a: Analysis) -> str:
-    image, release = a.image, a.system.release or "$(uname -r)"
-    generator = image.generator if image else "unknown"
-    return {
-        "dracut": f"dracut -f --kver {release}",
-        "initramfs-tools": f"update-initramfs -u -k {release}",
-        "mkinitcpio": "mkinitcpio -P",
-    }.get(generator, f"rebuild the initramfs for {release} with your distribution's tool")

@@ -122,6 +122,16 @@ def _modprobe_file(a: Analysis, devices: Sequence[DevicePrediction], with_hide: 
     return FileChange(MODPROBE_FILE, "\n".join([*keep, header, *needed]) + "\n")
 
 
+def rebuild_command(a: Analysis, generator: str | None = None) -> str:
+    """How this system rebuilds the image of the target kernel, by the tool that built it."""
+    release = a.system.release or "$(uname -r)"
+    return {
+        "dracut": f"dracut -f --kver {release}",
+        "initramfs-tools": f"update-initramfs -u -k {release}",
+        "mkinitcpio": "mkinitcpio -P",
+    }.get(generator or _generator(a), f"rebuild the initramfs for {release} with your distribution's tool")
+
+
 def _image_changes(a: Analysis) -> tuple[list[FileChange], list[str]]:
     """Put the backend and the modprobe.d file into the initramfs, for each generator."""
     release = a.system.release or "$(uname -r)"
@@ -129,17 +139,17 @@ def _image_changes(a: Analysis) -> tuple[list[FileChange], list[str]]:
     if generator == "dracut" or (generator == "unknown" and a.system.root.exists("etc/dracut.conf.d")):
         # dracut copies /etc/modprobe.d only in hostonly mode; add_drivers is installed either way
         content = f'{HEADER}\nadd_drivers+=" xen-pciback "\ninstall_items+=" /{MODPROBE_FILE} "\n'
-        return [FileChange(DRACUT_CONF, content)], [f"dracut -f --kver {release}"]
+        return [FileChange(DRACUT_CONF, content)], [rebuild_command(a, "dracut")]
     if generator == "initramfs-tools" or a.system.root.exists("etc/initramfs-tools"):
         current = _current(a, TOOLS_MODULES)
         if any(line.split()[:1] == ["xen-pciback"] for line in current.splitlines()):
-            return [], [f"update-initramfs -u -k {release}"]
+            return [], [rebuild_command(a, "initramfs-tools")]
         return [
             FileChange(
                 TOOLS_MODULES,
                 current + ("" if current.endswith("\n") or not current else "\n") + "xen-pciback\n",
             )
-        ], [f"update-initramfs -u -k {release}"]
+        ], [rebuild_command(a, "initramfs-tools")]
     if generator == "mkinitcpio" or a.system.root.exists(MKINITCPIO):
         current = _current(a, MKINITCPIO)
         match = re.search(r"^MODULES=\((.*)\)", current, re.M)
@@ -149,8 +159,8 @@ def _image_changes(a: Analysis) -> tuple[list[FileChange], list[str]]:
                 + " ".join([*match.group(1).split(), "xen-pciback"])
                 + current[match.end(1) :]
             )
-            return [FileChange(MKINITCPIO, new)], ["mkinitcpio -P"]
-        return [], ["mkinitcpio -P"]
+            return [FileChange(MKINITCPIO, new)], [rebuild_command(a, "mkinitcpio")]
+        return [], [rebuild_command(a, "mkinitcpio")]
     return [], [f"rebuild the initramfs for {release} so it holds xen-pciback and /{MODPROBE_FILE}"]
 
 
@@ -246,7 +256,6 @@ def _dracut(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
     have = {line.split("#", 1)[0].strip() for line in listed}
     new = listed or [f"{HEADER}: devices the xen-pciback dracut module binds early, one per line"]
     new += [str(d.bdf) for d in devices if str(d.bdf) not in have]
-    release = a.system.release or "$(uname -r)"
     return Fix(
         "dracut",
         "the pciback dracut module binds the devices at the cmdline hook, before udev loads any driver "
@@ -260,7 +269,7 @@ def _dracut(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
         ),
         (
             "make -C dracut-module install   # from a pciback-doctor checkout: /usr/lib/dracut/modules.d/90xen-pciback",
-            f"dracut -f --kver {release}",
+            rebuild_command(a, "dracut"),
         ),
     )
 
