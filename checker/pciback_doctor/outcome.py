@@ -64,7 +64,6 @@ def build_report(
             prediction=d.prediction,
         )
         for d in analysis.devices
-        if scope == "dom0"
     )
     return Report(
         target=target_of(analysis),
