@@ -8,6 +8,7 @@ from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.boot.model import malformed_hook_entries
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.cmdline import Cmdline
+from pciback_doctor.facts.image import parse_device_list
 from pciback_doctor.fixes import rebuild_command
 from pciback_doctor.model import Evidence, Finding, Fix, Severity
 
@@ -69,12 +70,7 @@ def malformed_list(chk: Check, a: Analysis) -> Iterator[Finding]:
         c for c in (a.system.cmdline, *(a.image.cmdline_d if a.image else ())) if c is not None
     ]
     config = a.image.pciback_hook.config if a.image and a.image.pciback_hook else ()
-    host = a.system.files.get(HOST_LIST, "")
-    host_lines = tuple(
-        (line.split("#", 1)[0].strip(), Evidence(HOST_LIST, n, line.strip()))
-        for n, line in enumerate(host.splitlines(), 1)
-        if line.split("#", 1)[0].strip()
-    )
+    host_lines = parse_device_list(a.system.files.get(HOST_LIST, ""), HOST_LIST)
     seen = set()
     for text, evidence in malformed_hook_entries(cmds, config + host_lines):
         if (text, evidence) not in seen:

@@ -48,6 +48,15 @@ PCIBACK_CONF = "etc/xen-pciback.conf"
 DRACUT_HOOKS = ("usr/lib/dracut/hooks/", "lib/dracut/hooks/")
 
 
+def parse_device_list(text: str, path: str) -> tuple[tuple[str, Evidence], ...]:
+    """/etc/xen-pciback.conf: one BDF a line, `#` starts a comment (as the hook reads it)."""
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if entry := line.split("#", 1)[0].strip():
+            entries.append((entry, Evidence(path, number, line.strip())))
+    return tuple(entries)
+
+
 def wanted_file(name: str) -> bool:
     """The files whose contents the boot model reads; everything else is skipped unread."""
     head, _, base = name.rpartition("/")
@@ -97,11 +106,7 @@ def image_facts(raw: Initramfs, path: str) -> ImageFacts:
     hook = next((n for n in names if n.startswith(DRACUT_HOOKS) and n.endswith(PCIBACK_HOOK)), None)
     pciback_hook = None
     if hook is not None:
-        config = tuple(
-            (line.split("#", 1)[0].strip(), where(PCIBACK_CONF, number, line.strip()))
-            for number, line in enumerate(files.get(PCIBACK_CONF, "").splitlines(), 1)
-            if line.split("#", 1)[0].strip()
-        )
+        config = parse_device_list(files.get(PCIBACK_CONF, ""), f"{path}!{PCIBACK_CONF}")
         pciback_hook = PcibackHook(where(hook), config)
     params = files.get("usr/lib/dracut/build-parameter.txt", "")
     hostonly: bool | None = None
