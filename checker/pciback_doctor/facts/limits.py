@@ -1,0 +1,47 @@
+"""Limits on what the doctor reads, as policy: each bound is named here once, with why it is safe.
+
+Real systems stay far below every one of them; hostile or broken input (decompression bombs,
+endless lines, millions of archive entries, deep nesting) hits one and becomes a finding that names
+the limit — never a MemoryError, a RecursionError or a hang. Readers take the number from here;
+the finding quotes `Limit.name` and the value so an admin can see which bound was hit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    value: int
+    why: str
+
+    def describe(self) -> str:
+        return f"{self.name} ({_size(self.value)})"
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return str(n)
+
+
+# Whole files read into memory through the root (configs, modprobe.d, grub.cfg, unit files, xl configs).
+TEXT_FILE = Limit("text file size", 16 << 20, "the largest grub.cfg or modules.alias seen is a few MiB")
+# A module (.ko, any compression) decompressed to read its .modinfo section.
+MODULE_FILE = Limit(
+    "module size", 64 << 20, "xen-pciback.ko is ~100 KiB; the largest in-tree modules ~20 MiB"
+)
+# A kernel image (bzImage, vmlinux) and its decompressed payload.
+KERNEL_IMAGE = Limit("kernel image size", 256 << 20, "a distribution vmlinux is ~60 MiB decompressed")
+# An initramfs: everything decompressed from one image, and the number of cpio entries in it.
+IMAGE_OUTPUT = Limit("initramfs decompressed size", 4 << 30, "the largest real images hold ~1 GiB")
+IMAGE_ENTRIES = Limit("initramfs entry count", 1 << 20, "a full dracut image has ~3,000 entries")
+# One file inside an initramfs that the model reads (modprobe.d, cmdline.d, hooks, dracut config).
+IMAGE_WANTED_FILE = Limit("wanted initramfs file size", 4 << 20, "those files are a few KiB")
+# One line of any text input (longer lines are cut there and reported).
+LINE = Limit("line length", 1 << 20, "a kernel command line is at most 4 KiB (COMMAND_LINE_SIZE)")
+# Nesting of brackets/blocks in xl configs and GRUB scripts.
+NESTING = Limit("nesting depth", 64, "real configs nest two or three levels")
