@@ -36,6 +36,9 @@ class FileChange:
     path: str
     content: str
     executable: bool = False
+    # shell variables the file sets when sourced, as the doctor's reader evaluates it, word by word:
+    # `fix --write` proves them on the text before writing and on the bytes read back after
+    sets: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -967,9 +967,11 @@ _SH_SPECIAL = re.compile(r"[`]|\$\(")
 
 
 class _ShellDefaults:
-    def __init__(self, root: Root, notes: _Notes) -> None:
+    def __init__(self, root: Root | None, notes: _Notes) -> None:
         self.vars: dict[str, _ShVar] = {}
         self.notes = notes
+        if root is None:
+            return
         paths = ["etc/default/grub"] + [
             f"etc/default/grub.d/{n}"
             for n in root.listdir("etc/default/grub.d")
@@ -1082,6 +1084,8 @@ class _ShellDefaults:
             elif c == '"':
                 quote = "" if quote else '"'
                 i += 1
+            elif c == "\\" and raw[i + 1 : i + 2] == "\n":
+                i += 2  # a continuation, inside double quotes too (POSIX 2.2.1, 2.2.3)
             elif c == "\\" and i + 1 < len(raw):
                 if not quote or raw[i + 1] in '$`"\\':
                     out.append(raw[i + 1])
@@ -1107,6 +1111,14 @@ class _ShellDefaults:
                 out.append(c)
                 i += 1
         return "".join(out), certain
+
+
+def shell_variables(text: str, path: str = "etc/default/grub") -> dict[str, str | None]:
+    """What sourcing this one shell fragment sets, as this reader evaluates it (None: not evaluable).
+    The fixes read their own edit back with it: the model that predicts is the one that checks."""
+    defaults = _ShellDefaults(None, _Notes())
+    defaults.source(text, path)
+    return {name: var.value for name, var in defaults.vars.items()}
 
 
 def _subst_end(text: str, i: int, depth: int = 0) -> int:

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 
 from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.boot.model import DevicePrediction
+from pciback_doctor.facts.bootloader import shell_variables
 from pciback_doctor.facts.pci import Bdf
+from pciback_doctor.fixes.shell_assignments import assignments, with_word
 from pciback_doctor.model import FileChange, Fix, Verdict
 
 STRATEGIES = ("modprobe", "cmdline", "dracut", "late-binding")
@@ -230,25 +232,23 @@ def _cmdline(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
     return Fix("cmdline", f"add {token} to {where}", tuple(files), tuple(commands))
 
 
-_HIDE_TOKEN = re.compile(r"\s*\b(?:xen[-_])?pciback\.hide=\S*")
+# the words a new hide token replaces: the kernel keeps only the last `xen-pciback.hide=`
+# (module_param_string), and `pciback.hide=` names no module since 3.1
+_HIDE_WORD = re.compile(r"(?:xen[-_])?pciback\.hide=.*")
 
 
 def _grub_with_token(text: str, token: str, xen: bool) -> FileChange:
     """Put the token into the variable GRUB's scripts use for the dom0 line: Debian's
     *_XEN_REPLACE_DEFAULT replaces the Linux one for Xen entries when it is set (20_linux_xen)."""
-    names = ["GRUB_CMDLINE_LINUX_DEFAULT"]
-    if xen and re.search(r"^GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT=", text, re.M):
-        names = ["GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT"]
-    name = names[0]
-    pattern = re.compile(rf'^({name}=)(["\']?)(.*?)\2\s*$', re.M)
-    match = pattern.search(text)
-    if match is None:
-        new = text + ("" if text.endswith("\n") or not text else "\n") + f'{name}="{token}"\n'
-    else:
-        value = _HIDE_TOKEN.sub("", match.group(3)).strip()
-        value = f"{value} {token}".strip()
-        new = text[: match.start()] + f'{name}="{value}"' + text[match.end() :]
-    return FileChange(DEFAULT_GRUB, new)
+    name = "GRUB_CMDLINE_LINUX_DEFAULT"
+    if xen and assignments(text, "GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT"):
+        name = "GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT"
+    new = with_word(text, name, token, replaces=lambda w: _HIDE_WORD.fullmatch(w) is not None)
+    before = shell_variables(text).get(name, "")
+    if before is None:  # `$(…)` in the value: the reader cannot say what it holds, before or after
+        return FileChange(DEFAULT_GRUB, new)
+    words = [w for w in before.split() if not _HIDE_WORD.fullmatch(w)]
+    return FileChange(DEFAULT_GRUB, new, sets=((name, " ".join([*words, token])),))
 
 
 def _dracut(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
