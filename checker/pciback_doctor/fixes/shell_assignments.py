@@ -34,6 +34,7 @@ class Assignment:
     start: int  # offset of the value's first byte (just past `=`)
     end: int  # offset just past the value
     plain: bool  # a command of assignments only, at the top level, run unconditionally in this shell
+    lasting: bool = True  # False for `NAME=x cmd`: the value is for that command's environment only
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ def assignments(text: str, name: str) -> list[Assignment]:
         for word in assigning:
             m = _ASSIGNMENT.match(text, word.start, word.end)
             if m is not None and m.group(1) == name:
-                found.append(Assignment(name, m.end(), word.end, command.plain and only))
+                found.append(Assignment(name, m.end(), word.end, command.plain and only, only))
         if head in ("unset", "read") and any(text[w.start : w.end] == name for w in words[1:]):
             # `unset NAME` or `read NAME`: the value after it is not one this edit can name
             found.append(Assignment(name, words[0].start, words[0].start, False))
@@ -323,7 +324,13 @@ def _removals(text: str, a: Assignment, drop: Callable[[str], bool]) -> list[tup
 
 
 def _cut(text: str, spans: list[tuple[int, int]]) -> str:
-    for cut_from, cut_to in sorted(spans, reverse=True):
+    merged: list[tuple[int, int]] = []
+    for cut_from, cut_to in sorted(spans):  # two neighbours removed may claim the blank between them
+        if merged and cut_from <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], cut_to))
+        else:
+            merged.append((cut_from, cut_to))
+    for cut_from, cut_to in reversed(merged):
         text = text[:cut_from] + text[cut_to:]
     return text
 
@@ -362,10 +369,11 @@ def with_word(text: str, name: str, word: str, replaces: Callable[[str], bool] =
     """The text with `word` at the end of `name`'s value where it is in force, and the words
     `replaces` matches taken out of every assignment of `name` first.
 
-    The last assignment wins when it is plain; when it is conditional (in an `if`, after `&&`), a
-    prefix of a command, or `unset`, a line `NAME="$NAME word"` appended at the end wins instead."""
+    The last assignment wins when it is plain; when it is conditional (in an `if`, after `&&`) or
+    `unset`, a line `NAME="${NAME} word"` appended at the end wins instead. `NAME=x cmd` sets the
+    variable for `cmd` alone: it is not a candidate."""
     text = without_words(text, name, replaces)
-    found = assignments(text, name)
+    found = [a for a in assignments(text, name) if a.lasting]
     if found and found[-1].plain:
         units, _ = _units(text, found[-1].start, found[-1].end)
         if any(all(u.literal for u in t) and "".join(u.text for u in t) == word for t in _tokens(units)):
