@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -323,3 +324,30 @@ def test_a_shell_file_that_would_not_read_as_intended_is_not_written(root: Path)
     with pytest.raises(UsageError, match="A would read as 'x', not 'x y'"):
         write(Root(root), [change], {"etc/default/grub": 'A="x"\n'}, None)
     assert (root / "etc/default/grub").read_text() == 'A="x"\n'
+
+
+def test_an_edit_made_while_writing_is_not_lost(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = apply._stage
+
+    def admin_edits_meanwhile(*args: Any) -> str:
+        (root / CONF).write_text("edited by the admin meanwhile\n")
+        return real(*args)
+
+    monkeypatch.setattr(apply, "_stage", admin_edits_meanwhile)
+    with pytest.raises(UsageError, match="changed while the fix was being written"):
+        fix(root)
+    assert (root / CONF).read_text() == "edited by the admin meanwhile\n"
+    assert sorted(p.name for p in (root / "etc/modprobe.d").iterdir()) == ["xen-pciback.conf"]
+
+
+def test_diff_keeps_lines_whole_and_marks_a_missing_final_newline() -> None:
+    old = "a\x0cb\u2028c\nGRUB_X=1"
+    diff = apply.unified_diff([FileChange("etc/default/grub", old + " # y")], {"etc/default/grub": old})
+    assert diff.split("\n")[3:] == [
+        " a\x0cb\u2028c",
+        "-GRUB_X=1",
+        "\\ No newline at end of file",
+        "+GRUB_X=1 # y",
+        "\\ No newline at end of file",
+        "",
+    ]

@@ -92,6 +92,7 @@ def _kind(mode: int) -> str:
         stat.S_IFSOCK: "a socket",
         stat.S_IFDIR: "a directory",
         stat.S_IFLNK: "a symlink",
+        stat.S_IFREG: "a regular file",
     }
     return kinds.get(stat.S_IFMT(mode), "not a regular file")
 
@@ -465,6 +466,7 @@ def write(
         try:
             for step in steps:
                 assert step.temp is not None and step.place.name is not None
+                _unchanged(step)  # once more just before: an edit made meanwhile is never lost
                 os.replace(step.temp, step.place.name, src_dir_fd=step.place.fd, dst_dir_fd=step.place.fd)
                 step.temp, step.done = None, True
                 _sync_dir(step.place.fd)
@@ -477,6 +479,21 @@ def write(
             kept = f"; the old files are also in {backup.where}" if backup is not None else ""
             raise UsageError(f"{reason}; every file was put back as it was{kept}") from None
         return rels
+
+
+def _unchanged(step: _Step) -> None:
+    assert step.place.name is not None
+    try:
+        os.stat(step.place.name, dir_fd=step.place.fd, follow_symlinks=False)
+    except FileNotFoundError:
+        same = step.old is None
+    else:
+        same = (
+            step.old is not None
+            and _read(step.place.fd, step.place.name, step.change.path, len(step.old))[0] == step.old
+        )
+    if not same:
+        raise UsageError(f"{step.change.path} changed while the fix was being written")
 
 
 def _prove(step: _Step) -> None:
