@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pciback_doctor.facts.bootloader import shell_variables
 from pciback_doctor.fixes import _grub_with_token
-from pciback_doctor.fixes.shell_assignments import assignments, with_word
+from pciback_doctor.fixes.shell_assignments import assignments, with_word, without_words
 
 N = "GRUB_CMDLINE_LINUX_DEFAULT"
 T = "xen-pciback.hide=(0000:01:00.0)"
@@ -246,3 +246,23 @@ def test_only_the_winning_value_changes(text: str, tmp_path: Path) -> None:
         assert new.startswith(text)
     if SH is not None:
         assert sh_value(new, tmp_path).split() == (shell_variables(new)[N] or "").split()
+
+
+PIECES = [*" \t\r\n\\'\"$`(){}#;&|<>=x_\x0c\udce9", f"{N}=", "if ", "then ", "fi", "$(", "${", "export "]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.lists(st.sampled_from(PIECES), max_size=40).map("".join))
+def test_any_text_is_edited_without_an_error(text: str) -> None:
+    """The fix is built on every doctor run: no text, however broken, may make it raise."""
+    new = with_word(text, N, T, replaces=hide)
+    assert T in new or new == without_words(text, N, hide)  # unchanged only when nothing could be sure
+
+
+def test_a_huge_value_is_left_whole_and_a_line_that_wins_appended(tmp_path: Path) -> None:
+    """A hostile 16 MiB value costs seconds, not minutes: it is not taken apart."""
+    before = f'{N}="{"quiet " * ((16 << 20) // 6)}xen-pciback.hide=(0000:02:00.0)"\n'
+    after = with_word(before, N, T, replaces=hide)
+    assert after == before + f'{N}="${{{N}}} {T}"\n'
+    if SH is not None:
+        assert sh_value(after, tmp_path).split()[-2:] == ["xen-pciback.hide=(0000:02:00.0)", T]

@@ -19,7 +19,19 @@ _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
 # what ends an unquoted word (sh: blanks and the operator characters); `\r` is a blank here, as in
 # the doctor's reader, so a CRLF file's values are edited inside their quotes
 _WORD_END = frozenset(" \t\r\n;&|()<>")
-_BLANKS = frozenset(" \t\n")  # what separates the words of a value once it is expanded (IFS)
+_BLANKS = frozenset(" \t\n")
+# A value longer than this is not taken apart (words removed, one added inside its quotes): no kernel
+# takes a command line past a few KiB (COMMAND_LINE_SIZE: 2048 on x86 and arm64), and a hostile file
+# must not cost minutes. Such a value is left as it is and a line that wins is appended instead.
+MAX_VALUE = 64 << 10
+# runs of bytes with no meaning to the shell, read at once (a long value costs one step, not one per byte)
+_UNQUOTED_RUN = re.compile(r"[^ \t\r\n;&|()<>\\'\"$`]+")
+_DOUBLE_QUOTED_SPECIAL = re.compile(r'["\\$`]')
+_RUN = {
+    "": re.compile(r"[^'\"\\$`\s]+"),
+    "'": re.compile(r"[^'\s]+"),
+    '"': re.compile(r'[^"\\$`\s]+'),
+}  # what separates the words of a value once it is expanded (IFS)
 # reserved words that open, continue and close compound commands (POSIX 2.9.4)
 _OPENS = frozenset({"if", "while", "until", "for", "case", "{"})
 _CONTINUES = frozenset({"then", "do", "else", "elif", "!"})
@@ -49,7 +61,7 @@ class _Command:
     plain: bool  # top level, not after && / ||, not part of a pipeline or run in the background
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Unit:
     """One piece of an expanded value: a literal character, or an expansion kept as a whole."""
 
@@ -118,33 +130,30 @@ def _scan(text: str) -> tuple[list[_Command], bool]:
 
     def end_command(operator: str) -> None:
         nonlocal conditional
-        if words:
-            head = text[words[0].start : words[0].end]
-            if head in _CONTINUES:
-                words.pop(0)
-                if words:
-                    end_command(operator)
-                return
+        first = 0
+        while first < len(words):
+            head = text[words[first].start : words[first].end]
+            if head in _CONTINUES or head == "{":  # `then A=1`, `{ A=1; }`: a command follows
+                blocks.extend(["{"] if head == "{" else [])
+                first += 1
+                continue
             if head in _OPENS:
-                blocks.append(head)
-                if head == "{" and len(words) > 1:  # `{ A=1; }`: a command follows the brace
-                    words.pop(0)
-                    end_command(operator)
-                    return
+                blocks.append(head)  # the rest is a condition or a list to loop over
             elif head in _CLOSES:
                 if blocks:
                     blocks.pop()
             else:
                 plain = not blocks and not conditional and operator in ("", "\n", ";")
-                commands.append(_Command(tuple(words), plain))
-            words.clear()
+                commands.append(_Command(tuple(words[first:]), plain))
+            break
+        words.clear()
         conditional = operator in ("&&", "||", "|")
 
     while i < n:
         c = text[i]
         if c == "#" and start < 0:
-            while i < n and text[i] != "\n":
-                i += 1
+            end = text.find("\n", i)
+            i = n if end < 0 else end
             continue
         if c == "\\":
             if start < 0 and text[i + 1 : i + 2] == "\n":
@@ -155,20 +164,23 @@ def _scan(text: str) -> tuple[list[_Command], bool]:
             start = i if start < 0 else start
             i += 2
             continue
-        if c in "'\"":
+        if c == "'":
+            start = i if start < 0 else start
+            end = text.find("'", i + 1)
+            clean = clean and end >= 0
+            i = n if end < 0 else end + 1
+            continue
+        if c == '"':
             start = i if start < 0 else start
             j = i + 1
-            while j < n and text[j] != c:
-                if c == '"' and text[j] == "\\":
-                    j += 1
-                elif c == '"' and text[j] in "$`":
-                    end, closed = _skip_expansion(text, j)
+            while (m := _DOUBLE_QUOTED_SPECIAL.search(text, j)) is not None and m.group() != '"':
+                if m.group() == "\\":
+                    j = m.start() + 2
+                else:
+                    j, closed = _skip_expansion(text, m.start())
                     clean = clean and closed
-                    j = end - 1
-                j += 1
-            if j >= n:
-                clean = False
-            i = j + 1
+            clean = clean and m is not None
+            i = n if m is None else m.end()
             continue
         if c in "$`":
             start = i if start < 0 else start
@@ -177,7 +189,8 @@ def _scan(text: str) -> tuple[list[_Command], bool]:
             continue
         if c not in _WORD_END:
             start = i if start < 0 else start
-            i += 1
+            run = _UNQUOTED_RUN.match(text, i)
+            i = run.end() if run else i + 1
             continue
         if start >= 0:
             words.append(_Word(start, i))
@@ -242,7 +255,11 @@ def _units(text: str, start: int, end: int) -> tuple[list[_Unit], list[_Segment]
     i = start
     while i < end:
         c = text[i]
-        if quote == "'":
+        run = _RUN[quote].match(text, i, end)
+        if run is not None:
+            add(run.group(), i, run.end())
+            i = run.end()
+        elif quote == "'":
             if c == "'":
                 segments[-1] = _Segment("'", segments[-1].start, i + 1)
                 quote = ""
@@ -281,58 +298,63 @@ def _units(text: str, start: int, end: int) -> tuple[list[_Unit], list[_Segment]
     return units, segments
 
 
-def _tokens(units: list[_Unit]) -> Iterator[list[_Unit]]:
-    """The value's words as the kernel command line will split them."""
-    word: list[_Unit] = []
-    for unit in units:
+def _tokens(units: list[_Unit]) -> Iterator[tuple[int, int]]:
+    """The value's words as the kernel command line will split them: (first, last) unit indexes."""
+    first = -1
+    for i, unit in enumerate(units):
         if unit.literal and unit.text in _BLANKS:
-            if word:
-                yield word
-            word = []
-        else:
-            word.append(unit)
-    if word:
-        yield word
+            if first >= 0:
+                yield first, i - 1
+            first = -1
+        elif first < 0:
+            first = i
+    if first >= 0:
+        yield first, len(units) - 1
+
+
+def _literal(units: list[_Unit], first: int, last: int) -> str | None:
+    """A word's text when it holds no expansion."""
+    word = units[first : last + 1]
+    return "".join(u.text for u in word) if all(u.literal for u in word) else None
 
 
 def _removals(text: str, a: Assignment, drop: Callable[[str], bool]) -> list[tuple[int, int]]:
     """Spans to cut so that the words `drop` matches leave the value, with one blank beside each."""
+    if a.end - a.start > MAX_VALUE:
+        return []
     units, _ = _units(text, a.start, a.end)
     spans: list[tuple[int, int]] = []
-    for word in _tokens(units):
-        if not all(u.literal for u in word) or not drop("".join(u.text for u in word)):
+
+    def blank(i: int, segment: int) -> bool:
+        return (
+            0 <= i < len(units)
+            and units[i].literal
+            and units[i].text in _BLANKS
+            and units[i].segment == segment
+        )
+
+    for first, last in _tokens(units):
+        word = _literal(units, first, last)
+        if word is None or not drop(word):
             continue
-        first, last = word[0], word[-1]
-        if first.segment != last.segment:
+        if units[first].segment != units[last].segment:
             continue  # spread over quotes (`xen-pciback.hide="(…)"`): cutting it would unbalance them
-        cut_from, cut_to = first.start, last.end
-        index = units.index(first)
-        before = units[index - 1] if index else None
-        after_index = units.index(last) + 1
-        after = units[after_index] if after_index < len(units) else None
-        if (
-            before is not None
-            and before.literal
-            and before.text in _BLANKS
-            and before.segment == first.segment
-        ):
-            cut_from = before.start
-        elif after is not None and after.literal and after.text in _BLANKS and after.segment == last.segment:
-            cut_to = after.end
+        cut_from, cut_to = units[first].start, units[last].end
+        if blank(first - 1, units[first].segment):
+            cut_from = units[first - 1].start
+        elif blank(last + 1, units[last].segment):
+            cut_to = units[last + 1].end
         spans.append((cut_from, cut_to))
     return spans
 
 
 def _cut(text: str, spans: list[tuple[int, int]]) -> str:
-    merged: list[tuple[int, int]] = []
+    kept: list[str] = []
+    at = 0
     for cut_from, cut_to in sorted(spans):  # two neighbours removed may claim the blank between them
-        if merged and cut_from <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], cut_to))
-        else:
-            merged.append((cut_from, cut_to))
-    for cut_from, cut_to in reversed(merged):
-        text = text[:cut_from] + text[cut_to:]
-    return text
+        kept.append(text[at : max(at, cut_from)])
+        at = max(at, cut_to)
+    return "".join(kept) + text[at:]
 
 
 def without_words(text: str, name: str, drop: Callable[[str], bool]) -> str:
@@ -374,9 +396,9 @@ def with_word(text: str, name: str, word: str, replaces: Callable[[str], bool] =
     variable for `cmd` alone: it is not a candidate."""
     text = without_words(text, name, replaces)
     found = [a for a in assignments(text, name) if a.lasting]
-    if found and found[-1].plain:
+    if found and found[-1].plain and found[-1].end - found[-1].start <= MAX_VALUE:
         units, _ = _units(text, found[-1].start, found[-1].end)
-        if any(all(u.literal for u in t) and "".join(u.text for u in t) == word for t in _tokens(units)):
+        if any(_literal(units, first, last) == word for first, last in _tokens(units)):
             return text  # already there, where it counts
         return _appended(text, found[-1], word)
     if not _scan(text)[1]:
