@@ -351,3 +351,21 @@ def test_diff_keeps_lines_whole_and_marks_a_missing_final_newline() -> None:
         "\\ No newline at end of file",
         "",
     ]
+
+
+def test_extended_attributes_are_kept(root: Path) -> None:
+    """ACLs and SELinux labels live in xattrs: a replaced file keeps them (here a user.* one)."""
+    try:
+        os.setxattr(root / CONF, "user.pciback-test", b"kept")
+    except OSError:
+        pytest.skip("no user xattrs on this file system")
+    fix(root)
+    assert (root / CONF).read_text() == NEW
+    assert os.getxattr(root / CONF, "user.pciback-test") == b"kept"
+
+
+def test_a_newline_in_a_symlink_target_stays_one_line(tmp_path: Path, root: Path) -> None:
+    os.symlink("/no\nsuch\x1b[2J", root / "var")
+    with pytest.raises(UsageError) as error:
+        fix(root)
+    assert "\n" not in str(error.value) and "\x1b" not in str(error.value)

@@ -149,7 +149,7 @@ class _Paths:
                 if links > _MAX_LINKS:
                     raise UsageError(f"refusing to write {rel}: too many levels of symlinks")
                 target = os.readlink(comp, dir_fd=fds[-1])
-                link = f"{'/'.join([*names, comp])} -> {target}"
+                link = f"{'/'.join([*names, comp])} -> {target!r}"  # quoted: a name from the root
                 if target.startswith("/"):
                     del fds[1:], names[:]  # absolute: from the root, as after chroot
                 pending.extend((c, link) for c in reversed(target.split("/")) if c not in ("", "."))
