@@ -101,6 +101,11 @@ CASES = [
         f'{N}="quiet"\n{N}="x" true\n',
         f'{N}="quiet {T}"\n{N}="x" true\n',
     ),
+    (
+        "an argument that looks like one",
+        f'{N}="quiet"\ntrue {N}="xen-pciback.hide=(0000:02:00.0)"\n',
+        f'{N}="quiet {T}"\ntrue {N}="xen-pciback.hide=(0000:02:00.0)"\n',
+    ),
     ("unset after", f'{N}="quiet"\nunset {N}\n', f'{N}="quiet"\nunset {N}\n{N}="${{{N}}} {T}"\n'),
     (
         "form feed and non-UTF-8 bytes elsewhere",

@@ -19,7 +19,7 @@ _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
 # what ends an unquoted word (sh: blanks and the operator characters); `\r` is a blank here, as in
 # the doctor's reader, so a CRLF file's values are edited inside their quotes
 _WORD_END = frozenset(" \t\r\n;&|()<>")
-_BLANKS = frozenset(" \t\n")
+_BLANKS = frozenset(" \t\n")  # what separates the words of a value once it is expanded (IFS)
 # A value longer than this is not taken apart (words removed, one added inside its quotes): no kernel
 # takes a command line past a few KiB (COMMAND_LINE_SIZE: 2048 on x86 and arm64), and a hostile file
 # must not cost minutes. Such a value is left as it is and a line that wins is appended instead.
@@ -31,7 +31,7 @@ _RUN = {
     "": re.compile(r"[^'\"\\$`\s]+"),
     "'": re.compile(r"[^'\s]+"),
     '"': re.compile(r'[^"\\$`\s]+'),
-}  # what separates the words of a value once it is expanded (IFS)
+}
 # reserved words that open, continue and close compound commands (POSIX 2.9.4)
 _OPENS = frozenset({"if", "while", "until", "for", "case", "{"})
 _CONTINUES = frozenset({"then", "do", "else", "elif", "!"})
@@ -63,7 +63,7 @@ class _Command:
 
 @dataclass(frozen=True, slots=True)
 class _Unit:
-    """One piece of an expanded value: a literal character, or an expansion kept as a whole."""
+    """One piece of an expanded value: literal text (a blank alone), or an expansion kept whole."""
 
     text: str
     start: int
@@ -226,14 +226,18 @@ def assignments(text: str, name: str) -> list[Assignment]:
     for command in _scan(text)[0]:
         words = list(command.words)
         head = text[words[0].start : words[0].end]
-        if head in ("export", "readonly") and len(words) > 1:
+        declares = head in ("export", "readonly")  # `export A=1 B`: every word is the shell's own
+        if declares:
             words = words[1:]
-        assigning = [w for w in words if _ASSIGNMENT.match(text, w.start, w.end)]
-        only = len(assigning) == len(words)
-        for word in assigning:
-            m = _ASSIGNMENT.match(text, word.start, word.end)
+        matches = [_ASSIGNMENT.match(text, w.start, w.end) for w in words]
+        lasting = True
+        if not declares:
+            # `A=1 cmd args`: only the words before cmd assign, and only in cmd's environment
+            cut = next((i for i, m in enumerate(matches) if m is None), len(matches))
+            lasting, matches = cut == len(matches), matches[:cut]
+        for m in matches:
             if m is not None and m.group(1) == name:
-                found.append(Assignment(name, m.end(), word.end, command.plain and only, only))
+                found.append(Assignment(name, m.end(), m.endpos, command.plain and lasting, lasting))
         if head in ("unset", "read") and any(text[w.start : w.end] == name for w in words[1:]):
             # `unset NAME` or `read NAME`: the value after it is not one this edit can name
             found.append(Assignment(name, words[0].start, words[0].start, False))
