@@ -271,3 +271,29 @@ def test_a_huge_value_is_left_whole_and_a_line_that_wins_appended(tmp_path: Path
     assert after == before + f'{N}="${{{N}}} {T}"\n'
     if SH is not None:
         assert sh_value(after, tmp_path).split()[-2:] == ["xen-pciback.hide=(0000:02:00.0)", T]
+
+
+@st.composite
+def grub_file_with_conditions(draw: st.DrawFn) -> str:
+    """As above, with assignments of the variable under `if` or after `&&`, and X's value unknown."""
+    text = draw(grub_file())
+    guarded = f"{N}={draw(value())}"
+    form = draw(st.sampled_from(['if [ -n "$X" ]; then\n  {}\nfi', "[ -e /nonexistent ] && {}", "{}"]))
+    rest = draw(grub_file())
+    return f"{text}{'' if not text or text.endswith(chr(10)) else chr(10)}{form.format(guarded)}\n{rest}"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=grub_file_with_conditions())
+def test_the_token_wins_under_conditions_too(text: str, tmp_path: Path) -> None:
+    """Whichever branch runs, sh ends with the token last and with no old hide token."""
+    new = with_word(text, N, T, replaces=hide)
+    last = [a for a in assignments(text, N) if a.lasting][-1]
+    if not last.plain:  # edited nowhere in place: a line that wins is appended to the cleaned text
+        assert (
+            new
+            == without_words(text, N, hide) + ("" if text.endswith("\n") else "\n") + f'{N}="${{{N}}} {T}"\n'
+        )
+    if SH is not None:
+        words = sh_value(new, tmp_path).split()
+        assert words[-1] == T and not [w for w in words[:-1] if hide(w)]
