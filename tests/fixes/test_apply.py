@@ -297,6 +297,7 @@ def test_untouched_bytes_owner_and_mode_are_kept(tmp_path: Path) -> None:
     path.write_bytes(grub)
     os.chown(path, 1234, 1234)
     os.chmod(path, 0o640)
+    os.utime(path, (1_000_000_000, 1_000_000_000))
     (root / "proc/cmdline").write_text("ro quiet\n")
     run = doctor(
         "fix", "--root", str(root), "--device", "0000:00:14.0", "--strategy", "cmdline", "--write",
@@ -308,6 +309,7 @@ def test_untouched_bytes_owner_and_mode_are_kept(tmp_path: Path) -> None:
     assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (1234, 1234, 0o640)
     assert (tmp_path / "bak/etc/default/grub").read_bytes() == grub
     assert (tmp_path / "bak/etc/default/grub").stat().st_uid == 1234
+    assert (tmp_path / "bak/etc/default/grub").stat().st_mtime == 1_000_000_000
 
 
 def test_a_file_changed_on_bytes_only_is_refused(root: Path) -> None:

@@ -267,6 +267,7 @@ class _Step:
     mode: int
     owner: tuple[int, int]
     attrs: dict[str, bytes]
+    times: tuple[int, int] | None = None  # the replaced file's atime and mtime, for its backup
     temp: str | None = None
     done: bool = False
 
@@ -307,6 +308,7 @@ def _plan(paths: _Paths, change: FileChange, files: Mapping[str, str]) -> _Step:
     mode = 0o755 if change.executable else 0o644
     owner = (os.geteuid(), os.getegid())
     attrs: dict[str, bytes] = {}
+    times = None
     if place.info is not None:
         if not stat.S_ISREG(place.info.st_mode):  # never open a FIFO or device: it may block
             raise UsageError(
@@ -315,6 +317,7 @@ def _plan(paths: _Paths, change: FileChange, files: Mapping[str, str]) -> _Step:
         if expected is None:  # there now, but not when the doctor read the root
             raise UsageError(f"{rel} changed since it was read; run the doctor again")
         old, info, attrs = _read(place.fd, place.name, rel, len(expected))
+        times = (info.st_atime_ns, info.st_mtime_ns)
         mode = stat.S_IMODE(info.st_mode) | (0o111 if change.executable else 0)
         owner = (info.st_uid, info.st_gid)
         if owner != (os.geteuid(), os.getegid()) and os.geteuid() != 0:
@@ -323,7 +326,7 @@ def _plan(paths: _Paths, change: FileChange, files: Mapping[str, str]) -> _Step:
         raise UsageError(f"{rel} changed since it was read; run the doctor again")
     if not _writable(place.fd):
         raise UsageError(f"cannot write {rel}: {_host(place.fd)} is not writable (read-only root?)")
-    return _Step(change, place, new, old, mode, owner, attrs)
+    return _Step(change, place, new, old, mode, owner, attrs, times)
 
 
 # -- backups --------------------------------------------------------------------------------------
@@ -409,6 +412,8 @@ class _Backup:
             with contextlib.suppress(OSError):
                 os.fchown(handle, *step.owner)
             os.fchmod(handle, step.mode & 0o777)
+            if step.times is not None:  # the backup says when the admin last changed the file
+                os.utime(handle, ns=step.times)
             os.fsync(handle)
 
     def discard(self) -> None:
