@@ -297,3 +297,13 @@ def test_the_token_wins_under_conditions_too(text: str, tmp_path: Path) -> None:
     if SH is not None:
         words = sh_value(new, tmp_path).split()
         assert words[-1] == T and not [w for w in words[:-1] if hide(w)]
+
+
+def test_a_variable_assigned_past_the_bound_keeps_old_words_and_the_token_still_wins(tmp_path: Path) -> None:
+    from pciback_doctor.fixes.shell_assignments import MAX_ASSIGNMENTS
+
+    before = f'{N}="${N} xen-pciback.hide=(0000:02:00.0)"\n' * (MAX_ASSIGNMENTS + 1)
+    after = with_word(before, N, T, replaces=hide)
+    assert after == before[: -len('"\n')] + f' {T}"\n'
+    if SH is not None:
+        assert sh_value(after, tmp_path).split()[-1] == T

@@ -24,6 +24,9 @@ _BLANKS = frozenset(" \t\n")  # what separates the words of a value once it is e
 # takes a command line past a few KiB (COMMAND_LINE_SIZE: 2048 on x86 and arm64), and a hostile file
 # must not cost minutes. Such a value is left as it is and a line that wins is appended instead.
 MAX_VALUE = 64 << 10
+# A variable assigned more often than this keeps its old words (taking each assignment apart costs a
+# parse of its value); real files assign it once or twice, and the added word still comes last.
+MAX_ASSIGNMENTS = 256
 # runs of bytes with no meaning to the shell, read at once (a long value costs one step, not one per byte)
 _UNQUOTED_RUN = re.compile(r"[^ \t\r\n;&|()<>\\'\"$`]+")
 _DOUBLE_QUOTED_SPECIAL = re.compile(r'["\\$`]')
@@ -363,8 +366,13 @@ def _cut(text: str, spans: list[tuple[int, int]]) -> str:
 
 def without_words(text: str, name: str, drop: Callable[[str], bool]) -> str:
     """The text with the words `drop` matches taken out of every assignment of `name`."""
-    spans = [span for a in assignments(text, name) for span in _removals(text, a, drop)]
-    return _cut(text, spans)
+    return _without(text, assignments(text, name), drop)
+
+
+def _without(text: str, found: list[Assignment], drop: Callable[[str], bool]) -> str:
+    if len(found) > MAX_ASSIGNMENTS:
+        return text
+    return _cut(text, [span for a in found for span in _removals(text, a, drop)])
 
 
 def _double_quoted(word: str) -> str:
@@ -398,8 +406,11 @@ def with_word(text: str, name: str, word: str, replaces: Callable[[str], bool] =
     The last assignment wins when it is plain; when it is conditional (in an `if`, after `&&`) or
     `unset`, a line `NAME="${NAME} word"` appended at the end wins instead. `NAME=x cmd` sets the
     variable for `cmd` alone: it is not a candidate."""
-    text = without_words(text, name, replaces)
-    found = [a for a in assignments(text, name) if a.lasting]
+    found = assignments(text, name)
+    cleaned = _without(text, found, replaces)
+    if cleaned != text:
+        text, found = cleaned, assignments(cleaned, name)
+    found = [a for a in found if a.lasting]
     if found and found[-1].plain and found[-1].end - found[-1].start <= MAX_VALUE:
         units, _ = _units(text, found[-1].start, found[-1].end)
         if any(_literal(units, first, last) == word for first, last in _tokens(units)):
