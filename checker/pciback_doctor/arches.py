@@ -1,0 +1,111 @@
+"""What each architecture's Kconfig offers for Xen PCI passthrough: one table, one row per
+architecture, read from the kernel's own Kconfig files (Linux 6.1 unless a row says otherwise).
+
+- x86 (arch/x86/xen/Kconfig, drivers/xen/Kconfig, drivers/pci/Kconfig): the full backend
+  XEN_PCIDEV_BACKEND (`depends on PCI && X86 && XEN && XEN_BACKEND`); XEN_DOM0 `depends on
+  (XEN_PV && SWIOTLB_XEN) || (XEN_PVH && X86_64)`; XEN_BACKEND `default XEN_DOM0`; XEN_PV `depends on
+  X86_64` since Linux 5.9 (32-bit PV removed), so a 6.1 i386 kernel can be no dom0; the frontend
+  XEN_PCIDEV_FRONTEND `depends on XEN_PV` (`X86 && XEN` before 4.19). Guests: PV (XEN_PV), PVH
+  (XEN_PVH), HVM (any kernel; XEN_PVHVM adds PV drivers).
+- arm64 / arm (arch/arm*/Kconfig): XEN_DOM0 `def_bool y, depends on XEN`; there is no
+  XEN_PCIDEV_BACKEND, but XEN_PCIDEV_STUB (`depends on PCI && !X86 && XEN && XEN_BACKEND`, default m)
+  builds the same xen-pciback.ko (drivers/xen/xen-pciback/Makefile) without its PV half:
+  `xen_pcibk_pv_support()` is false, so no xenbus backend registers, but pcistub still claims the
+  hidden devices, which is what the toolstack needs to assign them (Xen's vPCI on Arm). No XEN_PV,
+  no pcifront: an Arm guest has one type (xl's "pvh") and never needs a frontend.
+- classic XenLinux (2.6.18 and the 3.x vendor trees, drivers/xen/Kconfig there): dom0 is
+  XEN_PRIVILEGED_GUEST; XEN_BACKEND is a tristate (`=m` is fine); XEN_PCIDEV_BACKEND builds the module
+  `pciback` (drivers/xen/pciback/Makefile); every XenLinux guest is PV and uses XEN_PCIDEV_FRONTEND.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pciback_doctor.facts.kconfig import KernelConfig
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    detected_by: str  # a symbol only this architecture (or tree) has, =y
+    backend: str  # the symbol that builds the PCI backend module
+    backend_kind: str  # full (PV backend + stub) | stub (holds devices only, no PV backend)
+    module: str  # the backend's kernel module name
+    dom0: tuple[tuple[str, str], ...]  # (symbol, values it must have) for dom0 support
+    pv: str | None  # the symbol that makes a PV guest kernel; None: no PV guests here
+    frontend: str | None  # the PCI frontend (PV guests only)
+    guests: str  # guest types a kernel of this architecture can be
+    dom0_fix: str  # how to get dom0 support, for this architecture only
+    backend_fix: str
+
+
+_X86_DOM0 = (("CONFIG_XEN_DOM0", "y"), ("CONFIG_XEN_BACKEND", "y"))
+_ARM_DOM0 = (("CONFIG_XEN", "y"), ("CONFIG_XEN_DOM0", "y"), ("CONFIG_XEN_BACKEND", "y"))
+
+# fmt: off
+ARCHES: tuple[Arch, ...] = (
+    #    name        detected by                       backend symbol                kind    module
+    Arch("xenlinux", "CONFIG_XEN_PRIVILEGED_GUEST",    "CONFIG_XEN_PCIDEV_BACKEND", "full", "pciback",
+         (("CONFIG_XEN_PRIVILEGED_GUEST", "y"), ("CONFIG_XEN_BACKEND", "ym")),
+         "CONFIG_XEN", "CONFIG_XEN_PCIDEV_FRONTEND", "PV",
+         "scripts/config --enable XEN_PRIVILEGED_GUEST --enable XEN_BACKEND",
+         "scripts/config --module XEN_PCIDEV_BACKEND"),
+    Arch("x86_64",   "CONFIG_X86_64",                  "CONFIG_XEN_PCIDEV_BACKEND", "full", "xen_pciback",
+         _X86_DOM0, "CONFIG_XEN_PV", "CONFIG_XEN_PCIDEV_FRONTEND", "PV, PVH, HVM",
+         "make xen.config (XEN, XEN_PV, XEN_DOM0, XEN_BACKEND)",
+         "scripts/config --module XEN_PCIDEV_BACKEND"),
+    Arch("i386",     "CONFIG_X86_32",                  "CONFIG_XEN_PCIDEV_BACKEND", "full", "xen_pciback",
+         _X86_DOM0, "CONFIG_XEN_PV", "CONFIG_XEN_PCIDEV_FRONTEND", "HVM, PVH (PV before Linux 5.9)",
+         "build for x86_64: XEN_DOM0 needs XEN_PV, which Linux 5.9 removed for 32-bit x86",
+         "scripts/config --module XEN_PCIDEV_BACKEND"),
+    Arch("x86",      "",                               "CONFIG_XEN_PCIDEV_BACKEND", "full", "xen_pciback",
+         _X86_DOM0, "CONFIG_XEN_PV", "CONFIG_XEN_PCIDEV_FRONTEND", "PV, PVH, HVM",
+         "make xen.config (XEN, XEN_PV, XEN_DOM0, XEN_BACKEND)",
+         "scripts/config --module XEN_PCIDEV_BACKEND"),
+    Arch("arm64",    "CONFIG_ARM64",                   "CONFIG_XEN_PCIDEV_STUB",    "stub", "xen_pciback",
+         _ARM_DOM0, None, None, "one type (xl's pvh)",
+         "scripts/config --enable XEN (XEN_DOM0 and XEN_BACKEND follow)",
+         "scripts/config --module XEN_PCIDEV_STUB"),
+    Arch("arm",      "CONFIG_ARM",                     "CONFIG_XEN_PCIDEV_STUB",    "stub", "xen_pciback",
+         _ARM_DOM0, None, None, "one type (xl's pvh)",
+         "scripts/config --enable XEN (XEN_DOM0 and XEN_BACKEND follow)",
+         "scripts/config --module XEN_PCIDEV_STUB"),
+)
+# fmt: on
+BY_NAME = {a.name: a for a in ARCHES}
+# conf_write's header names the source architecture (SRCARCH): x86 covers both widths
+_HEADER_ARCH = {"arm64": "arm64", "arm": "arm"}
+
+
+def arch_of(config: KernelConfig) -> Arch:
+    """The row for this config: a symbol only one architecture has, else the header's SRCARCH,
+    else the backend symbol it spells, else x86 (whose rows name the mainline symbols)."""
+    if "CONFIG_XEN_PRIVILEGED_GUEST" in config.values or "CONFIG_XEN_UNPRIVILEGED_GUEST" in config.values:
+        return BY_NAME["xenlinux"]
+    for arch in ARCHES:
+        if arch.detected_by and config.get(arch.detected_by) == "y":
+            return arch
+    if config.header_arch in _HEADER_ARCH:
+        return BY_NAME[_HEADER_ARCH[config.header_arch]]
+    if config.header_arch in ("x86", "x86_64", "i386"):
+        return BY_NAME["x86_64" if config.get("CONFIG_64BIT") == "y" else "x86"]
+    if "CONFIG_XEN_PCIDEV_STUB" in config.values:
+        return BY_NAME["arm64" if config.get("CONFIG_64BIT") == "y" else "arm"]
+    return BY_NAME["x86"]
+
+
+def make_arch(config: KernelConfig) -> str | None:
+    """The `ARCH=` to expand a minimal config with, or None when the file does not say. x86 gives
+    `x86` (the default on an x86 host): it prompts for 64BIT, default y, so a 32-bit savedefconfig
+    made that way says `# CONFIG_64BIT is not set`; one made with ARCH=i386 does not (pass --arch)."""
+    names = config.values
+    if config.get("CONFIG_X86_32") == "y":
+        return "i386"
+    if any(k.startswith("CONFIG_ARM64") for k in names):
+        return "arm64"
+    if any(k.startswith("CONFIG_X86") for k in names):
+        return "x86"
+    if any(k.startswith(("CONFIG_ARCH_", "CONFIG_ARM_", "CONFIG_CPU_V7")) for k in names):
+        return "arm"
+    return None
