@@ -31,8 +31,6 @@ def source_of_build(build_dir: Path) -> Path | None:
 
 def expand(config: KernelConfig, text: str, source: Path, arch: str) -> KernelConfig:
     """`config` (minimal, its decoded `text`) as `make ARCH=arch olddefconfig` in `source` expands it."""
-    if not (source / "Kconfig").is_file() or not (source / "scripts" / "kconfig").is_dir():
-        raise UsageError(f"--source-dir {source}: not a kernel source tree (no Kconfig, scripts/kconfig)")
     make = shutil.which("make")
     if make is None:
         raise UsageError("expanding a defconfig-form config needs make, a C compiler, flex and bison")
@@ -68,6 +66,8 @@ def expand_minimal(
             "Kconfig defaults, which only the kernel tree knows; pass --source-dir SRC (the kernel source "
             "tree) or expand it first with 'make olddefconfig'"
         )
+    if not (source / "Kconfig").is_file() or not (source / "scripts" / "kconfig").is_dir():
+        raise UsageError(f"--source-dir {source}: not a kernel source tree (no Kconfig, scripts/kconfig)")
     make_arch = arch or arch_for_make(config)
     if make_arch is None:
         raise UsageError(
