@@ -215,3 +215,26 @@ def test_config_forms() -> None:
     assert "Kconfig's default" in minimal.evidence("CONFIG_XEN_DOM0").text
     old = parse_config(XENLINUX, "x")
     assert old.version == "2.6.18-xen" and not old.minimal
+
+
+def test_one_verdict_per_kernel_across_its_inputs(tmp_path: Path) -> None:
+    """issue 11: `domu vmlinuz-R lib/modules/R config-R` said "lacks", "has" and "cannot tell" for one
+    kernel; its inputs now give one verdict, from the config (it knows XEN_PV)."""
+    release = "6.1.0-56-amd64"
+    config = tmp_path / f"config-{release}"
+    config.write_text(HVM_ONLY)
+    tree = tmp_path / "lib/modules" / release
+    (tree / "kernel/drivers/net").mkdir(parents=True)
+    (tree / "kernel/drivers/net/e1000e.ko").write_bytes(b"\x7fELF")
+    (tree / "modules.dep").write_text("kernel/drivers/net/e1000e.ko:\n")
+    other = tmp_path / "config-6.2.0"
+    other.write_text(X86_DOM0)
+    run = doctor("domu", str(tree), str(config), str(other), "--format", "json")
+    verdicts = [
+        (f["id"], f["message"])
+        for f in run.json()["findings"]
+        if f["id"] in ("PB501", "PB503", "PB506", "PB507")
+    ]
+    assert [v[0] for v in verdicts] == ["PB503", "PB506"], verdicts
+    assert f"one verdict for kernel {release}" in verdicts[0][1]
+    assert run.code == 0

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import PurePath
 
 from pciback_doctor.arches import arch_of
 from pciback_doctor.boot.analysis import Analysis, spec_devices
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.domu import FRONTEND, DomuKernel
 from pciback_doctor.model import Finding, Fix, Severity, Verdict
+
+_RELEASE = re.compile(r"^\d+\.\d+(\.\d+)?([-+.~_][\w.+~-]*)?$")
 
 
 def kernel_verdict(kernel: DomuKernel) -> tuple[str, str]:
@@ -44,11 +48,31 @@ def _said(line: str) -> str:
     return line.removeprefix("# ")
 
 
+def _release(path: str) -> str:
+    """The kernel a domU input belongs to: `vmlinuz-R`, `vmlinux-R`, `config-R` and a module tree
+    `.../R` are one kernel R (Debian's and kernel-install's names); anything else is itself."""
+    name = PurePath(path).name
+    for prefix in ("vmlinuz-", "vmlinux-", "config-", "bzImage-"):
+        if name.startswith(prefix):
+            return name.removeprefix(prefix)
+    return name if _RELEASE.match(name) else path
+
+
 def _kernels(a: Analysis) -> list[tuple[DomuKernel, str, str]]:
-    seen: dict[str, tuple[DomuKernel, str, str]] = {}
-    for kernel in a.system.domu_kernels:  # the same kernel named twice gets one verdict
-        seen.setdefault(kernel.path, (kernel, *kernel_verdict(kernel)))
-    return list(seen.values())
+    """One entry per domU kernel: the inputs that name the same kernel (its image, config and
+    module tree) give one verdict, from the most decisive of them: a config (it knows XEN_PV), then
+    whatever decides the frontend, then the rest."""
+    groups: dict[str, list[tuple[DomuKernel, str, str]]] = {}
+    for kernel in a.system.domu_kernels:
+        groups.setdefault(_release(kernel.path), []).append((kernel, *kernel_verdict(kernel)))
+    chosen = []
+    for release, group in groups.items():
+        kernel, verdict, why = min(group, key=lambda k: (k[0].config is None, k[1] == "unknown"))
+        others = [PurePath(k.path).name for k, _, _ in group if k.path != kernel.path]
+        if others:
+            why += f" (one verdict for kernel {release}, also given as {', '.join(dict.fromkeys(others))})"
+        chosen.append((kernel, verdict, why))
+    return chosen
 
 
 @check(
