@@ -69,7 +69,7 @@ def test_arm64_stub_is_the_backend(tmp_path: Path) -> None:
     pb101 = next(f for f in doc["findings"] if f["id"] == "PB101")
     assert "CONFIG_XEN_PCIDEV_STUB is not set" in pb101["message"]
     commands = [c for f in doc["findings"] for fix in f["fixes"] for c in fix["commands"]]
-    assert commands == ["scripts/config --module XEN_PCIDEV_STUB"]
+    assert commands == ["scripts/config --module XEN_PCIDEV_STUB", "make olddefconfig"]
     assert "XEN_PCIDEV_BACKEND" not in str(doc["findings"])
 
 

@@ -23,11 +23,14 @@ def backend_missing(chk: Check, a: Analysis) -> Iterator[Finding]:
     if a.backend.backend.mode == "missing":
         arch = a.backend.arch
         built_by = f" ({arch.backend} is not set)" if arch is not None else ""
-        fix = arch.backend_fix if arch is not None else "scripts/config --module CONFIG_XEN_PCIDEV_BACKEND"
+        fix = arch.backend_fix if arch is not None else "scripts/config --module XEN_PCIDEV_BACKEND"
+        what = "enable the backend in the kernel build"
+        if _dom0_lacks(a):  # Kconfig drops the backend again while XEN_BACKEND (dom0 support) is off
+            what += " after dom0 support (PB106): it depends on CONFIG_XEN_BACKEND"
         yield chk.finding(
             f"{_kernel(a)} has no {_module(a)}, neither built in nor as a module{built_by}",
             evidence=a.backend.backend.evidence,
-            fixes=[Fix("kernel", "enable the backend in the kernel build", commands=(fix,))],
+            fixes=[Fix("kernel", what, commands=(fix, "make olddefconfig"))],
         )
 
 
@@ -113,6 +116,19 @@ def classic_name(chk: Check, a: Analysis) -> Iterator[Finding]:
         )
 
 
+def _dom0_wrong(a: Analysis) -> list[tuple[str, str]]:
+    """The dom0 symbols (of this architecture) whose values rule dom0 out, with the values needed."""
+    config, arch = a.system.config, a.backend.arch
+    if config is None or arch is None:
+        return []
+    # a minimal config's absent symbol takes its default: never read as "not set" (the gate expands it)
+    return [(s, ok) for s, ok in arch.dom0 if config.known(s) and config.get(s) not in ok]
+
+
+def _dom0_lacks(a: Analysis) -> bool:
+    return bool(_dom0_wrong(a))
+
+
 @check(
     "PB106",
     Severity.ERROR,
@@ -125,11 +141,8 @@ def classic_name(chk: Check, a: Analysis) -> Iterator[Finding]:
 )
 def not_dom0(chk: Check, a: Analysis) -> Iterator[Finding]:
     config, arch = a.system.config, a.backend.arch
-    if config is None or arch is None:
-        return
-    # a minimal config's absent symbol takes its default: never read as "not set" (the gate expands it)
-    wrong = [(s, ok) for s, ok in arch.dom0 if config.known(s) and config.get(s) not in ok]
-    if wrong:
+    wrong = _dom0_wrong(a)
+    if wrong and config is not None and arch is not None:
         yield chk.finding(
             f"{'; '.join(_state(config.get(s), s, ok) for s, ok in wrong)}: {_kernel(a)} cannot be Xen's dom0",
             evidence=[config.evidence(s) for s, _ in wrong],

@@ -92,7 +92,9 @@ def no_frontend(chk: Check, a: Analysis) -> Iterator[Finding]:
                 evidence=kernel.evidence,
                 fixes=[
                     Fix(
-                        "kernel", "enable the PCI frontend", commands=(f"scripts/config --module {FRONTEND}",)
+                        "kernel",
+                        "enable the PCI frontend",
+                        commands=(f"scripts/config --module {FRONTEND.removeprefix('CONFIG_')}",),
                     )
                 ],
             )
