@@ -110,3 +110,22 @@ def test_print_corpus_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     (debian.cache_dir() / "kconfig-corpus" / "table.md").write_text(table + "\n")
     with capsys.disabled():
         print("\n" + table)
+
+
+def test_minimal_config_in_a_build_tree(entries: list[corpus.Entry], tmp_path: Path) -> None:
+    """`--build-dir` of a `make O=` tree whose .config is minimal: expanded with the tree behind its
+    `source` link; neither the build tree nor the source tree is written."""
+    import shutil
+
+    source = corpus.kernel_source()
+    arm = next(e for e in entries if e.minimal and e.arch == "arm64")
+    build = tmp_path / "build"
+    subprocess.run(["make", "-s", "-C", str(source), f"O={build}", "ARCH=arm64", "defconfig"], check=True)
+    shutil.copy(arm.config, build / ".config")
+    before = sorted((p, p.stat().st_mtime_ns) for p in [*build.rglob("*"), *source.rglob("*")] if p.is_file())
+    run = doctor("kernel", "--build-dir", str(build), "--role", "both")
+    truth = corpus.truth(corpus.kconfig_values(arm.expanded), "arm64")
+    assert (run.code == 0) == truth["both"], run.out
+    assert "CONFIG_XEN_PCIDEV_STUB=m (Kconfig's default, make ARCH=arm64 olddefconfig" in run.out
+    after = sorted((p, p.stat().st_mtime_ns) for p in [*build.rglob("*"), *source.rglob("*")] if p.is_file())
+    assert before == after
