@@ -36,7 +36,8 @@ class Arch:
     pv: str | None  # the symbol that makes a PV guest kernel; None: no PV guests here
     frontend: str | None  # the PCI frontend (PV guests only)
     guests: str  # guest types a kernel of this architecture can be
-    dom0_fix: str  # how to get dom0 support, for this architecture only
+    dom0_fix: tuple[str, ...]  # commands that give dom0 support here; () when none can
+    dom0_note: str  # why, or why not
     backend_fix: str
 
 
@@ -45,32 +46,39 @@ _ARM_DOM0 = (("CONFIG_XEN", "y"), ("CONFIG_XEN_DOM0", "y"), ("CONFIG_XEN_BACKEND
 
 # fmt: off
 ARCHES: tuple[Arch, ...] = (
-    #    name        detected by                       backend symbol                kind    module
-    Arch("xenlinux", "CONFIG_XEN_PRIVILEGED_GUEST",    "CONFIG_XEN_PCIDEV_BACKEND", "full", "pciback",
-         (("CONFIG_XEN_PRIVILEGED_GUEST", "y"), ("CONFIG_XEN_BACKEND", "ym")),
-         "CONFIG_XEN", "CONFIG_XEN_PCIDEV_FRONTEND", "PV",
-         "scripts/config --enable XEN_PRIVILEGED_GUEST --enable XEN_BACKEND",
-         "scripts/config --module XEN_PCIDEV_BACKEND"),
-    Arch("x86_64",   "CONFIG_X86_64",                  "CONFIG_XEN_PCIDEV_BACKEND", "full", "xen_pciback",
-         _X86_DOM0, "CONFIG_XEN_PV", "CONFIG_XEN_PCIDEV_FRONTEND", "PV, PVH, HVM",
-         "make xen.config (XEN, XEN_PV, XEN_DOM0, XEN_BACKEND)",
-         "scripts/config --module XEN_PCIDEV_BACKEND"),
-    Arch("i386",     "CONFIG_X86_32",                  "CONFIG_XEN_PCIDEV_BACKEND", "full", "xen_pciback",
-         _X86_DOM0, "CONFIG_XEN_PV", "CONFIG_XEN_PCIDEV_FRONTEND", "HVM, PVH (PV before Linux 5.9)",
-         "build for x86_64: XEN_DOM0 needs XEN_PV, which Linux 5.9 removed for 32-bit x86",
-         "scripts/config --module XEN_PCIDEV_BACKEND"),
-    Arch("x86",      "",                               "CONFIG_XEN_PCIDEV_BACKEND", "full", "xen_pciback",
-         _X86_DOM0, "CONFIG_XEN_PV", "CONFIG_XEN_PCIDEV_FRONTEND", "PV, PVH, HVM",
-         "make xen.config (XEN, XEN_PV, XEN_DOM0, XEN_BACKEND)",
-         "scripts/config --module XEN_PCIDEV_BACKEND"),
-    Arch("arm64",    "CONFIG_ARM64",                   "CONFIG_XEN_PCIDEV_STUB",    "stub", "xen_pciback",
-         _ARM_DOM0, None, None, "one type (xl's pvh)",
-         "scripts/config --enable XEN (XEN_DOM0 and XEN_BACKEND follow)",
-         "scripts/config --module XEN_PCIDEV_STUB"),
-    Arch("arm",      "CONFIG_ARM",                     "CONFIG_XEN_PCIDEV_STUB",    "stub", "xen_pciback",
-         _ARM_DOM0, None, None, "one type (xl's pvh)",
-         "scripts/config --enable XEN (XEN_DOM0 and XEN_BACKEND follow)",
-         "scripts/config --module XEN_PCIDEV_STUB"),
+    Arch(name="xenlinux", detected_by="CONFIG_XEN_PRIVILEGED_GUEST",
+         backend="CONFIG_XEN_PCIDEV_BACKEND", backend_kind="full", module="pciback",
+         dom0=(("CONFIG_XEN_PRIVILEGED_GUEST", "y"), ("CONFIG_XEN_BACKEND", "ym")),
+         pv="CONFIG_XEN", frontend="CONFIG_XEN_PCIDEV_FRONTEND", guests="PV",
+         dom0_fix=("scripts/config --enable XEN_PRIVILEGED_GUEST --enable XEN_BACKEND", "make oldconfig"),
+         dom0_note="the XenLinux tree's dom0 switch",
+         backend_fix="scripts/config --module XEN_PCIDEV_BACKEND"),
+    Arch(name="x86_64", detected_by="CONFIG_X86_64",
+         backend="CONFIG_XEN_PCIDEV_BACKEND", backend_kind="full", module="xen_pciback",
+         dom0=_X86_DOM0, pv="CONFIG_XEN_PV", frontend="CONFIG_XEN_PCIDEV_FRONTEND", guests="PV, PVH, HVM",
+         dom0_fix=("make xen.config",), dom0_note="kernel/configs/xen.config sets XEN, XEN_DOM0, XEN_BACKEND",
+         backend_fix="scripts/config --module XEN_PCIDEV_BACKEND"),
+    Arch(name="i386", detected_by="CONFIG_X86_32",
+         backend="CONFIG_XEN_PCIDEV_BACKEND", backend_kind="full", module="xen_pciback",
+         dom0=_X86_DOM0, pv="CONFIG_XEN_PV", frontend="CONFIG_XEN_PCIDEV_FRONTEND",
+         guests="HVM, PVH (PV before Linux 5.9)",
+         dom0_fix=(), dom0_note="build for x86_64: XEN_DOM0 needs XEN_PV, which Linux 5.9 removed for 32-bit x86",
+         backend_fix="scripts/config --module XEN_PCIDEV_BACKEND"),
+    Arch(name="x86", detected_by="",  # an x86 header without CONFIG_X86_64 / CONFIG_X86_32 lines
+         backend="CONFIG_XEN_PCIDEV_BACKEND", backend_kind="full", module="xen_pciback",
+         dom0=_X86_DOM0, pv="CONFIG_XEN_PV", frontend="CONFIG_XEN_PCIDEV_FRONTEND", guests="PV, PVH, HVM",
+         dom0_fix=("make xen.config",), dom0_note="kernel/configs/xen.config sets XEN, XEN_DOM0, XEN_BACKEND",
+         backend_fix="scripts/config --module XEN_PCIDEV_BACKEND"),
+    Arch(name="arm64", detected_by="CONFIG_ARM64",
+         backend="CONFIG_XEN_PCIDEV_STUB", backend_kind="stub", module="xen_pciback",
+         dom0=_ARM_DOM0, pv=None, frontend=None, guests="one type (xl's pvh)",
+         dom0_fix=("make xen.config",), dom0_note="XEN_DOM0 and XEN_BACKEND follow CONFIG_XEN on Arm",
+         backend_fix="scripts/config --module XEN_PCIDEV_STUB"),
+    Arch(name="arm", detected_by="CONFIG_ARM",
+         backend="CONFIG_XEN_PCIDEV_STUB", backend_kind="stub", module="xen_pciback",
+         dom0=_ARM_DOM0, pv=None, frontend=None, guests="one type (xl's pvh)",
+         dom0_fix=("make xen.config",), dom0_note="XEN_DOM0 and XEN_BACKEND follow CONFIG_XEN on Arm",
+         backend_fix="scripts/config --module XEN_PCIDEV_STUB"),
 )
 # fmt: on
 BY_NAME = {a.name: a for a in ARCHES}

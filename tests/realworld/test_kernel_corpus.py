@@ -129,3 +129,26 @@ def test_minimal_config_in_a_build_tree(entries: list[corpus.Entry], tmp_path: P
     assert "CONFIG_XEN_PCIDEV_STUB=m (Kconfig's default, make ARCH=arm64 olddefconfig" in run.out
     after = sorted((p, p.stat().st_mtime_ns) for p in [*build.rglob("*"), *source.rglob("*")] if p.is_file())
     assert before == after
+
+
+def test_fixes_name_only_symbols_the_architecture_has(entries: list[corpus.Entry]) -> None:
+    """Every symbol a fix command sets exists on that architecture: Kconfig's allmodconfig there
+    (every symbol whose dependencies can be met) lists it."""
+    import re
+
+    for entry in entries:
+        if entry.minimal:  # its expansion is the defconfig+xen entry
+            continue
+        allmod = (
+            corpus.kconfig_values(entry.config.parent / "allmodconfig.config")
+            if not entry.name.startswith("debian")
+            else None
+        )
+        if allmod is None:
+            continue
+        for role in ROLES:
+            _, doc, _ = _gate(entry, role)
+            commands = [c for f in doc["findings"] for fix in f["fixes"] for c in fix["commands"]]  # type: ignore[attr-defined]
+            for command in commands:
+                for symbol in re.findall(r"--(?:enable|module|disable) (?:CONFIG_)?(\w+)", command):
+                    assert symbol in allmod, f"{entry.name} --role {role}: '{command}' names {symbol}"

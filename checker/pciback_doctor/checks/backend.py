@@ -27,10 +27,13 @@ def backend_missing(chk: Check, a: Analysis) -> Iterator[Finding]:
         what = "enable the backend in the kernel build"
         if _dom0_lacks(a):  # Kconfig drops the backend again while XEN_BACKEND (dom0 support) is off
             what += " after dom0 support (PB106): it depends on CONFIG_XEN_BACKEND"
+        fixes = [Fix("kernel", what, commands=(fix, "make olddefconfig"))]
+        if arch is not None and not arch.dom0_fix and _dom0_lacks(a):
+            fixes = [Fix("kernel", arch.dom0_note)]  # no dom0 here: a backend would serve nothing
         yield chk.finding(
             f"{_kernel(a)} has no {_module(a)}, neither built in nor as a module{built_by}",
             evidence=a.backend.backend.evidence,
-            fixes=[Fix("kernel", what, commands=(fix, "make olddefconfig"))],
+            fixes=fixes,
         )
 
 
@@ -146,7 +149,7 @@ def not_dom0(chk: Check, a: Analysis) -> Iterator[Finding]:
         yield chk.finding(
             f"{'; '.join(_state(config.get(s), s, ok) for s, ok in wrong)}: {_kernel(a)} cannot be Xen's dom0",
             evidence=[config.evidence(s) for s, _ in wrong],
-            fixes=[Fix("kernel", f"dom0 support on {arch.name}: {arch.dom0_fix}")],
+            fixes=[Fix("kernel", f"dom0 support on {arch.name}: {arch.dom0_note}", commands=arch.dom0_fix)],
         )
 
 

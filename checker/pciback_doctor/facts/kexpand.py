@@ -38,7 +38,8 @@ def expand(config: KernelConfig, text: str, source: Path, arch: str) -> KernelCo
         (Path(tmp) / ".config").write_text(text)
         env = {**os.environ, "LC_ALL": "C"}
         env.pop("KCONFIG_CONFIG", None)  # the output must land in tmp/.config
-        cmd = [make, "-s", "-C", str(source), f"O={tmp}", f"ARCH={arch}", "olddefconfig"]
+        jobs = f"-j{min(os.cpu_count() or 1, 4)}"  # building scripts/kconfig/conf is most of the time
+        cmd = [make, "-s", jobs, "-C", str(source), f"O={tmp}", f"ARCH={arch}", "olddefconfig"]
         try:
             run = subprocess.run(cmd, capture_output=True, text=True, timeout=_TIMEOUT, env=env, check=False)
         except subprocess.TimeoutExpired:
