@@ -238,3 +238,22 @@ def test_one_verdict_per_kernel_across_its_inputs(tmp_path: Path) -> None:
     assert [v[0] for v in verdicts] == ["PB503", "PB506"], verdicts
     assert f"one verdict for kernel {release}" in verdicts[0][1]
     assert run.code == 0
+
+
+def test_trees_older_than_the_symbols(tmp_path: Path) -> None:
+    """An x86 tree before XEN_PV (Linux 4.14): CONFIG_XEN=y is PV guest support, so it needs the
+    frontend. An Arm tree before XEN_PCIDEV_STUB (2021) has no backend to enable: no command names it."""
+    old_x86 = HEADER.format(arch="x86").replace("6.1.0", "3.16.0") + (
+        "CONFIG_X86_64=y\nCONFIG_PCI=y\nCONFIG_XEN=y\nCONFIG_XEN_DOM0=y\nCONFIG_XEN_BACKEND=y\n"
+        "CONFIG_XEN_PCIDEV_BACKEND=m\n# CONFIG_XEN_PCIDEV_FRONTEND is not set\n"
+    )
+    code, doc, _ = gate(tmp_path, old_x86, "--role", "domu")
+    (pb501,) = [f for f in doc["findings"] if f["id"] == "PB501"]
+    assert "CONFIG_XEN=y" in pb501["message"] and code == 1
+    old_arm = ARM64_DOM0.replace("6.1.0", "5.10.0").replace(
+        "CONFIG_XEN_PCIDEV_STUB=m\nCONFIG_XEN_PCI_STUB=y\n", ""
+    )
+    code, doc, _ = gate(tmp_path, old_arm)
+    (pb101,) = [f for f in doc["findings"] if f["id"] == "PB101"]
+    assert "tree has no CONFIG_XEN_PCIDEV_STUB" in pb101["message"] and code == 1
+    assert [c for fix in pb101["fixes"] for c in fix["commands"]] == []

@@ -5,13 +5,16 @@ architecture, read from the kernel's own Kconfig files (Linux 6.1 unless a row s
   XEN_PCIDEV_BACKEND (`depends on PCI && X86 && XEN && XEN_BACKEND`); XEN_DOM0 `depends on
   (XEN_PV && SWIOTLB_XEN) || (XEN_PVH && X86_64)`; XEN_BACKEND `default XEN_DOM0`; XEN_PV `depends on
   X86_64` since Linux 5.9 (32-bit PV removed), so a 6.1 i386 kernel can be no dom0; the frontend
-  XEN_PCIDEV_FRONTEND `depends on XEN_PV` (`X86 && XEN` before 4.19). Guests: PV (XEN_PV), PVH
-  (XEN_PVH), HVM (any kernel; XEN_PVHVM adds PV drivers).
+  XEN_PCIDEV_FRONTEND `depends on XEN_PV` (`PCI && X86 && XEN` in older trees). Guests: PV (XEN_PV),
+  PVH (XEN_PVH), HVM (any kernel; XEN_PVHVM adds PV drivers). XEN_PV itself came in Linux 4.14; before
+  it, CONFIG_XEN=y on x86 was the PV guest support (`pv_symbol`).
 - arm64 / arm (arch/arm*/Kconfig): XEN_DOM0 `def_bool y, depends on XEN`; there is no
   XEN_PCIDEV_BACKEND, but XEN_PCIDEV_STUB (`depends on PCI && !X86 && XEN && XEN_BACKEND`, default m)
   builds the same xen-pciback.ko (drivers/xen/xen-pciback/Makefile) without its PV half:
   `xen_pcibk_pv_support()` is false, so no xenbus backend registers, but pcistub still claims the
-  hidden devices, which is what the toolstack needs to assign them (Xen's vPCI on Arm). No XEN_PV,
+  hidden devices, which is what the toolstack needs to assign them (Xen's vPCI on Arm). The stub came
+  with commit a67efff28832 ("xen-pciback: allow compiling on other archs than x86", 2021); older Arm
+  trees have no PCI backend at all (`backend_exists`). No XEN_PV,
   no pcifront: an Arm guest has one type (xl's "pvh") and never needs a frontend.
 - classic XenLinux (2.6.18 and the 3.x vendor trees, drivers/xen/Kconfig there): dom0 is
   XEN_PRIVILEGED_GUEST; XEN_BACKEND is a tristate (`=m` is fine); XEN_PCIDEV_BACKEND builds the module
@@ -117,3 +120,21 @@ def make_arch(config: KernelConfig) -> str | None:
     if any(k.startswith(("CONFIG_ARCH_", "CONFIG_ARM_", "CONFIG_CPU_V7")) for k in names):
         return "arm"
     return None
+
+
+def pv_symbol(arch: Arch, config: KernelConfig) -> str | None:
+    """The symbol that makes this kernel a PV guest: XEN_PV, or CONFIG_XEN itself in an x86 tree
+    older than XEN_PV (Linux 4.14), recognised by a full config with XEN=y and no XEN_PV line."""
+    old_tree = arch.pv == "CONFIG_XEN_PV" and not config.minimal and arch.pv not in config.values
+    if old_tree and config.get("CONFIG_XEN") == "y":
+        return "CONFIG_XEN"
+    return arch.pv
+
+
+def backend_exists(arch: Arch, config: KernelConfig) -> bool:
+    """False when the tree has no such symbol: a full config whose backend's dependencies (XEN,
+    PCI, XEN_BACKEND) all hold would list it, set or not; an Arm tree older than the stub does not."""
+    if config.minimal or arch.backend in config.values:
+        return True
+    deps = ("CONFIG_XEN", "CONFIG_PCI", "CONFIG_XEN_BACKEND")
+    return not all(config.get(d) in ("y", "m") for d in deps)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pciback_doctor.arches import backend_exists
 from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.checks import Check, check
 from pciback_doctor.model import Evidence, Finding, Fix, Severity
@@ -30,6 +31,12 @@ def backend_missing(chk: Check, a: Analysis) -> Iterator[Finding]:
         fixes = [Fix("kernel", what, commands=(fix, "make olddefconfig"))]
         if arch is not None and not arch.dom0_fix and _dom0_lacks(a):
             fixes = [Fix("kernel", arch.dom0_note)]  # no dom0 here: a backend would serve nothing
+        config = a.system.config
+        if arch is not None and config is not None and not backend_exists(arch, config):
+            built_by = f" (this {arch.name} tree has no {arch.backend})"
+            fixes = [
+                Fix("kernel", f"use a kernel whose tree has {arch.backend} (Linux 2021 or later on Arm)")
+            ]
         yield chk.finding(
             f"{_kernel(a)} has no {_module(a)}, neither built in nor as a module{built_by}",
             evidence=a.backend.backend.evidence,

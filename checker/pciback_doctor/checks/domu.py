@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 from pathlib import PurePath
 
-from pciback_doctor.arches import arch_of
+from pciback_doctor.arches import arch_of, pv_symbol
 from pciback_doctor.boot.analysis import Analysis, spec_devices
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.domu import FRONTEND, DomuKernel
@@ -22,23 +22,22 @@ def kernel_verdict(kernel: DomuKernel) -> tuple[str, str]:
     config = kernel.config
     if config is not None:
         arch = arch_of(config)
-        if arch.pv is None:
+        pv = pv_symbol(arch, config)
+        if pv is None:
             return "not-needed", f"an {arch.name} guest is never PV: it needs no PCI frontend"
-        if not config.known(arch.pv):
-            return "unknown", f"a defconfig-form config without {arch.pv}: give the expanded .config"
-        if config.get(arch.pv) != "y":
+        if not config.known(pv):
+            return "unknown", f"a defconfig-form config without {pv}: give the expanded .config"
+        if config.get(pv) != "y":
             return "not-needed", (
-                f"{_said(config.evidence(arch.pv).text)}: it runs only as an HVM or PVH guest, whose devices "
+                f"{_said(config.evidence(pv).text)}: it runs only as an HVM or PVH guest, whose devices "
                 "pass through QEMU and the IOMMU without a frontend"
             )
     if kernel.frontend in ("builtin", "module"):
         return "has", "built in" if kernel.frontend == "builtin" else "a module"
     if kernel.frontend == "missing":
         if config is not None:
-            return (
-                "lacks",
-                f"{_said(config.evidence(FRONTEND).text)} in a PV-capable kernel (CONFIG_XEN_PV=y)",
-            )
+            pv = pv_symbol(arch_of(config), config)
+            return "lacks", f"{_said(config.evidence(FRONTEND).text)} in a PV-capable kernel ({pv}=y)"
         return "lacks", "no xen-pcifront in it, built in or as a module"
     return "unknown", kernel.note
 
@@ -159,7 +158,7 @@ def has_frontend(chk: Check, a: Analysis) -> Iterator[Finding]:
 def guest_type(chk: Check, a: Analysis) -> Iterator[Finding]:
     for kernel, verdict, why in _kernels(a):
         if verdict == "not-needed" and kernel.config is not None:
-            pv = arch_of(kernel.config).pv
+            pv = pv_symbol(arch_of(kernel.config), kernel.config)
             yield chk.finding(
                 f"{kernel.path}: {why}",
                 evidence=[kernel.config.evidence(pv)] if pv else list(kernel.evidence),
