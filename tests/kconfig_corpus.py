@@ -30,12 +30,31 @@ GENERATED = (
     ("defconfig+xen", ("xen.config",)),
 )
 SAVED = "savedefconfig(xen)"
-# x86_64 only: Kconfig's expansion after `scripts/config` edits of defconfig+xen, for the cases no
-# stock target makes: a PV kernel without pcifront, an HVM/PVH-only kernel, a built-in backend
+SAVED_FROM = {"x86_64": "defconfig+xen", "i386": "xen, PAE", "arm64": "defconfig+xen"}  # a Xen config
+# Kconfig's expansion after `scripts/config` edits of defconfig+xen (then the make targets), for the
+# cases no stock target makes: a PV kernel without pcifront, an HVM/PVH-only kernel, a built-in
+# backend, and a 32-bit kernel with Xen (XEN needs PAE and a generic CPU there; it cannot be dom0)
 VARIANTS = (
-    ("xen, no pcifront", ("--disable", "XEN_PCIDEV_FRONTEND")),
-    ("xen, no XEN_PV", ("--enable", "XEN_PCIDEV_FRONTEND", "--disable", "XEN_PV")),
-    ("xen, backend =y", ("--enable", "XEN_PV", "--enable", "XEN_PCIDEV_BACKEND")),
+    ("x86_64", "xen, no pcifront", ("--disable", "XEN_PCIDEV_FRONTEND"), ()),
+    ("x86_64", "xen, no XEN_PV", ("--enable", "XEN_PCIDEV_FRONTEND", "--disable", "XEN_PV"), ()),
+    ("x86_64", "xen, backend =y", ("--enable", "XEN_PV", "--enable", "XEN_PCIDEV_BACKEND"), ()),
+    (
+        "i386",
+        "xen, PAE",
+        (
+            "--enable",
+            "X86_GENERIC",
+            "--disable",
+            "HIGHMEM4G",
+            "--enable",
+            "HIGHMEM64G",
+            "--enable",
+            "PARAVIRT",
+            "--enable",
+            "XEN",
+        ),
+        ("xen.config",),
+    ),
 )
 _KCONFIG_FILES = ("Makefile", "scripts/*", "*Kconfig*", "*Makefile*", "*Kbuild*", "arch/*/configs/*")
 _KCONFIG_FILES += ("kernel/configs/*", "arch/*/tools/*", "include/*")
@@ -85,7 +104,7 @@ def kernel_source() -> Path:
 def generated(arch: str) -> list[Entry]:
     """The generated configs of one architecture; `make` runs once per target, in one O= tree."""
     source = kernel_source()
-    out = debian.cache_dir() / "kconfig-corpus" / f"{source.name}-2" / arch
+    out = debian.cache_dir() / "kconfig-corpus" / f"{source.name}-3" / arch
     with debian._locked(f"kconfig-{arch}"):
         if not (out / ".done").exists():
             build = out / "build"
@@ -93,25 +112,28 @@ def generated(arch: str) -> list[Entry]:
             build.mkdir(parents=True)
             make = ["make", "-s", "-C", str(source), f"O={build}", f"ARCH={arch}"]
             env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-            for name, targets in GENERATED:
+            stages = [(name, (), targets) for name, targets in GENERATED]
+            stages += [
+                (name, edits, ("olddefconfig", *targets)) for a, name, edits, targets in VARIANTS if a == arch
+            ]
+            for name, edits, targets in stages:
+                if edits:
+                    _run([str(source / "scripts/config"), "--file", str(build / ".config"), *edits])
                 for target in targets:
                     _run([*make, target], env=env)
                 shutil.copy(build / ".config", out / f"{name}.config")
-            _run([*make, "savedefconfig"], env=env)
-            shutil.copy(build / "defconfig", out / f"{SAVED}.config")
-            for name, edits in VARIANTS if arch == "x86_64" else ():
-                _run([str(source / "scripts/config"), "--file", str(build / ".config"), *edits])
-                _run([*make, "olddefconfig"], env=env)
-                shutil.copy(build / ".config", out / f"{name}.config")
+                if name == SAVED_FROM[arch]:
+                    _run([*make, "savedefconfig"], env=env)
+                    shutil.copy(build / "defconfig", out / f"{SAVED}.config")
             shutil.rmtree(build)
             (out / ".done").touch()
     entries = [
         Entry(f"{arch} {name}", arch, out / f"{name}.config", out / f"{name}.config") for name, _ in GENERATED
     ]
     entries.append(
-        Entry(f"{arch} {SAVED}", arch, out / f"{SAVED}.config", out / "defconfig+xen.config", True)
+        Entry(f"{arch} {SAVED}", arch, out / f"{SAVED}.config", out / f"{SAVED_FROM[arch]}.config", True)
     )
-    for name, _ in VARIANTS if arch == "x86_64" else ():
+    for _, name, _, _ in (v for v in VARIANTS if v[0] == arch):
         entries.append(Entry(f"{arch} {name}", arch, out / f"{name}.config", out / f"{name}.config"))
     return entries
 

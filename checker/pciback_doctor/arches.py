@@ -23,6 +23,7 @@ architecture, read from the kernel's own Kconfig files (Linux 6.1 unless a row s
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pciback_doctor.facts.kconfig import KernelConfig
@@ -126,7 +127,8 @@ def pv_symbol(arch: Arch, config: KernelConfig) -> str | None:
     """The symbol that makes this kernel a PV guest: XEN_PV, or CONFIG_XEN itself in an x86 tree
     older than XEN_PV (Linux 4.14), recognised by a full config with XEN=y and no XEN_PV line."""
     old_tree = arch.pv == "CONFIG_XEN_PV" and not config.minimal and arch.pv not in config.values
-    if old_tree and config.get("CONFIG_XEN") == "y":
+    # a 32-bit tree since 5.9 also lacks the line (XEN_PV depends on X86_64): the header tells them apart
+    if old_tree and _version(config) < (4, 14) and config.get("CONFIG_XEN") == "y":
         return "CONFIG_XEN"
     return arch.pv
 
@@ -138,3 +140,9 @@ def backend_exists(arch: Arch, config: KernelConfig) -> bool:
         return True
     deps = ("CONFIG_XEN", "CONFIG_PCI", "CONFIG_XEN_BACKEND")
     return not all(config.get(d) in ("y", "m") for d in deps)
+
+
+def _version(config: KernelConfig) -> tuple[int, int]:
+    """(major, minor) from the config's header; unknown counts as old (only old trees lack it)."""
+    match = re.match(r"(\d+)\.(\d+)", config.version or "")
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
