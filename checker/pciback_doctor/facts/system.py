@@ -18,7 +18,6 @@ from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
 from pciback_doctor.facts.image import ImageFacts, image_facts, wanted_file
 from pciback_doctor.facts.initramfs import Initramfs, open_initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
-from pciback_doctor.facts.kexpand import expand_minimal
 from pciback_doctor.facts.kimage import inspect_kernel_image
 from pciback_doctor.facts.modprobe import (
     CONFIG_DIRS,
@@ -593,7 +592,9 @@ def kernel_build(
         config = parse_config(text, config_path)
     except ConfigError as exc:
         raise UsageError(f"--config {config_path}: {exc}") from None
-    if config.minimal:  # defconfig form: only the tree's Kconfig knows what is absent (facts/kexpand.py)
+    if config.minimal:  # defconfig form: only the tree's Kconfig knows what is absent
+        from pciback_doctor.facts.kexpand import expand_minimal
+
         config = expand_minimal(config, text, source_dir, build_dir, arch)
     modules = None
     if build_dir is not None:
