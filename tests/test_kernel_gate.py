@@ -87,7 +87,7 @@ def test_xenlinux_dom0_is_recognised(tmp_path: Path) -> None:
     assert code == 1
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     dom0=st.sampled_from(["y", "m", "n", None]),
     backend=st.sampled_from(["y", "m", "n", None]),
@@ -151,7 +151,7 @@ def test_hvm_only_kernel_passes_the_domu_gate(tmp_path: Path) -> None:
     assert not [f for f in doc["findings"] if f["id"] in ("PB501", "PB506", "PB507")]
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     pv=st.sampled_from(["CONFIG_XEN_PV=y\n", "# CONFIG_XEN_PV is not set\n", ""]),
     frontend=st.sampled_from(
@@ -257,3 +257,36 @@ def test_trees_older_than_the_symbols(tmp_path: Path) -> None:
     (pb101,) = [f for f in doc["findings"] if f["id"] == "PB101"]
     assert "tree has no CONFIG_XEN_PCIDEV_STUB" in pb101["message"] and code == 1
     assert [c for fix in pb101["fixes"] for c in fix["commands"]] == []
+
+
+TRISTATE = st.sampled_from(["y", "m", "n", None])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    arch=st.sampled_from(["x86_64", "i386", "arm64"]),
+    xen=st.sampled_from(["y", "n"]),
+    symbols=st.fixed_dictionaries(
+        {s: TRISTATE for s in ("XEN_PV", "XEN_DOM0", "XEN_BACKEND", "BACKEND", "XEN_PCIDEV_FRONTEND")}
+    ),
+)
+def test_gate_follows_the_truth_table(
+    tmp_path: Path, arch: str, xen: str, symbols: dict[str, str | None]
+) -> None:
+    """The README's truth table, over every combination of the symbols it names: each role's exit
+    status is what kconfig_corpus.truth (the corpus' reading of Kconfig's values) says."""
+    import kconfig_corpus
+
+    backend = "XEN_PCIDEV_STUB" if arch == "arm64" else "XEN_PCIDEV_BACKEND"
+    values = {"PCI": "y", "XEN": xen, **{backend if k == "BACKEND" else k: v for k, v in symbols.items()}}
+    if arch == "arm64":  # arch/arm64/Kconfig: XEN_DOM0 is def_bool y, depends on XEN; no XEN_PV
+        values.update(XEN_DOM0=xen, XEN_PV=None, XEN_PCIDEV_FRONTEND=None)
+    head = {"x86_64": ("x86", "X86_64"), "i386": ("x86", "X86_32"), "arm64": ("arm64", "ARM64")}[arch]
+    lines = [HEADER.format(arch=head[0]), f"CONFIG_{head[1]}=y\n"]
+    lines += [
+        f"# CONFIG_{k} is not set\n" if v == "n" else f"CONFIG_{k}={v}\n" for k, v in values.items() if v
+    ]
+    truth = kconfig_corpus.truth({k: v for k, v in values.items() if v}, arch)
+    for role in ("dom0", "domu", "both"):
+        code, doc, err = gate(tmp_path, "".join(lines), "--role", role)
+        assert (code == 0) == truth[role], (role, values, [f["message"] for f in doc["findings"]], err)
