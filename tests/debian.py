@@ -52,24 +52,25 @@ def kernel_abi() -> str:
     return match.group(1)
 
 
-def fetch_deb(package: str) -> Path:
-    """Download `package` (current candidate) into the cache and return the .deb."""
+def fetch_deb(package: str, arch: str | None = None) -> Path:
+    """Download `package` (current candidate; of a foreign `arch` when given, which needs
+    `dpkg --add-architecture ARCH && apt-get update`) into the cache and return the .deb."""
     debs = cache_dir() / "debs"
     debs.mkdir(exist_ok=True)
     with _locked(package):
-        found = sorted(debs.glob(f"{package}_*.deb"))
+        found = sorted(debs.glob(f"{package}_*_{arch or '*'}.deb"))
         if found:
             return found[-1]
         if shutil.which("apt-get") is None:
             raise Unavailable("apt-get not found: cannot download Debian packages")
         result = subprocess.run(
-            ["apt-get", "download", "-q", package],
+            ["apt-get", "download", "-q", f"{package}:{arch}" if arch else package],
             cwd=debs,
             capture_output=True,
             text=True,
             check=False,
         )
-        found = sorted(debs.glob(f"{package}_*.deb"))
+        found = sorted(debs.glob(f"{package}_*_{arch or '*'}.deb"))
         if result.returncode != 0 or not found:
             raise Unavailable(f"apt-get download {package} failed: {result.stderr.strip()[-300:]}")
         return found[-1]

@@ -93,8 +93,9 @@ def test_xl_configs_add_devices_and_domu_findings(tmp_path: Path) -> None:
     assert any(f["id"] == "PB505" and "tiny.cfg" in f["message"] for f in findings)  # function 9
     pb601 = next(f for f in findings if f["id"] == "PB601")
     assert pb601["severity"] == "error" and "desktop.cfg" in pb601["message"]  # an HVM guest has pci=
-    kernel = next(f for f in findings if f["id"] == "PB501")  # router's kernel= is not in the root
+    kernel = next(f for f in findings if f["id"] == "PB507")  # router's kernel= is not in the root
     assert kernel["severity"] == "info" and "not found" in kernel["message"]
+    assert not [f for f in findings if f["id"] == "PB501"]  # "cannot tell" only, never also "lacks"
 
 
 def test_domu_command_on_configs_and_kernels(tmp_path: Path) -> None:

@@ -140,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a kernel build tree (make O=D): .config, modules.builtin, modules.order, built modules",
     )
     where.add_argument("--modules-builtin", metavar="F", help="the build's modules.builtin")
+    kernel.add_argument(
+        "--source-dir",
+        metavar="SRC",
+        help="kernel source tree whose Kconfig expands a defconfig-form --config (make savedefconfig)",
+    )
+    kernel.add_argument(
+        "--arch", metavar="ARCH", help="make's ARCH= for that expansion, when the config does not say"
+    )
     kernel.add_argument("--role", choices=("dom0", "domu", "both"), default="dom0")
     _output_options(kernel)
 
@@ -319,7 +327,7 @@ def run_fix(args: argparse.Namespace) -> int:
 def run_kernel(args: argparse.Namespace) -> int:
     from pciback_doctor.facts.system import kernel_build
 
-    system = kernel_build(args.config, args.modules_builtin, args.build_dir)
+    system = kernel_build(args.config, args.modules_builtin, args.build_dir, args.source_dir, args.arch)
     roles = frozenset({"dom0", "domu"}) if args.role == "both" else frozenset({args.role})
     return _finish(args, analyse(system), roles, scope="kernel")
 

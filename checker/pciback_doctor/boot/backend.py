@@ -1,9 +1,11 @@
-"""Is the PCI backend built in, a module, or missing in the target kernel?"""
+"""Is the PCI backend built in, a module, or missing in the target kernel? Which symbol builds it
+and what the module is called depend on the architecture (pciback_doctor/arches.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pciback_doctor.arches import Arch, arch_of
 from pciback_doctor.facts.system import BACKEND, System
 from pciback_doctor.model import Backend, Evidence
 
@@ -14,32 +16,37 @@ CONFIG_SYMBOL = "CONFIG_XEN_PCIDEV_BACKEND"
 class BackendVerdict:
     backend: Backend
     disagreement: tuple[Evidence, ...]  # config, modules.builtin and module files disagree
+    arch: Arch | None = None  # the config's architecture row; None without a config
 
 
 def backend_state(system: System) -> BackendVerdict:
+    config = system.config
+    arch = arch_of(config) if config is not None else None
+    module = arch.module if arch is not None else BACKEND
     tree = system.modules
     by_tree: str | None = None
     tree_evidence: list[Evidence] = []
     if tree is not None:
-        if tree.is_builtin(BACKEND):
+        if tree.is_builtin(module):
             by_tree = "builtin"
-            tree_evidence.append(tree.builtin[BACKEND])
-        if tree.has_file(BACKEND):
-            tree_evidence.append(Evidence(f"{tree.path}/{tree.files[BACKEND]}", None, "module file"))
+            tree_evidence.append(tree.builtin[module])
+        if tree.has_file(module):
+            tree_evidence.append(Evidence(f"{tree.path}/{tree.files[module]}", None, "module file"))
             by_tree = "both" if by_tree else "module"
         if by_tree is None and tree.has_index:
             by_tree = "missing"
-            tree_evidence.append(Evidence(f"{tree.path}/modules.dep", None, "no xen-pciback module"))
+            tree_evidence.append(Evidence(f"{tree.path}/modules.dep", None, f"no {module} module"))
         elif by_tree is None and tree.builtin:
             # only modules.builtin to go by (a kernel build for the CI gate): it says "not built in"
             by_tree = "not-builtin"
-            tree_evidence.append(Evidence(f"{tree.path}/modules.builtin", None, "xen-pciback not listed"))
+            tree_evidence.append(Evidence(f"{tree.path}/modules.builtin", None, f"{module} not listed"))
     by_config: str | None = None
     config_evidence: list[Evidence] = []
-    if system.config is not None:
-        value = system.config.get(CONFIG_SYMBOL)
-        by_config = {"y": "builtin", "m": "module"}.get(value, "missing")
-        config_evidence.append(system.config.evidence(CONFIG_SYMBOL))
+    if config is not None and arch is not None:
+        symbol = arch.backend
+        config_evidence.append(config.evidence(symbol))
+        if config.known(symbol):  # a minimal config's absent symbol is its default: unknown here
+            by_config = {"y": "builtin", "m": "module"}.get(config.get(symbol), "missing")
 
     evidence = tuple(config_evidence + tree_evidence)
     if by_config is not None:
@@ -50,4 +57,4 @@ def backend_state(system: System) -> BackendVerdict:
         agree = by_tree != "both"
     else:
         mode, agree = "unknown", True
-    return BackendVerdict(Backend(mode, BACKEND, evidence), () if agree else evidence)
+    return BackendVerdict(Backend(mode, module, evidence), () if agree else evidence, arch)

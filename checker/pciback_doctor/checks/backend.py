@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pciback_doctor.arches import backend_exists
 from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.checks import Check, check
 from pciback_doctor.model import Evidence, Finding, Fix, Severity
@@ -13,22 +14,33 @@ from pciback_doctor.model import Evidence, Finding, Fix, Severity
     "PB101",
     Severity.ERROR,
     "The kernel has no PCI backend",
-    """Passthrough needs the xen-pciback driver in dom0 (CONFIG_XEN_PCIDEV_BACKEND, drivers/xen/xen-pciback).
-    Without it nothing can hold a device for a guest. Build the kernel with CONFIG_XEN_PCIDEV_BACKEND=m (or =y),
-    or boot a distribution kernel that has it (Debian's amd64 flavour does; its cloud flavour has no dom0 support).""",
+    """Passthrough needs the xen-pciback driver in dom0 (drivers/xen/xen-pciback). Without it nothing can hold
+    a device for a guest. x86 builds it from CONFIG_XEN_PCIDEV_BACKEND, arm64 and arm from CONFIG_XEN_PCIDEV_STUB
+    (the same module without its PV half), classic XenLinux trees as the module pciback. Build the kernel with
+    that symbol =m (or =y), or boot a distribution kernel that has it (Debian's amd64 and arm64 flavours do; its
+    cloud flavour has no dom0 support).""",
 )
 def backend_missing(chk: Check, a: Analysis) -> Iterator[Finding]:
     if a.backend.backend.mode == "missing":
+        arch = a.backend.arch
+        built_by = f" ({arch.backend} is not set)" if arch is not None else ""
+        fix = arch.backend_fix if arch is not None else "scripts/config --module XEN_PCIDEV_BACKEND"
+        what = "enable the backend in the kernel build"
+        if _dom0_lacks(a):  # Kconfig drops the backend again while XEN_BACKEND (dom0 support) is off
+            what += " after dom0 support (PB106): it depends on CONFIG_XEN_BACKEND"
+        fixes = [Fix("kernel", what, commands=(fix, "make olddefconfig"))]
+        if arch is not None and not arch.dom0_fix and _dom0_lacks(a):
+            fixes = [Fix("kernel", arch.dom0_note)]  # no dom0 here: a backend would serve nothing
+        config = a.system.config
+        if arch is not None and config is not None and not backend_exists(arch, config):
+            built_by = f" (this {arch.name} tree has no {arch.backend})"
+            fixes = [
+                Fix("kernel", f"use a kernel whose tree has {arch.backend} (Linux 2021 or later on Arm)")
+            ]
         yield chk.finding(
-            f"{_kernel(a)} has no xen-pciback, neither built in nor as a module",
+            f"{_kernel(a)} has no {_module(a)}, neither built in nor as a module{built_by}",
             evidence=a.backend.backend.evidence,
-            fixes=[
-                Fix(
-                    "kernel",
-                    "enable the backend in the kernel build",
-                    commands=("scripts/config --module CONFIG_XEN_PCIDEV_BACKEND",),
-                )
-            ],
+            fixes=fixes,
         )
 
 
@@ -43,7 +55,7 @@ def backend_missing(chk: Check, a: Analysis) -> Iterator[Finding]:
 def backend_builtin(chk: Check, a: Analysis) -> Iterator[Finding]:
     if a.backend.backend.mode == "builtin":
         yield chk.finding(
-            "xen-pciback is built in: hide must be on the dom0 kernel command line",
+            f"{_module(a)} is built in{_kind(a)}: hide must be on the dom0 kernel command line",
             evidence=a.backend.backend.evidence,
         )
 
@@ -60,7 +72,7 @@ def backend_builtin(chk: Check, a: Analysis) -> Iterator[Finding]:
 def backend_module(chk: Check, a: Analysis) -> Iterator[Finding]:
     if a.backend.backend.mode == "module":
         yield chk.finding(
-            "xen-pciback is a module: it must load before the devices' native drivers",
+            f"{_module(a)} is a module{_kind(a)}: it must load before the devices' native drivers",
             evidence=a.backend.backend.evidence,
         )
 
@@ -91,8 +103,8 @@ def backend_disagreement(chk: Check, a: Analysis) -> Iterator[Finding]:
     xen-pciback.hide= on the command line or 'options xen-pciback hide=...' in modprobe.d.""",
 )
 def classic_name(chk: Check, a: Analysis) -> Iterator[Finding]:
-    if a.backend.backend.mode == "missing":
-        return
+    if a.backend.backend.mode == "missing" or a.backend.backend.module == "pciback":
+        return  # no backend, or a classic XenLinux one, whose name *is* pciback
     aliased = any(d.args.replace("-", "_") == "xen_pciback" for d in a.system.modprobe.aliases_for("pciback"))
     for source in a.hides:
         if not source.classic:
@@ -114,24 +126,45 @@ def classic_name(chk: Check, a: Analysis) -> Iterator[Finding]:
         )
 
 
+def _dom0_wrong(a: Analysis) -> list[tuple[str, str]]:
+    """The dom0 symbols (of this architecture) whose values rule dom0 out, with the values needed."""
+    config, arch = a.system.config, a.backend.arch
+    if config is None or arch is None:
+        return []
+    # a minimal config's absent symbol takes its default: never read as "not set" (the gate expands it)
+    return [(s, ok) for s, ok in arch.dom0 if config.known(s) and config.get(s) not in ok]
+
+
+def _dom0_lacks(a: Analysis) -> bool:
+    return bool(_dom0_wrong(a))
+
+
 @check(
     "PB106",
     Severity.ERROR,
     "The kernel cannot serve as dom0",
     """Xen's control domain needs CONFIG_XEN_DOM0 (and with it CONFIG_XEN_BACKEND, which the PCI backend
-    depends on). Kernels built for guests only (Debian's cloud flavour, for example) boot under Xen as a domU
-    but not as dom0.""",
+    depends on); classic XenLinux trees call it CONFIG_XEN_PRIVILEGED_GUEST (their XEN_BACKEND may be =m). On
+    x86 XEN_DOM0 needs XEN_PV (64-bit only since Linux 5.9) or a 64-bit PVH dom0; on Arm it follows CONFIG_XEN.
+    Kernels built for guests only (Debian's cloud flavour, for example) boot under Xen as a domU but not as
+    dom0.""",
 )
 def not_dom0(chk: Check, a: Analysis) -> Iterator[Finding]:
-    config = a.system.config
-    if config is None:
-        return
-    missing = [s for s in ("CONFIG_XEN_DOM0", "CONFIG_XEN_BACKEND") if config.get(s) != "y"]
-    if missing:
+    config, arch = a.system.config, a.backend.arch
+    wrong = _dom0_wrong(a)
+    if wrong and config is not None and arch is not None:
         yield chk.finding(
-            f"{' and '.join(missing)} not set: {_kernel(a)} cannot be Xen's dom0",
-            evidence=[config.evidence(s) for s in missing],
+            f"{'; '.join(_state(config.get(s), s, ok) for s, ok in wrong)}: {_kernel(a)} cannot be Xen's dom0",
+            evidence=[config.evidence(s) for s, _ in wrong],
+            fixes=[Fix("kernel", f"dom0 support on {arch.name}: {arch.dom0_note}", commands=arch.dom0_fix)],
         )
+
+
+def _state(value: str, symbol: str, ok: str) -> str:
+    """What the config says, in the words of the line it quotes."""
+    if value == "n":
+        return f"{symbol} is not set"
+    return f"{symbol}={value} (dom0 needs {' or '.join(ok)})"
 
 
 @check(
@@ -185,6 +218,19 @@ def ignored_modprobe(chk: Check, a: Analysis) -> Iterator[Finding]:
 def unreadable(chk: Check, a: Analysis) -> Iterator[Finding]:
     for path, why in sorted(a.system.root.unreadable.items()):
         yield chk.finding(f"{path}: {why}", evidence=[Evidence(path, None, why)])
+
+
+def _module(a: Analysis) -> str:
+    return "pciback" if a.backend.backend.module == "pciback" else "xen-pciback"
+
+
+def _kind(a: Analysis) -> str:
+    arch = a.backend.arch
+    if arch is None or a.backend.backend.module == "pciback":
+        return " (classic XenLinux)" if arch is not None else ""
+    if arch.backend_kind == "stub":
+        return f" ({arch.backend}: the {arch.name} stub, which holds devices for assignment; no PV backend)"
+    return ""
 
 
 def _kernel(a: Analysis) -> str:

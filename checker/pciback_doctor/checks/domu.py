@@ -2,12 +2,76 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import PurePath
 
+from pciback_doctor.arches import arch_of, pv_symbol
 from pciback_doctor.boot.analysis import Analysis, spec_devices
 from pciback_doctor.checks import Check, check
-from pciback_doctor.facts.domu import FRONTEND
+from pciback_doctor.facts.domu import FRONTEND, DomuKernel
 from pciback_doctor.model import Finding, Fix, Severity, Verdict
+
+_RELEASE = re.compile(r"^\d+\.\d+(\.\d+)?([-+.~_][\w.+~-]*)?$")
+
+
+def kernel_verdict(kernel: DomuKernel) -> tuple[str, str]:
+    """One verdict per domU kernel, and why: `lacks` (a PV kernel without the frontend), `has`,
+    `not-needed` (it cannot run PV: no XEN_PV, or an Arm kernel) or `unknown`. Every PB50x finding on a
+    kernel comes from here, so no two of them contradict each other."""
+    config = kernel.config
+    if config is not None:
+        arch = arch_of(config)
+        pv = pv_symbol(arch, config)
+        if pv is None:
+            return "not-needed", f"an {arch.name} guest is never PV: it needs no PCI frontend"
+        if not config.known(pv):
+            return "unknown", f"a defconfig-form config without {pv}: give the expanded .config"
+        if config.get(pv) != "y":
+            return "not-needed", (
+                f"{_said(config.evidence(pv).text)}: it runs only as an HVM or PVH guest, whose devices "
+                "pass through QEMU and the IOMMU without a frontend"
+            )
+    if kernel.frontend in ("builtin", "module"):
+        return "has", "built in" if kernel.frontend == "builtin" else "a module"
+    if kernel.frontend == "missing":
+        if config is not None:
+            pv = pv_symbol(arch_of(config), config)
+            return "lacks", f"{_said(config.evidence(FRONTEND).text)} in a PV-capable kernel ({pv}=y)"
+        return "lacks", "no xen-pcifront in it, built in or as a module"
+    return "unknown", kernel.note
+
+
+def _said(line: str) -> str:
+    """An evidence line as a clause: `# CONFIG_X is not set` -> `CONFIG_X is not set`."""
+    return line.removeprefix("# ")
+
+
+def _release(path: str) -> str:
+    """The kernel a domU input belongs to: `vmlinuz-R`, `vmlinux-R`, `config-R` and a module tree
+    `.../R` are one kernel R (Debian's and kernel-install's names); anything else is itself."""
+    name = PurePath(path).name
+    for prefix in ("vmlinuz-", "vmlinux-", "config-", "bzImage-"):
+        if name.startswith(prefix):
+            return name.removeprefix(prefix)
+    return name if _RELEASE.match(name) else path
+
+
+def _kernels(a: Analysis) -> list[tuple[DomuKernel, str, str]]:
+    """One entry per domU kernel: the inputs that name the same kernel (its image, config and
+    module tree) give one verdict, from the most decisive of them: a config (it knows XEN_PV), then
+    whatever decides the frontend, then the rest."""
+    groups: dict[str, list[tuple[DomuKernel, str, str]]] = {}
+    for kernel in a.system.domu_kernels:
+        groups.setdefault(_release(kernel.path), []).append((kernel, *kernel_verdict(kernel)))
+    chosen = []
+    for release, group in groups.items():
+        kernel, verdict, why = min(group, key=lambda k: (k[0].config is None, k[1] == "unknown"))
+        others = [PurePath(k.path).name for k, _, _ in group if k.path != kernel.path]
+        if others:
+            why += f" (one verdict for kernel {release}, also given as {', '.join(dict.fromkeys(others))})"
+        chosen.append((kernel, verdict, why))
+    return chosen
 
 
 @check(
@@ -15,25 +79,23 @@ from pciback_doctor.model import Finding, Fix, Severity, Verdict
     Severity.ERROR,
     "PV domU kernel lacks the PCI frontend",
     """A PV guest sees passed-through devices only through xen-pcifront (CONFIG_XEN_PCIDEV_FRONTEND, which
-    depends on XEN_PV). Without it the guest boots but never sees the device. HVM guests do not need it.""",
+    depends on XEN_PV). Without it the guest boots but never sees the device. A kernel without XEN_PV (HVM or
+    PVH only) and Arm kernels need no frontend (PB503).""",
     role="domu",
 )
 def no_frontend(chk: Check, a: Analysis) -> Iterator[Finding]:
-    for kernel in a.system.domu_kernels:
-        if kernel.frontend == "missing":
+    for kernel, verdict, why in _kernels(a):
+        if verdict == "lacks":
             yield chk.finding(
-                f"{kernel.path}: {FRONTEND} is not set: a PV guest running this kernel never sees passed-through devices",
+                f"{kernel.path}: {why}: a PV guest running this kernel never sees passed-through devices",
                 evidence=kernel.evidence,
                 fixes=[
                     Fix(
-                        "kernel", "enable the PCI frontend", commands=(f"scripts/config --module {FRONTEND}",)
+                        "kernel",
+                        "enable the PCI frontend",
+                        commands=(f"scripts/config --module {FRONTEND.removeprefix('CONFIG_')}",),
                     )
                 ],
-            )
-        elif kernel.frontend == "unknown":
-            yield chk.finding(
-                f"{kernel.path}: cannot tell whether it has the PCI frontend: {kernel.note}",
-                severity=Severity.INFO,
             )
 
 
@@ -42,14 +104,15 @@ def no_frontend(chk: Check, a: Analysis) -> Iterator[Finding]:
     Severity.INFO,
     "Cannot tell whether the domU kernel has the PCI frontend",
     """The kernel was given as something that does not decide it: a bzImage without IKCONFIG whose
-    symbols show the frontend is not built in (it may still be a module), or an empty module tree.
-    Give its config (boot/config-K) or its module tree as well.""",
+    symbols show the frontend is not built in (it may still be a module), an empty module tree, a
+    defconfig-form config, or an xl config's kernel= that is not in the root. Give its (full) config
+    (boot/config-K) or its module tree as well.""",
     role="domu",
 )
 def frontend_unknown(chk: Check, a: Analysis) -> Iterator[Finding]:
-    for kernel in a.system.domu_kernels:
-        if kernel.frontend == "unknown":
-            yield chk.finding(f"{kernel.path}: {kernel.note}")
+    for kernel, verdict, why in _kernels(a):
+        if verdict == "unknown":
+            yield chk.finding(f"{kernel.path}: cannot tell whether it has the PCI frontend: {why}")
 
 
 @check(
@@ -61,8 +124,8 @@ def frontend_unknown(chk: Check, a: Analysis) -> Iterator[Finding]:
     role="domu",
 )
 def frontend_module(chk: Check, a: Analysis) -> Iterator[Finding]:
-    for kernel in a.system.domu_kernels:
-        if kernel.frontend == "module" and kernel.module_present is False:
+    for kernel, verdict, _ in _kernels(a):
+        if verdict == "has" and kernel.frontend == "module" and kernel.module_present is False:
             yield chk.finding(
                 f"{kernel.path}: xen-pcifront is a module but not in the domU's module tree",
                 evidence=kernel.evidence,
@@ -78,10 +141,9 @@ def frontend_module(chk: Check, a: Analysis) -> Iterator[Finding]:
     role="domu",
 )
 def has_frontend(chk: Check, a: Analysis) -> Iterator[Finding]:
-    for kernel in a.system.domu_kernels:
-        if kernel.frontend in ("builtin", "module"):
-            how = "built in" if kernel.frontend == "builtin" else "a module"
-            yield chk.finding(f"{kernel.path}: the PCI frontend is {how}", evidence=kernel.evidence)
+    for kernel, verdict, why in _kernels(a):
+        if verdict == "has":
+            yield chk.finding(f"{kernel.path}: the PCI frontend is {why}", evidence=kernel.evidence)
 
 
 @check(
@@ -89,10 +151,18 @@ def has_frontend(chk: Check, a: Analysis) -> Iterator[Finding]:
     Severity.INFO,
     "Guest type and passthrough",
     """PV guests need the PCI frontend; HVM guests get devices through QEMU and the IOMMU and need no
-    frontend; libxl refuses pci= for PVH guests on x86 (there is no PCI passthrough for PVH there).""",
+    frontend, so a kernel without XEN_PV (or an Arm kernel, whose guests are never PV) passes the domU gate;
+    libxl refuses pci= for PVH guests on x86 (there is no PCI passthrough for PVH there).""",
     role="domu",
 )
 def guest_type(chk: Check, a: Analysis) -> Iterator[Finding]:
+    for kernel, verdict, why in _kernels(a):
+        if verdict == "not-needed" and kernel.config is not None:
+            pv = pv_symbol(arch_of(kernel.config), kernel.config)
+            yield chk.finding(
+                f"{kernel.path}: {why}",
+                evidence=[kernel.config.evidence(pv)] if pv else list(kernel.evidence),
+            )
     for config in a.domu_configs:
         if not config.pci:
             continue

@@ -23,12 +23,16 @@ class DomuKernel:
     evidence: tuple[Evidence, ...] = ()
     note: str = ""  # what would decide an `unknown`, or how it was decided
     module_present: bool | None = None  # the frontend module is in the domU's module tree
+    config: KernelConfig | None = None  # its config, when known: guest types (XEN_PV) and arch
 
 
 def from_config(config: KernelConfig, path: str) -> DomuKernel:
+    if not config.known(FRONTEND):  # defconfig form: absent is Kconfig's default, not n
+        note = f"a defconfig-form config without {FRONTEND}: give the expanded .config (make olddefconfig)"
+        return DomuKernel(path, "unknown", (config.evidence(FRONTEND),), note=note, config=config)
     value = config.get(FRONTEND)
     mode = {"y": "builtin", "m": "module"}.get(value, "missing")
-    return DomuKernel(path, mode, (config.evidence(FRONTEND),))
+    return DomuKernel(path, mode, (config.evidence(FRONTEND),), config=config)
 
 
 def from_module_tree(tree: ModuleTree) -> DomuKernel:

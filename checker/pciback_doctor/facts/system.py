@@ -568,7 +568,11 @@ def collect(opts: Options) -> System:
 
 
 def kernel_build(
-    config_path: str | None, modules_builtin: str | None, build_dir: str | None = None
+    config_path: str | None,
+    modules_builtin: str | None,
+    build_dir: str | None = None,
+    source_dir: str | None = None,
+    arch: str | None = None,
 ) -> System:
     """A kernel build for the CI gate: its `.config` and `modules.builtin`, or a whole build tree
     (`make O=DIR`): .config, modules.builtin(.modinfo), modules.order and the built modules."""
@@ -584,9 +588,14 @@ def kernel_build(
         raise UsageError("kernel: give --config F or --build-dir D")
     data = _read_explicit(config_path, "--config")
     try:
-        config = parse_config(decode_config(data), config_path)
+        text = decode_config(data)
+        config = parse_config(text, config_path)
     except ConfigError as exc:
         raise UsageError(f"--config {config_path}: {exc}") from None
+    if config.minimal:  # defconfig form: only the tree's Kconfig knows what is absent
+        from pciback_doctor.facts.kexpand import expand_minimal
+
+        config = expand_minimal(config, text, source_dir, build_dir, arch)
     modules = None
     if build_dir is not None:
         modules = read_build_tree(Path(build_dir))
