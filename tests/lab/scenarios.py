@@ -81,6 +81,15 @@ SCENARIOS: dict[str, Scenario] = {
             dracut_modules=MODULE_IMAGE,
             with_module=True,
         ),
+        # 10. the backend ordered first by rd.driver.pre (dracut's kernel-modules code) with the
+        # hide token naming both devices: e1000e is a module and loses; 8250_pci's `serial` is built
+        # in and binds during kernel init, before the initramfs loads anything
+        Scenario(
+            "driver-pre-serial-builtin",
+            dom0_args=f"xen-pciback.hide=({E1000E})({SERIAL}) rd.driver.pre=xen-pciback",
+            dracut_modules=(*MINIMAL_MODULES, "kernel-modules"),
+            devices=(E1000E_DEV, SERIAL_DEV),
+        ),
     )
 }
 
@@ -94,6 +103,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "module-malformed": {E1000E: "pciback"},
     "module-conf-file": {E1000E: "pciback", SERIAL: "pciback"},
     "module-disabled": {E1000E: "e1000e"},
+    "driver-pre-serial-builtin": {E1000E: "pciback", SERIAL: "serial"},
 }
 #: Scenarios whose boot is expected to stop in the initramfs (no owners to compare).
 STOPS = ("module-strict",)
