@@ -50,6 +50,14 @@ def test_matching_follows_pci_match_one_device() -> None:
     assert found.match(0x1234, 0x5678, 0x1AF4, 0x1101, 0x020000) is None  # ... and only then
 
 
+def test_a_built_in_backend_is_no_competitor(tmp_path: Path) -> None:
+    # pci_stub.c's pcistub_ids match every device; pcistub_probe decides by hide and slots
+    catch_all = ("pciback", [(ANY, ANY, ANY, ANY, 0, 0)])
+    root = _root(tmp_path, "module-modprobe-options", vmlinux(catch_all, SERIAL))
+    dev = _predict(root, "--device=0000:09:00.0=8086:10d3:020000", bdf="0000:09:00.0")
+    assert dev["native_driver"] != "pciback" and dev["native_mode"] != "builtin", dev
+
+
 def test_kernels_before_override_only_have_32_byte_entries() -> None:
     found = read_builtin_pci_drivers(vmlinux(SERIAL, INTEL_NIC, id_size=32), "boot/vmlinuz")
     assert [d.name for d in found.drivers] == ["serial", "e1000e"]

@@ -85,8 +85,14 @@ def resolve_native(
 def _builtin_match(device: PciDevice, tables: BuiltinPciDrivers) -> NativeDriver | None:
     if device.vendor is None or device.device is None or device.pci_class is None:
         return None
+    # a built-in backend's own driver matches every device (pcistub_ids): it is no competitor
     hit = tables.match(
-        device.vendor, device.device, device.subsystem_vendor, device.subsystem_device, device.pci_class
+        device.vendor,
+        device.device,
+        device.subsystem_vendor,
+        device.subsystem_device,
+        device.pci_class,
+        exclude=PCIBACK_DRIVER,
     )
     if hit is None:
         return None

@@ -77,11 +77,19 @@ class BuiltinPciDrivers:
     error: str | None = None  # why the tables could not be read (then `drivers` proves nothing)
 
     def match(
-        self, vendor: int, device: int, subvendor: int | None, subdevice: int | None, pci_class: int
+        self,
+        vendor: int,
+        device: int,
+        subvendor: int | None,
+        subdevice: int | None,
+        pci_class: int,
+        exclude: str | None = None,
     ) -> tuple[BuiltinPciDriver, PciId] | None:
         """The built-in driver that would bind first: drivers register in link order, and the
         first whose table matches probes the device (bus_add_driver → driver_attach)."""
         for driver in self.drivers:
+            if driver.name == exclude:
+                continue
             for pid in driver.ids:
                 if pid.matches(vendor, device, subvendor, subdevice, pci_class):
                     return driver, pid
