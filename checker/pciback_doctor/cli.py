@@ -68,6 +68,11 @@ def _system_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="F", help="kernel config file of the target kernel")
     p.add_argument("--modules-dir", metavar="D", help="module tree of the target kernel (lib/modules/K)")
     p.add_argument("--initramfs", metavar="F", help="the initramfs the next boot uses")
+    p.add_argument(
+        "--kernel-image",
+        metavar="F",
+        help="the target kernel's image (bzImage or vmlinux; default boot/vmlinuz-K): its built-in drivers",
+    )
     cmd = p.add_mutually_exclusive_group()
     cmd.add_argument("--cmdline", metavar="S", help="dom0 kernel command line of the next boot")
     cmd.add_argument("--cmdline-file", metavar="F", help="read the dom0 kernel command line from F")
@@ -237,6 +242,7 @@ def _options(args: argparse.Namespace) -> Options:
         config=args.config,
         modules_dir=args.modules_dir,
         initramfs=args.initramfs,
+        kernel_image=args.kernel_image,
         cmdline=args.cmdline,
         cmdline_file=args.cmdline_file,
         xen_cmdline=args.xen_cmdline,

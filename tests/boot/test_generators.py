@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 from pathlib import Path
 
 import pytest
 
 from cpio_writer import file, newc
 from helpers import FIXTURES, devices, doctor, finding_ids
+from vmlinux_writer import SERIAL, vmlinux
 
 K = "6.1.0-56-amd64"
 MODS = f"usr/lib/modules/{K}/kernel/drivers"
@@ -45,9 +47,19 @@ def dracut(*extra: object) -> list[object]:
     return [file("usr/lib/dracut/modules.txt", b"base\nudev-rules\n"), *extra]
 
 
+def root_with_kernel(where: Path) -> Path:
+    """The fixture plus its kernel image (generated: a vmlinux whose only built-in PCI driver is
+    8250_pci's `serial`), so that built-in competitors of the NIC are ruled out as on a real root."""
+    root = where / "root"
+    if not root.exists():
+        shutil.copytree(FIXTURES / "module-modprobe-options", root, symlinks=True)
+        (root / "boot" / f"vmlinuz-{K}").write_bytes(vmlinux(SERIAL))
+    return root
+
+
 def predict(img: Path, cmdline: str = "ro quiet") -> tuple[dict[str, object], list[str]]:
     run = doctor(
-        "--root", str(FIXTURES / "module-modprobe-options"), "--initramfs", str(img), "--cmdline", cmdline,
+        "--root", str(root_with_kernel(img.parent)), "--initramfs", str(img), "--cmdline", cmdline,
         "--format", "json",
     )  # fmt: skip
     return devices(run)["0000:05:00.0"], finding_ids(run)

@@ -36,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import kernel_build
+
 from debian import Unavailable, cache_dir, extract_deb, kernel_tree
 
 REPO = Path(__file__).resolve().parents[2]
@@ -162,7 +164,10 @@ def xen_elf() -> Path:
 
 
 def dom0_kernel(flavour: str = "amd64") -> tuple[Path, Path, str]:
-    """(kernel tree root, vmlinuz, release) of the extracted Debian kernel package."""
+    """(kernel tree root, vmlinuz, release) of the extracted Debian kernel package, or of the
+    lab's own build (`kernel_build.FLAVOUR`: the backend built in)."""
+    if flavour == kernel_build.FLAVOUR:
+        return kernel_build.built_kernel()
     root, release = kernel_tree(flavour)
     vmlinuz = root / "boot" / f"vmlinuz-{release}"
     if not vmlinuz.exists():

@@ -8,12 +8,17 @@ must equal `EXPECTED`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from harness import MINIMAL_MODULES, Scenario
+from kernel_build import FLAVOUR
 
 E1000E = "0000:00:04.0"
 SERIAL = "0000:00:05.0"
 E1000E_DEV = "e1000e,addr=04.0"
 SERIAL_DEV = "pci-serial,addr=05.0"
+#: the lab's own kernel (backend built in): dracut installs only the native module
+BUILTIN: dict[str, Any] = {"flavour": FLAVOUR, "add_drivers": ("e1000e",)}
 #: dash as /bin/sh (Debian's): the project's hook must be POSIX
 MODULE_IMAGE = (*MINIMAL_MODULES, "dash")
 
@@ -81,6 +86,40 @@ SCENARIOS: dict[str, Scenario] = {
             dracut_modules=MODULE_IMAGE,
             with_module=True,
         ),
+        # 10. the backend ordered first by rd.driver.pre (dracut's kernel-modules code) with the
+        # hide token naming both devices: e1000e is a module and loses; 8250_pci's `serial` is built
+        # in and binds during kernel init, before the initramfs loads anything
+        Scenario(
+            "driver-pre-serial-builtin",
+            dom0_args=f"xen-pciback.hide=({E1000E})({SERIAL}) rd.driver.pre=xen-pciback",
+            dracut_modules=(*MINIMAL_MODULES, "kernel-modules"),
+            devices=(E1000E_DEV, SERIAL_DEV),
+        ),
+        # 11-15. the lab's own kernel, the backend built in (pcistub_init at fs_initcall), e1000e a
+        # module and 8250_pci (`serial`) built in: the hide token claims both natives' devices
+        Scenario(
+            "builtin-hide",
+            dom0_args=f"xen-pciback.hide=({E1000E})({SERIAL})",
+            devices=(E1000E_DEV, SERIAL_DEV),
+            **BUILTIN,
+        ),
+        # ... under the module's other spelling (parse_args: `-` and `_` are one)
+        Scenario("builtin-underscore", dom0_args=f"xen_pciback.hide=({E1000E})", **BUILTIN),
+        # ... but not under the classic XenLinux name: no parameter `pciback.hide` exists
+        Scenario("builtin-classic", dom0_args=f"pciback.hide=({E1000E})", **BUILTIN),
+        # ... nor from modprobe.d: a built-in driver's options come only from the command line (PB203)
+        Scenario(
+            "builtin-modprobe-only",
+            modprobe_d={"xen-pciback.conf": f"options xen-pciback hide=({E1000E})\n"},
+            **BUILTIN,
+        ),
+        # ... and one malformed entry makes pcistub_init fail: the driver never registers
+        Scenario(
+            "builtin-malformed",
+            dom0_args=f"xen-pciback.hide=({E1000E})(zz:zz.z)",
+            devices=(E1000E_DEV, SERIAL_DEV),
+            **BUILTIN,
+        ),
     )
 }
 
@@ -94,6 +133,12 @@ EXPECTED: dict[str, dict[str, str]] = {
     "module-malformed": {E1000E: "pciback"},
     "module-conf-file": {E1000E: "pciback", SERIAL: "pciback"},
     "module-disabled": {E1000E: "e1000e"},
+    "driver-pre-serial-builtin": {E1000E: "pciback", SERIAL: "serial"},
+    "builtin-hide": {E1000E: "pciback", SERIAL: "pciback"},
+    "builtin-underscore": {E1000E: "pciback"},
+    "builtin-classic": {E1000E: "e1000e"},
+    "builtin-modprobe-only": {E1000E: "e1000e"},
+    "builtin-malformed": {E1000E: "e1000e", SERIAL: "serial"},
 }
 #: Scenarios whose boot is expected to stop in the initramfs (no owners to compare).
 STOPS = ("module-strict",)

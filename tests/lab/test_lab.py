@@ -85,6 +85,7 @@ def predict_for(scenario: Scenario, image: Path, host: Path) -> dict[str, dict[s
     args = [
         "--root", str(host), "--kernel", release, "--config", str(tree / "boot" / f"config-{release}"),
         "--modules-dir", str(tree / "lib" / "modules" / release), "--initramfs", str(image),
+        "--kernel-image", str(tree / "boot" / f"vmlinuz-{release}"),
         "--cmdline", scenario.cmdline(), "--format", "json",
     ]  # fmt: skip
     for spec, bdf in zip(scenario.devices, watched(scenario), strict=True):

@@ -88,11 +88,13 @@ def test_real_modules_alias_is_case_sensitive(amd64) -> None:  # type: ignore[no
     assert "e1000e" not in [a.module for a in modules]  # kmod: fnmatch without FNM_CASEFOLD
 
 
-def test_pci_serial_native_driver_is_unknown_offline(amd64) -> None:  # type: ignore[no-untyped-def]
-    # 8250_pci is built into Debian's kernel, and 6.1 records no PCI ids for built-ins
+def test_pci_serial_native_driver_is_read_from_the_kernel_image(amd64) -> None:  # type: ignore[no-untyped-def]
+    # 8250_pci is built into Debian's kernel, and 6.1 records no PCI ids for built-ins: the doctor
+    # reads them from boot/vmlinuz (8250_pci's table matches class 0700)
     run = doctor(
         "--root", str(amd64.root), "--kernel", amd64.release, "--cmdline", "ro",
         "--device", "0000:00:05.0=1b36:0002:070002", "--format", "json",
     )  # fmt: skip
     dev = devices(run)["0000:00:05.0"]
-    assert dev["native_mode"] == "unknown" and dev["prediction"] == "unknown"
+    assert (dev["native_driver"], dev["native_mode"]) == ("serial", "builtin")
+    assert (dev["prediction"], dev["phase"], dev["winner"]) == ("not-claimed", "kernel", "serial")

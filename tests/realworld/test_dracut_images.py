@@ -26,6 +26,7 @@ def predict(amd64, root: Path, image: Path, cmdline: str = "ro quiet"):  # type:
     run = doctor(
         "--root", str(root), "--kernel", amd64.release, "--config", str(amd64.config),
         "--modules-dir", str(amd64.moddir), "--initramfs", str(image), "--cmdline", cmdline,
+        "--kernel-image", str(amd64.root / "boot" / f"vmlinuz-{amd64.release}"),
         "--device", DEVICE, "--format", "json",
     )  # fmt: skip
     return run, devices(run)["0000:00:04.0"]
@@ -89,6 +90,7 @@ def test_fix_write_then_rebuild_claims(amd64, dracut_image, tmp_path) -> None:  
     args = (
         "--root", str(root), "--kernel", amd64.release, "--config", str(amd64.config),
         "--modules-dir", str(amd64.moddir), "--initramfs", str(image), "--cmdline", "ro quiet",
+        "--kernel-image", str(amd64.root / "boot" / f"vmlinuz-{amd64.release}"),
         "--device", DEVICE,
     )  # fmt: skip
     fix = doctor("fix", *args, "--write")

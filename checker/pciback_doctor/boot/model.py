@@ -146,6 +146,7 @@ class _Device:
             system.modules,
             system.modprobe,
             system.root.is_live and system.release == system.running_release,
+            system.builtin_pci,
         )
 
     def observe(self, kind: str, message: str, *evidence: Evidence) -> None:
@@ -212,7 +213,20 @@ class _Device:
                 f"{self.native.name} is built in and binds the device during kernel init",
                 *self.native.evidence,
             )
-        return self.initramfs()
+        outcome = self.initramfs()
+        if self.native.builtin_unknown and outcome.verdict is Verdict.CLAIMED:
+            # a built-in driver the doctor cannot see may bind at its device initcall, before any
+            # module loads; only a binder that unbinds whatever holds the device is still sure
+            stolen = self.stealers(after=Phase.KERNEL)
+            if stolen is None or stolen.verdict is not Verdict.CLAIMED:
+                return Prediction(
+                    Verdict.UNKNOWN,
+                    Phase.KERNEL,
+                    None,
+                    f"{self.native.note}; if none does: {outcome.reason}",
+                    outcome.evidence,
+                )
+        return outcome
 
     def initramfs(self) -> Prediction:
         image = self.inputs.image

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers
 from pciback_doctor.facts.cmdline import Cmdline
 from pciback_doctor.facts.modprobe import ModprobeConfig
 from pciback_doctor.facts.modules import ModuleTree, normalize
@@ -20,6 +21,9 @@ class NativeDriver:
     mode: str  # builtin | module | none | unknown
     evidence: tuple[Evidence, ...] = ()
     note: str = ""
+    # no list of the kernel's built-in PCI ids could be had: a built-in driver may bind the device
+    # at kernel init, before any module — a competitor that cannot be ruled out
+    builtin_unknown: bool = False
 
 
 def cmdline_blacklist(cmdline: Cmdline | None, module: str) -> Evidence | None:
@@ -35,7 +39,11 @@ def cmdline_blacklist(cmdline: Cmdline | None, module: str) -> Evidence | None:
 
 
 def resolve_native(
-    device: PciDevice | None, tree: ModuleTree | None, modprobe: ModprobeConfig, live_target: bool
+    device: PciDevice | None,
+    tree: ModuleTree | None,
+    modprobe: ModprobeConfig,
+    live_target: bool,
+    builtin_pci: BuiltinPciDrivers | None = None,
 ) -> NativeDriver:
     if device is None:
         return NativeDriver(
@@ -50,6 +58,61 @@ def resolve_native(
     if modalias is None:
         note = "no modalias or class for the device; give --device BDF=VVVV:DDDD:CCCCCC"
         return NativeDriver(bound, "unknown", note=note)
+    recorded = any(a.pattern.startswith("pci:") for a in tree.builtin_aliases)
+    tables = builtin_pci if builtin_pci is not None and builtin_pci.error is None else None
+    if not recorded and tables is not None:
+        # the kernel's own pci_device_id tables: a built-in match binds at its initcall, before
+        # udev or kmod get to load anything, whatever modprobe.d says
+        found = _builtin_match(device, tables)
+        if found is not None:
+            return found
+    # on the kernel that boots next, what sysfs shows bound (or nothing) already answers it
+    seen_live = live_target and device.driver != PCIBACK_DRIVER
+    unverified = not recorded and tables is None and not seen_live
+    native = _module_native(
+        device, modalias, bound, tree, modprobe, live_target, recorded or tables is not None
+    )
+    if unverified and native.mode in ("module", "unknown"):
+        why = builtin_pci.error if builtin_pci is not None and builtin_pci.error else "no kernel image found"
+        note = native.note or (
+            "this kernel records no PCI ids of its built-in drivers and they could not be read "
+            f"from the kernel image ({why}): a built-in driver may bind the device at boot"
+        )
+        return replace(native, note=note, builtin_unknown=True)
+    return native
+
+
+def _builtin_match(device: PciDevice, tables: BuiltinPciDrivers) -> NativeDriver | None:
+    if device.vendor is None or device.device is None or device.pci_class is None:
+        return None
+    # a built-in backend's own driver matches every device (pcistub_ids): it is no competitor
+    hit = tables.match(
+        device.vendor,
+        device.device,
+        device.subsystem_vendor,
+        device.subsystem_device,
+        device.pci_class,
+        exclude=PCIBACK_DRIVER,
+    )
+    if hit is None:
+        return None
+    driver, pid = hit
+    return NativeDriver(
+        driver.name,
+        "builtin",
+        (Evidence(tables.path, None, f"built-in PCI driver {driver.name} matches {pid}"),),
+    )
+
+
+def _module_native(
+    device: PciDevice,
+    modalias: str,
+    bound: str | None,
+    tree: ModuleTree,
+    modprobe: ModprobeConfig,
+    live_target: bool,
+    builtins_known: bool,
+) -> NativeDriver:
     # kmod's lookup order: aliases from modprobe.d first, then modules.alias, then built-ins.
     for d in modprobe.directives:
         if d.command == "alias" and fnmatch.fnmatchcase(modalias, d.module):
@@ -66,9 +129,7 @@ def resolve_native(
         # bound now, on the kernel that boots next, yet no module alias matches: a built-in
         # driver (8250_pci's `serial`, say). On another kernel the binding proves nothing.
         return NativeDriver(bound, "builtin", (Evidence(device.path + "/driver", None, bound),))
-    if any(a.pattern.startswith("pci:") for a in tree.builtin_aliases) or (
-        live_target and device.driver is None
-    ):
+    if builtins_known or (live_target and device.driver is None):
         return NativeDriver(None, "none", note=f"no driver in this kernel matches {modalias}")
     return NativeDriver(
         None,

@@ -102,10 +102,32 @@ def _header_version(data: bytes) -> str | None:
 
 
 def _bzimage(data: bytes, path: str) -> KernelImage:
+    version = _header_version(data)
+    vmlinux, compression, error = bzimage_vmlinux(data)
+    if vmlinux is None:
+        return KernelImage(path, "bzImage", compression, None, frozenset(), None, version, error)
+    return _vmlinux(vmlinux, path, "bzImage", compression, version, error)
+
+
+def vmlinux_of(data: bytes) -> tuple[bytes | None, str | None]:
+    """The vmlinux ELF of a kernel image (a bzImage's decompressed payload, or the ELF itself),
+    or None and why not."""
+    if data[:4] == b"\x7fELF":
+        return data, None
+    if data[0x202:0x206] != b"HdrS":
+        return None, "neither a bzImage (no HdrS at 0x202) nor an ELF vmlinux"
+    try:
+        vmlinux, _compression, error = bzimage_vmlinux(data)
+    except MemoryError:
+        return None, "out of memory"
+    return vmlinux, error
+
+
+def bzimage_vmlinux(data: bytes) -> tuple[bytes | None, str | None, str | None]:
+    """(vmlinux, payload compression, error) of a bzImage."""
     setup_sects = data[0x1F1] or 4  # header.S / boot.rst: 0 means 4
     pm_start = (setup_sects + 1) * 512
     protocol = _u16(data, 0x206)
-    version = _header_version(data)
     payload = b""
     if protocol >= 0x208:  # payload_offset/payload_length exist since boot protocol 2.08
         off, length = _u32(data, 0x248), _u32(data, 0x24C)
@@ -117,11 +139,9 @@ def _bzimage(data: bytes, path: str) -> KernelImage:
         # Old protocol or a bad header: scan like scripts/extract-vmlinux does.
         payload, compression = _scan_payload(data[pm_start:])
     if compression is None:
-        return KernelImage(path, "bzImage", None, None, frozenset(), None, version, "no known payload found")
+        return None, None, "no known payload found"
     vmlinux, error = _decompress(compression, payload)
-    if vmlinux is None:
-        return KernelImage(path, "bzImage", compression, None, frozenset(), None, version, error)
-    return _vmlinux(vmlinux, path, "bzImage", compression, version, error)
+    return vmlinux, compression, error
 
 
 def _compression(payload: bytes) -> str | None:

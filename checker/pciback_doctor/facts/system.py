@@ -12,13 +12,14 @@ from pathlib import Path
 
 from pciback_doctor.errors import UsageError
 from pciback_doctor.facts.bootloader import BootEntry, NextBoot, find_next_boot
+from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers, read_builtin_pci_drivers
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
 from pciback_doctor.facts.domu import DomuKernel, from_config, from_config_bytes, from_image, from_module_tree
 from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
 from pciback_doctor.facts.image import ImageFacts, image_facts, wanted_file
 from pciback_doctor.facts.initramfs import Initramfs, open_initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
-from pciback_doctor.facts.kimage import inspect_kernel_image
+from pciback_doctor.facts.kimage import inspect_kernel_image, vmlinux_of
 from pciback_doctor.facts.modprobe import (
     CONFIG_DIRS,
     ModprobeConfig,
@@ -62,6 +63,7 @@ class Options:
     config: str | None = None
     modules_dir: str | None = None
     initramfs: str | None = None
+    kernel_image: str | None = None
     cmdline: str | None = None
     cmdline_file: str | None = None
     xen_cmdline: str | None = None
@@ -104,6 +106,8 @@ class System:
     loaders: tuple[BackendLoader, ...] = ()
     late_bindings: tuple[LateBinding, ...] = ()
     problems: tuple[Evidence, ...] = field(default=())  # unreadable discovered inputs
+    # the built-in PCI drivers read from the kernel image, when the module tree does not list them
+    builtin_pci: BuiltinPciDrivers | None = None
 
 
 def _read_explicit(path: str, what: str) -> bytes:
@@ -181,11 +185,7 @@ def read_config(
         except ConfigError as exc:
             problems.append(Evidence(rel, None, f"unreadable kernel config: {exc}"))
     # last resort: the config the kernel image carries itself (CONFIG_IKCONFIG)
-    for rel in (
-        f"boot/vmlinuz-{release}",
-        f"usr/lib/modules/{release}/vmlinuz",
-        f"lib/modules/{release}/vmlinuz",
-    ):
+    for rel in kernel_image_candidates(release):
         blob = root.read_bytes(rel)
         if blob is None:
             continue
@@ -194,6 +194,31 @@ def read_config(
             return image.config, problems
         problems.append(Evidence(rel, None, image.error or "no IKCONFIG in the kernel image"))
     return None, problems
+
+
+def kernel_image_candidates(release: str) -> tuple[str, ...]:
+    return (f"boot/vmlinuz-{release}", f"usr/lib/modules/{release}/vmlinuz", f"lib/modules/{release}/vmlinuz")
+
+
+def read_builtin_pci(
+    opts: Options, root: Root, release: str | None, modules: ModuleTree | None
+) -> BuiltinPciDrivers | None:
+    """Kernels that do not record their built-in drivers' PCI ids in modules.builtin.modinfo
+    (before 6.x's built-in modaliases): read the id tables from the kernel image itself."""
+    if modules is None or any(a.pattern.startswith("pci:") for a in modules.builtin_aliases):
+        return None  # nothing to match against, or the module tree already lists them
+    found: list[tuple[str, bytes]] = []
+    if opts.kernel_image:
+        found = [(opts.kernel_image, _read_explicit(opts.kernel_image, "--kernel-image"))]
+    elif release is not None:
+        found = [(rel, data) for rel in kernel_image_candidates(release) if (data := root.read_bytes(rel))]
+    if not found:
+        return None
+    shown, data = found[0]
+    vmlinux, error = vmlinux_of(data)
+    if vmlinux is None:
+        return BuiltinPciDrivers(shown, (), error or "no vmlinux in the kernel image")
+    return read_builtin_pci_drivers(vmlinux, shown)
 
 
 def read_module_tree(opts: Options, root: Root, release: str | None) -> ModuleTree | None:
@@ -564,6 +589,7 @@ def collect(opts: Options) -> System:
         loaders=tuple(read_loaders(root)),
         late_bindings=tuple(read_late_bindings(root)),
         problems=(*problems, *more),
+        builtin_pci=read_builtin_pci(opts, root, release, modules),
     )
 
 
