@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.boot.model import DevicePrediction, Observation
 from pciback_doctor.checks import Check, check
-from pciback_doctor.fixes import device_fixes
+from pciback_doctor.fixes import advice
 from pciback_doctor.model import Finding, Severity, Verdict
 
 
@@ -126,6 +126,9 @@ def blacklisted(chk: Check, a: Analysis) -> Iterator[Finding]:
     (driver_override from a unit ordered before the Xen domains). `pciback-doctor fix` applies one.""",
 )
 def not_claimed(chk: Check, a: Analysis) -> Iterator[Finding]:
+    # one fix per strategy for the whole system, proven on a model copy, printed once: with the
+    # first of these findings (a copy per device would carry a script for that device only)
+    fixes = None
     for dev in a.devices:
         p = dev.prediction
         if p.verdict is Verdict.NOT_CLAIMED:
@@ -134,9 +137,12 @@ def not_claimed(chk: Check, a: Analysis) -> Iterator[Finding]:
                 if p.winner and p.winner != "none"
                 else "nothing hands it to pciback"
             )
+            first = fixes is None
+            if first:
+                fixes = advice(a)
             yield chk.finding(
                 f"{dev.bdf}: {who} ({p.reason})",
                 device=str(dev.bdf),
                 evidence=p.evidence,
-                fixes=device_fixes(a, dev),
+                fixes=fixes if first and fixes else (),
             )
