@@ -500,6 +500,15 @@ class _Device:
             listed[self.bdf],
         )
 
+    def refused_hide(self) -> HideSource | None:
+        """The malformed hide value the backend gets when it comes up in the real root, if any."""
+        builtin = self.inputs.backend_mode == "builtin"
+        sources = cmdline_hides(self.system.cmdline)
+        if not builtin:
+            sources = modprobe_hides(self.system.modprobe, "modprobe") + sources
+        hide = effective_hide(sources, builtin=builtin, classic_alias=False)
+        return hide if hide is not None and not hide.spec.valid else None
+
     def stealers(self, after: Phase) -> Prediction | None:
         if after is Phase.KERNEL and self.inputs.image is not None and not self.inputs.image.error:
             hook = self.dracut_hook(self.inputs.image)
@@ -510,6 +519,17 @@ class _Device:
                 if late.bdf == self.bdf:
                     if self.inputs.backend_mode == "missing":
                         break
+                    if (refused := self.refused_hide()) is not None:
+                        # pcistub_init failed before registering the `pciback` driver: a
+                        # driver_override naming it binds nothing (drivers/xen/xen-pciback/pci_stub.c)
+                        return Prediction(
+                            Verdict.NOT_CLAIMED,
+                            Phase.ROOTFS,
+                            "none",
+                            "a late-binding script hands the device to pciback, but the malformed hide "
+                            "value keeps the pciback driver from registering, so nothing binds it",
+                            (late.evidence, refused.evidence),
+                        )
                     if late.before_domains:
                         return self.claimed(
                             Phase.ROOTFS,

@@ -360,7 +360,7 @@ def _cmdline(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
     return Fix("cmdline", f"{token} (one value, every device) on {where}", tuple(files), tuple(commands))
 
 
-_HIDE_TOKEN = re.compile(r"\s*(?<!\S)(?:xen[-_])?pciback\.hide=\S*")
+_HIDE_TOKEN = re.compile(r"\s*(?<![^\s\"'])(?:xen[-_])?pciback\.hide=[^\s\"']*")
 
 
 def _grub_assignments(text: str) -> dict[str, str]:
@@ -374,7 +374,7 @@ def _grub_assignments(text: str) -> dict[str, str]:
 def _grub_with_token(text: str, token: str, variable: str, seed: str | None = None) -> FileChange:
     """`variable` in etc/default/grub with every (xen-)pciback.hide= token removed and `token` (if
     any) appended; a variable not set yet is created holding `seed` and the token."""
-    pattern = re.compile(rf'^({variable}=)(["\']?)(.*?)\2\s*$', re.M)
+    pattern = re.compile(rf'^({variable}=)(["\']?)(.*?)\2[ \t]*$', re.M)
     matches = list(pattern.finditer(text))
     if not matches:
         if not token:

@@ -83,8 +83,12 @@ class Outcome:
         return not self.unclaimed and not self.worse
 
     def summary(self, commands: Sequence[str]) -> str:
-        steps = [c.split()[0] for c in commands if not c.startswith(("make ", "systemctl "))]
-        after = f"after this fix and `{'`, `'.join(dict.fromkeys(steps))}`" if steps else "after this fix"
+        steps = [
+            "the initramfs rebuild" if c.startswith("rebuild") else f"`{c.split()[0]}`"
+            for c in commands
+            if not c.startswith(("make ", "systemctl "))
+        ]
+        after = f"after this fix and {', '.join(dict.fromkeys(steps))}" if steps else "after this fix"
         return f"{after}: {self.claimed} of {self.total} claimed"
 
 
