@@ -594,8 +594,21 @@ def malformed_hook_entries(
     return bad
 
 
+_BY_BDF: dict[int, tuple[tuple[PciDevice, ...], dict[Bdf, PciDevice]]] = {}
+
+
+def _by_bdf(devices: tuple[PciDevice, ...]) -> dict[Bdf, PciDevice]:
+    """The device table, built once per system rather than once per device (keyed by identity:
+    hashing the whole tuple per device would be quadratic again)."""
+    found = _BY_BDF.get(id(devices))
+    if found is None or found[0] is not devices:
+        _BY_BDF.clear()
+        found = _BY_BDF[id(devices)] = (devices, {d.bdf: d for d in devices})
+    return found[1]
+
+
 def _parents(system: System, device: PciDevice | None) -> list[Bdf]:
-    by_bdf = {d.bdf: d for d in system.devices}
+    by_bdf = _by_bdf(system.devices) if device is not None and device.parent is not None else {}
     out: list[Bdf] = []
     while device is not None and device.parent is not None and device.parent not in out:
         out.append(device.parent)
