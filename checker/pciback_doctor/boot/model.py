@@ -8,7 +8,6 @@ those into findings, so the rules live here once and the checks stay small.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,7 +15,7 @@ from pciback_doctor.boot.hide import HideSource, cmdline_hides, effective_hide, 
 from pciback_doctor.boot.native import PCIBACK_DRIVER, NativeDriver, cmdline_blacklist, resolve_native
 from pciback_doctor.facts.cmdline import Cmdline
 from pciback_doctor.facts.image import ImageFacts
-from pciback_doctor.facts.modprobe import ModprobeConfig
+from pciback_doctor.facts.modprobe import ModprobeConfig, install_commands
 from pciback_doctor.facts.modules import normalize
 from pciback_doctor.facts.pci import Bdf, PciDevice, parse_bdf
 from pciback_doctor.facts.system import BACKEND, System
@@ -54,9 +53,6 @@ class DevicePrediction:
     observations: tuple[Observation, ...] = field(default=())
 
 
-_SPLIT = re.compile(r";|&&|\|\||\n")
-
-
 def _resolves_to_backend(name: str, config: ModprobeConfig) -> bool:
     name = normalize(name)
     if name == BACKEND:
@@ -84,10 +80,7 @@ def orderings_for(native: str, config: ModprobeConfig) -> list[Ordering]:
 def _install_ordering(native: str, command: str, evidence: Evidence, config: ModprobeConfig) -> Ordering:
     loads_backend: str | None = None
     loads_native = recursion = False
-    for part in _SPLIT.split(command):
-        words = part.split()
-        if not words:
-            continue
+    for words in install_commands(command):
         prog = words[0].rsplit("/", 1)[-1]
         if prog == "modprobe":
             targets = [w for w in words[1:] if not w.startswith("-")]

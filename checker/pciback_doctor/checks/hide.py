@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from packaging.version import InvalidVersion, Version
 
 from pciback_doctor.boot.analysis import Analysis
-from pciback_doctor.boot.hide import effective_hide
+from pciback_doctor.boot.hide import HideSource, effective_hide
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.hide import HIDE_MAX
 from pciback_doctor.facts.pci import Bdf
@@ -95,7 +95,8 @@ def modprobe_only_builtin(chk: Check, a: Analysis) -> Iterator[Finding]:
 def conflicting(chk: Check, a: Analysis) -> Iterator[Finding]:
     builtin = a.backend.backend.mode == "builtin"
     applied = [s for s in a.hides if not s.classic and (s.origin == "cmdline" or not builtin)]
-    if len({s.value for s in applied}) < 2:
+    # device sets, not strings: (04:00.0) and (0000:04:00.0) are one device to pcistub_init
+    if len({_devices(s) for s in applied}) < 2:
         return
     winner = effective_hide(list(applied), builtin=builtin, classic_alias=False)
     assert winner is not None
@@ -103,6 +104,12 @@ def conflicting(chk: Check, a: Analysis) -> Iterator[Finding]:
         f"{len(applied)} different hide values; the one that wins is '{winner.value}' ({winner.label})",
         evidence=[s.evidence for s in applied],
     )
+
+
+def _devices(source: HideSource) -> frozenset[tuple[int, int, int | None, int | None]] | str:
+    if not source.spec.valid:
+        return source.value  # a malformed value is its own (PB201 says why)
+    return frozenset((e.domain, e.bus, e.slot, e.func) for e in source.spec.entries)
 
 
 @check(
