@@ -196,3 +196,109 @@ def test_simulation_agrees_with_a_real_write(
         for d in before.devices:
             if d.prediction.verdict is Verdict.CLAIMED:
                 assert check.get(d.bdf) is Verdict.CLAIMED, (offer.strategy, d.bdf)
+
+
+# -- findings agree with each other and with the prediction -------------------------------------------
+
+
+def _module_root(tmp_path: Path, modprobe: str) -> tuple[Path, Path]:
+    """Debian's modular backend with this modprobe.d, and an initramfs-tools image without e1000e."""
+    import gzip
+
+    from cpio_writer import file, newc
+
+    root = copy("module-modprobe-options", tmp_path)
+    (root / "etc/modprobe.d/xen-pciback.conf").write_text(modprobe)
+    img = tmp_path / "initrd.img"
+    entries = [
+        file("conf/initramfs.conf", b"MODULES=most\n"),
+        file("scripts/functions"),
+        file("scripts/init-top/udev"),
+    ]
+    img.write_bytes(gzip.compress(newc(entries)))
+    return root, img
+
+
+def _check(root: Path, img: Path, *more: str) -> dict[str, object]:
+    run = doctor(
+        "--root", str(root), "--initramfs", str(img), "--cmdline", "ro quiet", "--format", "json", *more
+    )
+    return run.json()  # type: ignore[no-any-return]
+
+
+def test_classic_options_through_the_alias_are_not_an_error(tmp_path: Path) -> None:
+    root, img = _module_root(
+        tmp_path, "alias pciback xen_pciback\noptions pciback hide=(05:00.0)\nsoftdep e1000e pre: pciback\n"
+    )
+    report = _check(root, img)
+    assert report["devices"][0]["prediction"] == "claimed"  # type: ignore[index]
+    pb105 = [f for f in report["findings"] if f["id"] == "PB105"]  # type: ignore[attr-defined]
+    assert pb105 and all(f["severity"] == "info" for f in pb105)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "install e1000e { /sbin/modprobe xen-pciback; /sbin/modprobe --ignore-install e1000e $CMDLINE_OPTS; }",
+        "install e1000e /sbin/modprobe xen-pciback && /sbin/modprobe --ignore-install e1000e",
+        'install e1000e (modprobe "xen_pciback"); exec modprobe -i e1000e',
+    ],
+)
+def test_install_rules_read_as_sh_runs_them(tmp_path: Path, rule: str) -> None:
+    root, img = _module_root(tmp_path, f"options xen-pciback hide=(0000:05:00.0)\n{rule}\n")
+    report = _check(root, img)
+    assert report["devices"][0]["prediction"] == "claimed"  # type: ignore[index]
+    assert "PB304" not in [f["id"] for f in report["findings"]]  # type: ignore[attr-defined]
+
+
+def test_same_devices_spelled_differently_do_not_conflict(tmp_path: Path) -> None:
+    root, img = _module_root(
+        tmp_path, "options xen-pciback hide=(0000:05:00.0)\nsoftdep e1000e pre: xen-pciback\n"
+    )
+    run = doctor(
+        "--root",
+        str(root),
+        "--initramfs",
+        str(img),
+        "--cmdline",
+        "xen-pciback.hide=(05:00.0)",
+        "--format",
+        "json",
+    )
+    assert "PB204" not in [f["id"] for f in run.json()["findings"]]
+    run = doctor(
+        "--root",
+        str(root),
+        "--initramfs",
+        str(img),
+        "--cmdline",
+        "xen-pciback.hide=(06:00.0)",
+        "--format",
+        "json",
+    )
+    assert "PB204" in [f["id"] for f in run.json()["findings"]]
+
+
+def test_hide_on_xens_own_line_is_reported(tmp_path: Path) -> None:
+    root, img = _module_root(tmp_path, "softdep e1000e pre: xen-pciback\n")
+    report = _check(
+        root, img, "--xen-cmdline", "dom0_mem=4G xen-pciback.hide=(05:00.0)", "--device", "0000:05:00.0"
+    )
+    pb606 = next(f for f in report["findings"] if f["id"] == "PB606")  # type: ignore[attr-defined]
+    assert pb606["severity"] == "error" and "dom0 never sees" in pb606["message"]
+
+
+def test_xencommons_backend_modules_loop_is_a_loader(tmp_path: Path) -> None:
+    root, img = _module_root(tmp_path, "options xen-pciback hide=(0000:05:00.0)\n")
+    (root / "etc/init.d").mkdir(parents=True)
+    (root / "etc/init.d/xencommons").write_text(
+        '#!/bin/bash\nBACKEND_MODULES="xen-evtchn xen-gntdev xen-pciback"\n'
+        "do_start () {\n\tlocal mod\n"
+        '\tfor mod in $BACKEND_MODULES ; do modprobe "$mod" &>/dev/null ; done\n}\n'
+    )
+    report = _check(root, img)
+    race = next(f for f in report["findings"] if f["id"] == "PB305")  # type: ignore[attr-defined]
+    assert race["evidence"][0]["path"] == "etc/init.d/xencommons" and race["evidence"][0]["line"] == 2
+    (root / "etc/default").mkdir()
+    (root / "etc/default/xencommons").write_text('BACKEND_MODULES="xen-evtchn"\n')  # the admin's list wins
+    assert "PB305" not in [f["id"] for f in _check(root, img)["findings"]]  # type: ignore[attr-defined]
