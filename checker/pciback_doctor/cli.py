@@ -287,7 +287,9 @@ def run_fix(args: argparse.Namespace) -> int:
     elif found:
         proven = [o.fix for o in found if o.offered and o.fix is not None]
         if not proven:
-            _emit(f"# {decision(found).description}\n", None)
+            undecided = decision(found)
+            steps = "".join(f"{c}\n" for c in undecided.commands)
+            _emit(f"# {undecided.description}\n" + (f"# due anyway:\n{steps}" if steps else ""), None)
             return 1
         fixes.append(proven[0])
     else:
@@ -300,7 +302,10 @@ def run_fix(args: argparse.Namespace) -> int:
     todo = pending(changes, system.files)
     out += [f"# {f.strategy}: {f.description}\n" for f in fixes]
     if fixes and not changes:
-        out.append("# no file to change: run the commands below\n")
+        out.append(
+            "# no file to change: "
+            + ("run the commands below\n" if commands else "a step to do by hand (above)\n")
+        )
     elif args.write:
         written = write(system.root, todo, system.files, Path(args.backup_dir) if args.backup_dir else None)
         out.append("".join(f"wrote {p}\n" for p in written) or "nothing to change: already applied\n")

@@ -326,6 +326,7 @@ def grub_variable(a: Analysis) -> tuple[str, str | None]:
     for name in ("GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT", "GRUB_CMDLINE_LINUX_XEN_REPLACE"):
         if values.get(name):
             return name, None
+    # created (or filled, when set empty) with the words it will replace for the Xen entries
     return "GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT", values.get("GRUB_CMDLINE_LINUX_DEFAULT") or ""
 
 
@@ -340,7 +341,7 @@ def _cmdline(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
         files += [*_retired(a, _natives(devices)), *_losers(a, skip=MODPROBE_FILE), *more_files]
         commands += more_commands
     entry = a.system.next_boot.entry if a.system.next_boot else None
-    where = "the dom0 kernel command line"
+    where = "the dom0 kernel command line (by hand, replacing any pciback.hide= there)"
     if entry is not None and entry.source == "bls":
         commands.append(f'grubby --update-kernel=ALL --args="{token}"')
         where = "every BLS entry (grubby replaces the old value)"
@@ -383,7 +384,8 @@ def _grub_with_token(text: str, token: str, variable: str, seed: str | None = No
         new = text + ("" if text.endswith("\n") or not text else "\n") + f'{variable}="{value}"\n'
         return FileChange(DEFAULT_GRUB, new)
     match = matches[-1]  # the shell keeps the last assignment
-    value = _HIDE_TOKEN.sub("", match.group(3)).strip()
+    # an empty *_XEN_REPLACE* replaces nothing (20_linux_xen tests for non-empty): filled, it would
+    value = _HIDE_TOKEN.sub("", match.group(3)).strip() or (seed or "")
     value = f"{value} {token}".strip()
     new = text[: match.start()] + f'{variable}="{value}"' + text[match.end() :]
     return FileChange(DEFAULT_GRUB, new)
@@ -497,7 +499,8 @@ def _regenerate(a: Analysis) -> list[Fix]:
 def offers(a: Analysis, only: str | None = None) -> list[Offer]:
     """Every strategy for the devices the next boot will not claim, each applied to a model copy of
     the system (fixes/simulate.py) and offered only when then every wanted device is claimed and no
-    claimed device changes."""
+    claimed device changes. Generated files older than their settings come first: when regenerating
+    them is enough, that is the one offer; when it is not, it is kept as a step to do anyway."""
     devices = failing(a)
     if not devices:
         return []
@@ -507,6 +510,9 @@ def offers(a: Analysis, only: str | None = None) -> list[Offer]:
             result = outcome(a, simulate(a, commands))
             if result.passes:
                 return [Offer(commands.strategy, _described(commands, result), result)]
+        if regenerate := _regenerate(a):
+            steps = regenerate[-1]
+            found.append(Offer(steps.strategy, steps, None, "not enough on its own, but due anyway"))
     for strategy in (only,) if only else STRATEGIES:
         why = precondition(strategy, a)
         if why is None:
@@ -555,11 +561,24 @@ def advice(a: Analysis) -> list[Fix]:
 
 
 def decision(found: Sequence[Offer]) -> Fix:
-    reasons = "; ".join(f"{o.strategy}: {o.why_not}" for o in found if o.why_not)
+    """No strategy passes: why each fails (the same reason said once), the regeneration steps that
+    are due anyway, and what is left for the admin to decide."""
+    by_reason: dict[str, list[str]] = {}
+    steps: tuple[str, ...] = ()
+    for o in found:
+        if o.strategy == "regenerate" and o.fix is not None:
+            steps = o.fix.commands
+        elif o.why_not:
+            by_reason.setdefault(o.why_not, []).append(o.strategy)
+    reasons = "; ".join(f"{', '.join(names)}: {why}" for why, names in by_reason.items())
+    first = (
+        f"Run {' and '.join(f'`{c}`' for c in steps)} anyway (generated files are older than their settings). "
+        if steps
+        else ""
+    )
     return Fix(
         "decide",
-        "no fix the doctor can prove works here — "
-        + reasons
-        + ". Decide which of these to change by hand (see `pciback-doctor explain PB308`), "
-        "or apply one anyway with `fix --strategy NAME` and check again.",
+        f"no fix the doctor can prove works here — {reasons}. {first}Then decide what to change by hand "
+        "(see `pciback-doctor explain PB308`), or apply one anyway with `fix --strategy NAME` and check again.",
+        commands=steps,
     )
