@@ -132,6 +132,31 @@ def _verdicts(run_json: dict[str, object]) -> dict[str, str]:
     return {d["bdf"]: d["prediction"] for d in run_json["devices"]}  # type: ignore[index, union-attr]
 
 
+def _image(base: Path, generator: str) -> str:
+    """An image holding e1000e (udev loads it there) and no xen-pciback, by the generator's layout."""
+    import gzip
+
+    from cpio_writer import file, newc
+
+    mods = "usr/lib/modules/6.1.0-56-amd64/kernel/drivers"
+    entries = [file(f"{mods}/net/ethernet/intel/e1000e/e1000e.ko", b"\x7fELF")]
+    if generator == "dracut":
+        entries += [
+            file("usr/lib/dracut/modules.txt", b"base\nudev-rules\nkernel-modules\n"),
+            file("usr/lib/dracut/build-parameter.txt", b"--kver '6.1.0-56-amd64' --hostonly"),
+            file("usr/lib/dracut/hooks/cmdline/01-parse-kernel.sh"),
+        ]
+    else:
+        entries += [
+            file("conf/initramfs.conf", b"MODULES=most\n"),
+            file("scripts/functions"),
+            file("scripts/init-top/udev"),
+        ]
+    path = base / f"{generator}.img"
+    path.write_bytes(gzip.compress(newc(entries)))
+    return str(path)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     fixture=st.sampled_from(FIXTURE_ROOTS),
@@ -141,6 +166,7 @@ def _verdicts(run_json: dict[str, object]) -> dict[str, str]:
     ),
     modprobe_hide=st.sampled_from(["", "options xen-pciback permissive=1 hide=(0000:05:00.0)\n"]),
     builtin=st.booleans(),
+    image=st.sampled_from(["", "initramfs-tools", "dracut"]),
 )
 def test_simulation_agrees_with_a_real_write(
     tmp_path_factory: pytest.TempPathFactory,
@@ -149,6 +175,7 @@ def test_simulation_agrees_with_a_real_write(
     cmdline_hide: str,
     modprobe_hide: str,
     builtin: bool,
+    image: str,
 ) -> None:
     """For every fix the doctor offers: after a real `fix --write` on a copy (and the printed commands,
     as the model runs them), every wanted device is claimed and none is worse off than before."""
@@ -169,7 +196,8 @@ def test_simulation_agrees_with_a_real_write(
     if builtin:
         for config in (root / "boot").glob("config-*"):
             config.write_text(BUILTIN)
-    opts = Options(root=str(root), devices=tuple(extra))
+    initramfs = _image(base, image) if image else None
+    opts = Options(root=str(root), devices=tuple(extra), initramfs=initramfs)
     before = analyse(collect(opts))
     for offer in offers(before):
         if not offer.offered or offer.fix is None or offer.outcome is None:
@@ -177,7 +205,7 @@ def test_simulation_agrees_with_a_real_write(
         event(f"offered and written: {offer.strategy}")
         trial = base / f"{fixture}-{offer.strategy}"
         shutil.copytree(root, trial, symlinks=True)
-        t_opts = Options(root=str(trial), devices=tuple(extra))
+        t_opts = Options(root=str(trial), devices=tuple(extra), initramfs=initramfs)
         t_before = analyse(collect(t_opts))
         write(t_before.system.root, offer.fix.files, t_before.system.files, base / f"bak-{offer.strategy}")
         written = analyse(collect(t_opts))

@@ -506,12 +506,19 @@ def offers(a: Analysis, only: str | None = None) -> list[Offer]:
         return []
     found: list[Offer] = []
     if only is None:
+        due: list[str] = []
         for commands in _regenerate(a):
             result = outcome(a, simulate(a, commands))
             if result.passes:
                 return [Offer(commands.strategy, _described(commands, result), result)]
-        if regenerate := _regenerate(a):
-            steps = regenerate[-1]
+            # due anyway: grub.cfg older than etc/default/grub (PB605), or an image whose rebuild
+            # changes the prediction (it is older than the settings it copies)
+            if len(commands.commands) == 1 and (
+                "update-grub" in commands.commands or _changes(a, result.after)
+            ):
+                due += commands.commands
+        if due:
+            steps = Fix("regenerate", "generated files older than their settings", commands=tuple(due))
             found.append(Offer(steps.strategy, steps, None, "not enough on its own, but due anyway"))
     for strategy in (only,) if only else STRATEGIES:
         why = precondition(strategy, a)
@@ -530,6 +537,11 @@ def offers(a: Analysis, only: str | None = None) -> list[Offer]:
         else:
             found.append(Offer(strategy, fix, result, _failure(result)))
     return found
+
+
+def _changes(before: Analysis, after: Analysis) -> bool:
+    now = {d.bdf: (d.prediction.verdict, d.prediction.winner) for d in after.devices}
+    return any(now.get(d.bdf) != (d.prediction.verdict, d.prediction.winner) for d in before.devices)
 
 
 def _bdfs(devices: Sequence[DevicePrediction]) -> str:

@@ -103,7 +103,8 @@ def simulate(a: Analysis, fix: Fix, token: str | None = None) -> Analysis:
     dracut_conf = read_dracut_conf(root)
     image, problem = a.image, a.image_problem
     if any(c.startswith(REBUILD_COMMANDS) for c in fix.commands):
-        image, problem = _rebuilt(a, root, modprobe_files, dracut_conf), None
+        installs = any("dracut-module install" in c for c in fix.commands)
+        image, problem = _rebuilt(a, root, modprobe_files, dracut_conf, installs), None
     after = replace(
         system,
         root=root,
@@ -177,7 +178,16 @@ def _is_hide(word: str) -> bool:
 # -- the image as the generator rebuilds it ---------------------------------------------------------
 
 
-def _rebuilt(a: Analysis, root: Root, modprobe_files: Mapping[str, bytes], conf: DracutConfig) -> ImageFacts:
+DRACUT_MODULE_DIRS = ("usr/lib/dracut/modules.d", "lib/dracut/modules.d")
+
+
+def _rebuilt(
+    a: Analysis,
+    root: Root,
+    modprobe_files: Mapping[str, bytes],
+    conf: DracutConfig,
+    module_installed: bool,
+) -> ImageFacts:
     """The image after `dracut -f` / `update-initramfs -u` / `mkinitcpio -P`, from the host's config:
     - dracut: etc/modprobe.d only in hostonly mode (90kernel-modules), lib/modprobe.d always,
       install_items verbatim; add_drivers/force_drivers add modules; add_dracutmodules
@@ -206,10 +216,16 @@ def _rebuilt(a: Analysis, root: Root, modprobe_files: Mapping[str, bytes], conf:
                 copied[rel] = listed
         for setting in ("add_drivers", "force_drivers"):
             modules |= {normalize(w) for w in conf.words(setting)}
-        if "xen-pciback" in conf.words("add_dracutmodules"):
+        # the project's module (dracut-module/90xen-pciback/module-setup.sh): included when asked
+        # for or when etc/xen-pciback.conf exists (check()), it installs the hook, that file and
+        # the backend module (installkernel(), hostonly or not)
+        present = module_installed or any(root.is_dir(f"{d}/90xen-pciback") for d in DRACUT_MODULE_DIRS)
+        wanted = "xen-pciback" in conf.words("add_dracutmodules") or root.exists(PCIBACK_CONF)
+        if present and wanted:
             text = (root.read_bytes(PCIBACK_CONF) or b"").decode("utf-8", "replace")
             where = Evidence(f"{path}!usr/lib/dracut/hooks/cmdline/00-xen-pciback-hide.sh")
             hook = PcibackHook(where, parse_device_list(text, f"{path}!{PCIBACK_CONF}"))
+            modules.add(normalize("xen-pciback"))
     elif generator == "initramfs-tools":
         text = (root.read_bytes("etc/initramfs-tools/modules") or b"").decode("utf-8", "replace")
         early = list(_module_lines(text, f"{path}!conf/modules"))
