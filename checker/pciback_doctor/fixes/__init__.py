@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pciback_doctor.boot.analysis import Analysis
-from pciback_doctor.boot.hide import cmdline_hides, effective_hide, modprobe_hides
+from pciback_doctor.boot.hide import HideSource, cmdline_hides, effective_hide, modprobe_hides
 from pciback_doctor.boot.model import DevicePrediction
 from pciback_doctor.facts.bootloader import grub_variables
 from pciback_doctor.facts.cmdline import parse_cmdline
@@ -75,6 +75,8 @@ def precondition(strategy: str, a: Analysis) -> str | None:
         if any(s.origin == "cmdline" and not s.classic for s in a.hides):
             # kmod appends the command line's xen-pciback.hide= after the config's options: it wins
             return "the command line already sets xen-pciback.hide=, which overrides modprobe.d"
+        if any(not s.classic for s in _pending(a)):
+            return "etc/default/grub sets xen-pciback.hide= (not in grub.cfg yet), which would override modprobe.d"
     if strategy == "dracut" and _generator(a) != "dracut":
         return f"the initramfs is built by {_generator(a)}, not dracut"
     if strategy == "late-binding" and (why := _unregistrable(a)):
@@ -114,14 +116,21 @@ def _named(a: Analysis) -> list[HideEntry]:
     the image's modprobe.d, classic spellings too), normalised and without repeats: (04:00.0) and
     (0000:04:00.0) are one device (pcistub_init defaults the domain to 0; hex case is free)."""
     sources = [*a.hides, *(modprobe_hides(a.image.modprobe, "image") if a.image else [])]
-    # a token written in etc/default/grub but not in grub.cfg yet: meant, so kept
-    for stale in a.system.next_boot.stale if a.system.next_boot else ():
-        sources += cmdline_hides(parse_cmdline(" ".join(stale.missing), DEFAULT_GRUB))
+    sources += _pending(a)  # written in etc/default/grub, not in grub.cfg yet: meant, so kept
     seen: dict[tuple[int, int, int | None, int | None], HideEntry] = {}
     for source in sources:
         for e in source.spec.intended():
             seen.setdefault((e.domain, e.bus, e.slot, e.func), e)
     return list(seen.values())
+
+
+def _pending(a: Analysis) -> list[HideSource]:
+    """Hide tokens etc/default/grub has and grub.cfg lacks: the next update-grub brings them."""
+    found: list[HideSource] = []
+    for stale in a.system.next_boot.stale if a.system.next_boot else ():
+        if stale.kind in ("dom0-cmdline", "cmdline"):
+            found += cmdline_hides(parse_cmdline(" ".join(stale.missing), DEFAULT_GRUB))
+    return found
 
 
 def hide_value(a: Analysis, devices: Sequence[DevicePrediction]) -> str:
@@ -290,7 +299,7 @@ def _modprobe(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
     natives = ", ".join(_natives(devices)) or "their native drivers"
     return Fix(
         "modprobe",
-        f"one options xen-pciback hide=… naming every device ({_count(a, devices)} entries) and softdep "
+        f"one options xen-pciback hide=… for {_count(a, devices)} device{'s' * (_count(a, devices) != 1)} and softdep "
         f"{natives} pre: xen-pciback in modprobe.d, and the backend with that file in the initramfs",
         (_modprobe_file(a, devices, with_hide=True), *files),
         tuple(commands),
