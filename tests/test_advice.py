@@ -330,3 +330,30 @@ def test_xencommons_backend_modules_loop_is_a_loader(tmp_path: Path) -> None:
     (root / "etc/default").mkdir()
     (root / "etc/default/xencommons").write_text('BACKEND_MODULES="xen-evtchn"\n')  # the admin's list wins
     assert "PB305" not in [f["id"] for f in _check(root, img)["findings"]]  # type: ignore[attr-defined]
+
+
+def test_severity_follows_effect(tmp_path: Path) -> None:
+    # a broken install rule next to a softdep that works, and a malformed value a later one replaces
+    root, img = _module_root(
+        tmp_path,
+        "options xen-pciback hide=(05:00.0),(06:00.0)\nsoftdep e1000e pre: xen-pciback\n"
+        "install e1000e /sbin/modprobe pciback ; /sbin/modprobe --ignore-install e1000e\n",
+    )
+    run = doctor(
+        "--root",
+        str(root),
+        "--initramfs",
+        str(img),
+        "--cmdline",
+        "xen-pciback.hide=(05:00.0)",
+        "--format",
+        "json",
+    )
+    report = run.json()
+    assert report["devices"][0]["prediction"] == "claimed"
+    severities = {f["id"]: f["severity"] for f in report["findings"]}
+    assert severities["PB304"] == "warning"
+    assert severities["PB201"] == "warning"
+    # the same malformed value when it is the one the backend gets: an error
+    run = doctor("--root", str(root), "--initramfs", str(img), "--cmdline", "ro", "--format", "json")
+    assert {f["id"]: f["severity"] for f in run.json()["findings"]}["PB201"] == "error"

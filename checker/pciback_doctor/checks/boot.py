@@ -76,7 +76,15 @@ def image_order(chk: Check, a: Analysis) -> Iterator[Finding]:
     native driver, or relies on rd.driver.pre without dracut's kernel-modules code in the image.""",
 )
 def broken_rule(chk: Check, a: Analysis) -> Iterator[Finding]:
-    yield from _report(chk, a, "broken-rule", unless_claimed=False)
+    for dev, obs in _observed(a, "broken-rule", unless_claimed=False):
+        # severity follows effect: a broken rule next to one that works changes no outcome
+        claimed = dev.prediction.verdict is Verdict.CLAIMED
+        yield chk.finding(
+            obs.message + (" (the device is claimed anyway)" if claimed else ""),
+            device=str(dev.bdf),
+            evidence=obs.evidence,
+            severity=Severity.WARNING if claimed else None,
+        )
 
 
 @check(

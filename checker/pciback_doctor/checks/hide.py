@@ -27,13 +27,20 @@ WILDCARD_SINCE = Version("3.7")
     refuses to initialise: no device is hidden at all, and a module load fails.""",
 )
 def malformed(chk: Check, a: Analysis) -> Iterator[Finding]:
+    builtin = a.backend.backend.mode == "builtin"
+    applied = [s for s in a.hides if not s.classic and (s.origin == "cmdline" or not builtin)]
+    winner = effective_hide(applied, builtin=builtin, classic_alias=False)
     for source in a.hides:
         error = source.spec.error
         if error is None or len(source.value) > HIDE_MAX:
             continue
         good = "".join(f"({e})" for e in source.spec.entries)
+        # severity follows effect: a value a later one replaces (hide is a charp) breaks nothing
+        replaced = winner is not None and source in applied and source is not winner
         yield chk.finding(
-            f"{source.label}: {error.message} at character {error.position + 1}:\n{error.caret(source.value)}",
+            f"{source.label}: {error.message} at character {error.position + 1}:\n{error.caret(source.value)}"
+            + (f"\n(replaced by {winner.label}, so it has no effect)" if replaced and winner else ""),
+            severity=Severity.WARNING if replaced else None,
             evidence=[source.evidence],
             fixes=[
                 Fix(
