@@ -202,6 +202,9 @@ def _rebuilt(
     # an image made anew may hold the native drivers (udev loads them there): assume it does
     modules = set(old.modules) if old is not None and not old.error else set(natives)
     hostonly = old.hostonly if old is not None else None
+    if hostonly is None and old is not None and generator == "dracut":
+        # not recorded: the image itself says whether dracut copied the host's etc/modprobe.d
+        hostonly = any("!etc/modprobe.d/" in d.evidence.path for d in old.modprobe.directives)
     copied: dict[str, bytes] = {}
     for rel, data in modprobe_files.items():
         if generator != "dracut" or hostonly is not False or not rel.startswith("etc/"):
