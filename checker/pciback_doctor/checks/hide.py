@@ -11,7 +11,7 @@ from pciback_doctor.boot.hide import HideSource, effective_hide
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.hide import HIDE_MAX
 from pciback_doctor.facts.pci import Bdf
-from pciback_doctor.model import Finding, Fix, Severity
+from pciback_doctor.model import Finding, Fix, Severity, Verdict
 
 # Commit c3cb4709 ("xen-pciback: support wild cards in slot specifications") went into Linux 3.7.
 WILDCARD_SINCE = Version("3.7")
@@ -82,8 +82,17 @@ def modprobe_only_builtin(chk: Check, a: Analysis) -> Iterator[Finding]:
     in_config = [s for s in a.hides if s.origin != "cmdline" and not s.classic]
     on_cmdline = [s for s in a.hides if s.origin == "cmdline" and not s.classic]
     if in_config and not on_cmdline:
+        # severity follows effect: harmless when what it names is claimed another way
+        claimed = {d.bdf for d in a.devices if d.prediction.verdict is Verdict.CLAIMED}
+        named = [
+            Bdf(e.domain, e.bus, e.slot, e.func)
+            for s in in_config
+            for e in s.spec.intended()
+            if e.slot is not None and e.func is not None
+        ]
         yield chk.finding(
             "hide is set only in modprobe.d, which a built-in backend never reads",
+            severity=Severity.WARNING if named and all(b in claimed for b in named) else None,
             evidence=[s.evidence for s in in_config],
             fixes=[
                 Fix("cmdline", f"add xen-pciback.hide={in_config[-1].value} to the dom0 kernel command line")
