@@ -16,8 +16,9 @@ from pciback_doctor.boot.native import PCIBACK_DRIVER, NativeDriver, cmdline_bla
 from pciback_doctor.facts.cmdline import Cmdline
 from pciback_doctor.facts.image import ImageFacts
 from pciback_doctor.facts.modprobe import ModprobeConfig, install_commands
-from pciback_doctor.facts.modules import normalize
+from pciback_doctor.facts.modules import ModuleTree, normalize
 from pciback_doctor.facts.pci import Bdf, PciDevice, parse_bdf
+from pciback_doctor.facts.services import LateBinding
 from pciback_doctor.facts.system import BACKEND, System
 from pciback_doctor.model import Evidence, Phase, Prediction, Verdict
 
@@ -134,7 +135,7 @@ class _Device:
         self.system, self.inputs, self.bdf, self.device = system, inputs, bdf, device
         self.obs: list[Observation] = []
         self.parents = _parents(system, device)
-        self.native = resolve_native(
+        self.native = _native(
             device,
             system.modules,
             system.modprobe,
@@ -508,7 +509,7 @@ class _Device:
             if hook is not None:
                 return hook
         if after in (Phase.KERNEL, Phase.INITRAMFS, Phase.ROOTFS):
-            for late in self.system.late_bindings:
+            for late in _late_by_bdf(self.system.late_bindings).get(self.bdf, ()):
                 if late.bdf == self.bdf:
                     if self.inputs.backend_mode == "missing":
                         break
@@ -585,6 +586,42 @@ def malformed_hook_entries(
             ]
     bad += [(text, evidence) for text, evidence in config if parse_bdf(text) is None]
     return bad
+
+
+_NATIVE: dict[tuple[object, ...], tuple[ModuleTree | None, NativeDriver]] = {}
+
+
+def _native(
+    device: PciDevice | None, tree: ModuleTree | None, modprobe: ModprobeConfig, live: bool
+) -> NativeDriver:
+    """resolve_native, remembered across the analyses of one run (a fix simulation analyses the
+    same devices again with the same module tree; matching modules.alias is the costly part)."""
+    # only modprobe.d's alias lines take part (kmod: they come before modules.alias)
+    key = (device, id(tree), tuple(d for d in modprobe.directives if d.command == "alias"), live)
+    found = _NATIVE.get(key)
+    if found is not None and found[0] is tree:
+        return found[1]
+    if len(_NATIVE) > 65536:
+        _NATIVE.clear()
+    native = resolve_native(device, tree, modprobe, live)
+    _NATIVE[key] = (tree, native)
+    return native
+
+
+_LATE: dict[int, tuple[tuple[LateBinding, ...], dict[Bdf, list[LateBinding]]]] = {}
+
+
+def _late_by_bdf(bindings: tuple[LateBinding, ...]) -> dict[Bdf, list[LateBinding]]:
+    """Late bindings per device, built once per system: a script naming 1,000 devices is
+    otherwise scanned once per device."""
+    found = _LATE.get(id(bindings))
+    if found is None or found[0] is not bindings:
+        index: dict[Bdf, list[LateBinding]] = {}
+        for late in bindings:
+            index.setdefault(late.bdf, []).append(late)
+        _LATE.clear()
+        found = _LATE[id(bindings)] = (bindings, index)
+    return found[1]
 
 
 _BY_BDF: dict[int, tuple[tuple[PciDevice, ...], dict[Bdf, PciDevice]]] = {}

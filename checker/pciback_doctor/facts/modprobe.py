@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import shlex
 from collections.abc import Iterable
@@ -174,7 +175,8 @@ _SH_PREFIX = frozenset(
 )
 
 
-def install_commands(command: str) -> list[list[str]]:
+@functools.lru_cache(maxsize=64)  # the boot model asks per device and phase
+def install_commands(command: str) -> tuple[tuple[str, ...], ...]:
     """The simple commands of an `install` rule, split as `/bin/sh -c` runs it (kmod hands the
     line to system()): `;`, `&&`, `||`, `|`, newlines and `( … )` separate, `{ …; }` groups,
     quotes group words, `VAR=value` prefixes are not the program."""
@@ -198,4 +200,4 @@ def install_commands(command: str) -> list[list[str]]:
             words.append(token)
     if words:
         commands.append(words)
-    return commands
+    return tuple(tuple(c) for c in commands)
