@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from pciback_doctor.boot.analysis import Analysis, analyse
+from pciback_doctor.boot.native import NativeDriver, resolve_native
 from pciback_doctor.facts.bootloader import NextBoot, find_next_boot
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
 from pciback_doctor.facts.dracutconf import DracutConfig
@@ -198,9 +199,12 @@ def _rebuilt(
     old = a.image
     generator = old.generator if old is not None else _guess_generator(root)
     path = old.path if old is not None else f"boot/initrd.img-{a.system.release or 'new'}"
-    natives = {normalize(d.native.name) for d in a.devices if d.native.name and d.native.mode == "module"}
-    # an image made anew may hold the native drivers (udev loads them there): assume it does
-    modules = set(old.modules) if old is not None and not old.error else set(natives)
+    # an image made anew may hold the native drivers of the devices present (udev loads them
+    # there): assume it does, for every device, wanted or not
+    if old is not None and not old.error:
+        modules = set(old.modules)
+    else:
+        modules = {normalize(n.name) for n in _natives(a) if n.name and n.mode == "module"}
     hostonly = old.hostonly if old is not None else None
     if hostonly is None and old is not None and generator == "dracut":
         # not recorded: the image itself says whether dracut copied the host's etc/modprobe.d
@@ -256,6 +260,15 @@ def _rebuilt(
         pciback_hook=hook,
         error=None,
     )
+
+
+def _natives(a: Analysis) -> list[NativeDriver]:
+    system = a.system
+    live = system.root.is_live and system.release == system.running_release
+    return [
+        resolve_native(d, system.modules, system.modprobe, live)
+        for d in (*system.devices, *system.offline_devices)
+    ]
 
 
 def _module_lines(text: str, where: str) -> Iterable[tuple[str, Evidence]]:
