@@ -273,6 +273,7 @@ def run_fix(args: argparse.Namespace) -> int:
     analysis = analyse(system)
     found = offers(analysis, only=args.strategy)
     out: list[str] = []
+    notes: list[str] = []  # the strategies not chosen, each with its verdict
     fixes: list[Fix] = []
     if args.strategy and found:
         chosen = found[0]
@@ -292,6 +293,15 @@ def run_fix(args: argparse.Namespace) -> int:
             _emit(f"# {undecided.description}\n" + (f"# due anyway:\n{steps}" if steps else ""), None)
             return 1
         fixes.append(proven[0])
+        # the other strategies, each with its verdict: the admin may prefer another one
+        others = [o.strategy for o in found if o.offered and o.fix is not proven[0]]
+        if others:
+            notes.append(f"# also proven: {', '.join(others)} (fix --strategy NAME)\n")
+        notes += [
+            f"# not offered: {o.strategy}: {o.why_not}\n"
+            for o in found
+            if not o.offered and o.strategy != "regenerate"
+        ]
     else:
         # every device is claimed: only generated files older than their settings may be left
         for finding in run_checks(analysis, frozenset({"dom0", "domu"})):
@@ -301,6 +311,7 @@ def run_fix(args: argparse.Namespace) -> int:
     commands = list(dict.fromkeys(c for f in fixes for c in f.commands))
     todo = pending(changes, system.files)
     out += [f"# {f.strategy}: {f.description}\n" for f in fixes]
+    out += notes
     if fixes and not changes:
         out.append(
             "# no file to change: "

@@ -78,7 +78,12 @@ def precondition(strategy: str, a: Analysis) -> str | None:
         if any(not s.classic for s in _pending(a)):
             return "etc/default/grub sets xen-pciback.hide= (not in grub.cfg yet), which would override modprobe.d"
     if strategy == "dracut" and _generator(a) != "dracut":
-        return f"the initramfs is built by {_generator(a)}, not dracut"
+        generator = _generator(a)
+        return (
+            "no initramfs built by dracut was found"
+            if generator == "unknown"
+            else f"the initramfs is built by {generator}, not dracut"
+        )
     if strategy == "late-binding" and (why := _unregistrable(a)):
         return why
     return None
