@@ -66,7 +66,7 @@ def test_modprobe_fix_keeps_the_admins_other_options(tmp_path: Path) -> None:
     conf = root / "etc/modprobe.d/xen-pciback.conf"
     conf.write_text("options xen-pciback permissive=1\noptions xen_pciback passthrough=1 hide=(05:00.0)\n")
     (root / "etc/modprobe.d/zz-late.conf").write_text(
-        "# later\x0c kept\noptions xen-pciback hide=(0000:06:00.0)\n"
+        "# later\x0c kept\x0b as\x85 is\u2028 here\noptions xen-pciback hide=(0000:06:00.0)\n"
     )
     (root / "etc/initramfs-tools").mkdir(parents=True)
     (root / "etc/initramfs-tools/modules").write_text("")
@@ -77,7 +77,7 @@ def test_modprobe_fix_keeps_the_admins_other_options(tmp_path: Path) -> None:
     assert "options xen_pciback passthrough=1" in lines
     assert "options xen-pciback hide=(0000:05:00.0)(0000:06:00.0)" in lines
     late = (root / "etc/modprobe.d/zz-late.conf").read_text()
-    assert late.startswith("# later\x0c kept\n")  # a form feed is not a line end
+    assert late.startswith("# later\x0c kept\x0b as\x85 is\u2028 here\n")  # only a newline ends a line
     assert "\noptions xen-pciback hide=" not in late  # the loser that would have won is retired
 
 
