@@ -367,3 +367,22 @@ def test_severity_follows_effect(tmp_path: Path) -> None:
     # the same malformed value when it is the one the backend gets: an error
     run = doctor("--root", str(root), "--initramfs", str(img), "--cmdline", "ro", "--format", "json")
     assert {f["id"]: f["severity"] for f in run.json()["findings"]}["PB201"] == "error"
+
+
+def test_dom0_only_token_gets_a_xen_only_variable(tmp_path: Path) -> None:
+    # no *_XEN_REPLACE* variable yet: one is made, holding GRUB_CMDLINE_LINUX_DEFAULT's words (it
+    # replaces them for the Xen entries), so the non-Xen entries never get the token
+    root = copy("boot-debian-grub-xen", tmp_path)
+    (root / "boot/config-6.1.0-17-amd64").write_text(BUILTIN)
+    grub = root / "etc/default/grub"
+    grub.write_text(
+        grub.read_text().replace('GRUB_CMDLINE_LINUX_XEN_REPLACE="xen-pciback.hide=(0000:05:00.0)"', "")
+    )
+    run = doctor("fix", "--root", str(root), "--device", "0000:06:00.0", "--write")
+    assert run.code == 0, run.err
+    text = grub.read_text()
+    assert 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n' in text
+    assert (
+        'GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT="quiet xen-pciback.hide=(0000:05:00.0)(0000:06:00.0)"\n'
+        in text
+    )
