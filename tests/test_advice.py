@@ -386,3 +386,12 @@ def test_dom0_only_token_gets_a_xen_only_variable(tmp_path: Path) -> None:
         'GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT="quiet xen-pciback.hide=(0000:05:00.0)(0000:06:00.0)"\n'
         in text
     )
+
+
+def test_a_hide_value_too_long_is_not_offered(tmp_path: Path) -> None:
+    # 100 devices need 1,400 characters; param_set_charp takes 1,024: late binding is what works
+    root = copy("classic-pciback-hide", tmp_path)
+    run = doctor("fix", "--root", str(root), *_many_devices(root, 100))
+    assert run.code == 0, run.err
+    assert run.out.startswith("# late-binding:") and "101 of 101 claimed" in run.out
+    assert "# not offered: modprobe: one hide value for all these devices is" in run.out

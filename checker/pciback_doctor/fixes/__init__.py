@@ -13,7 +13,7 @@ from pciback_doctor.boot.hide import HideSource, cmdline_hides, effective_hide, 
 from pciback_doctor.boot.model import DevicePrediction
 from pciback_doctor.facts.bootloader import grub_variables
 from pciback_doctor.facts.cmdline import parse_cmdline
-from pciback_doctor.facts.hide import HideEntry
+from pciback_doctor.facts.hide import HIDE_MAX, HideEntry
 from pciback_doctor.facts.pci import Bdf, parse_bdf
 from pciback_doctor.fixes.simulate import Outcome, outcome, simulate
 from pciback_doctor.model import FileChange, Fix, Verdict
@@ -540,6 +540,10 @@ def offers(a: Analysis, only: str | None = None) -> list[Offer]:
             misfits = [d for d in devices if strategy not in applicable(a, d)]
             if misfits:
                 why = f"does not fit {_bdfs(misfits)}: {misfits[0].prediction.reason}"
+        if why is None and strategy in ("modprobe", "cmdline"):
+            value = hide_value(a, devices)
+            if len(value) > HIDE_MAX:  # param_set_charp refuses it: the backend would hide nothing
+                why = f"one hide value for all these devices is {len(value)} characters; the kernel takes at most {HIDE_MAX}"
         fix = build(strategy, a, devices) if why is None else None
         if fix is None:
             found.append(Offer(strategy, None, None, why or "does not fit these devices"))
