@@ -18,7 +18,7 @@ from pciback_doctor.errors import UsageError
 from pciback_doctor.facts.image import image_facts, wanted_file
 from pciback_doctor.facts.initramfs import open_initramfs
 from pciback_doctor.facts.system import Options, collect
-from pciback_doctor.fixes import STRATEGIES, applicable, build, failing
+from pciback_doctor.fixes import STRATEGIES
 from pciback_doctor.fixes.apply import pending, unified_diff, write
 from pciback_doctor.model import Fix, Report, Severity
 from pciback_doctor.outcome import FAIL_ON, build_report, selected
@@ -281,52 +281,70 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_fix(args: argparse.Namespace) -> int:
+    from pciback_doctor.fixes import decision, offers
+
     system = collect(_options(args))
     analysis = analyse(system)
-    devices = failing(analysis)
+    found = offers(analysis, only=args.strategy)
+    out: list[str] = []
+    notes: list[str] = []  # the strategies not chosen, each with its verdict
     fixes: list[Fix] = []
-    if devices:
-        fits = [s for s in STRATEGIES if all(s in applicable(analysis, d) for d in devices)]
-        strategy = args.strategy or (fits[0] if fits else None)
-        fix = build(strategy, analysis, devices) if strategy else None
-        if fix is None:
-            names = ", ".join(str(d.bdf) for d in devices)
+    if args.strategy and found:
+        chosen = found[0]
+        if chosen.fix is None:
+            others = [o.strategy for o in offers(analysis) if o.offered]
             raise UsageError(
-                f"no '{args.strategy}' fix fits {names}; these do: {', '.join(fits) or 'none'}"
-                if args.strategy
-                else f"no single strategy fits {names}"
+                f"no '{args.strategy}' fix here: {chosen.why_not}; these do: {', '.join(others) or 'none'}"
             )
-        fixes.append(fix)
-    # findings whose fix is only a command (rebuild a stale image, regenerate grub.cfg)
-    for finding in run_checks(analysis, frozenset({"dom0", "domu"})):
-        if finding.severity is Severity.ERROR or finding.id in ("PB402", "PB605"):
-            fixes += [
-                f
-                for f in finding.fixes
-                if not f.files and f.commands and f.strategy in ("rebuild", "bootloader", "kernel")
-            ]
+        if chosen.why_not:  # asked for by name: shown, with what the model expects of it
+            out.append(f"# warning: this fix is not proven to work — {chosen.why_not}\n")
+        fixes.append(chosen.fix)
+    elif found:
+        proven = [o.fix for o in found if o.offered and o.fix is not None]
+        if not proven:
+            undecided = decision(found)
+            steps = "".join(f"{c}\n" for c in undecided.commands)
+            _emit(f"# {undecided.description}\n" + (f"# due anyway:\n{steps}" if steps else ""), None)
+            return 1
+        fixes.append(proven[0])
+        # the other strategies, each with its verdict: the admin may prefer another one
+        others = [o.strategy for o in found if o.offered and o.fix is not proven[0]]
+        if others:
+            notes.append(f"# also proven: {', '.join(others)} (fix --strategy NAME)\n")
+        notes += [
+            f"# not offered: {o.strategy}: {o.why_not}\n"
+            for o in found
+            if not o.offered and o.strategy != "regenerate"
+        ]
+    else:
+        # every device is claimed: only generated files older than their settings may be left
+        for finding in run_checks(analysis, frozenset({"dom0", "domu"})):
+            if finding.severity is Severity.ERROR or finding.id in ("PB402", "PB605"):
+                fixes += [f for f in finding.fixes if not f.files and f.commands]
     changes = [c for f in fixes for c in f.files]
     commands = list(dict.fromkeys(c for f in fixes for c in f.commands))
     todo = pending(changes, system.files)
-    for f in fixes:
-        sys.stdout.write(f"# {f.strategy}: {f.description}\n")
+    out += [f"# {f.strategy}: {f.description}\n" for f in fixes]
+    out += notes
     if fixes and not changes:
-        sys.stdout.write(
-            "# no file to change: this fix is a step to do by hand (above), and the commands below\n"
+        out.append(
+            "# no file to change: "
+            + ("run the commands below\n" if commands else "a step to do by hand (above)\n")
         )
     elif args.write:
         written = write(system.root, todo, system.files, Path(args.backup_dir) if args.backup_dir else None)
-        sys.stdout.write("".join(f"wrote {p}\n" for p in written) or "nothing to change: already applied\n")
+        out.append("".join(f"wrote {p}\n" for p in written) or "nothing to change: already applied\n")
     else:
-        sys.stdout.write(unified_diff(todo, system.files) or "# no file changes\n")
+        out.append(unified_diff(todo, system.files) or "# no file changes\n")
     if commands:
-        sys.stdout.write("# then run (not run by the doctor):\n" + "".join(f"{c}\n" for c in commands))
+        out.append("# then run (not run by the doctor):\n" + "".join(f"{c}\n" for c in commands))
     if not fixes:
-        sys.stdout.write(
+        out.append(
             "nothing to fix: every device meant for passthrough is predicted claimed\n"
             if analysis.devices
             else "nothing to fix: no device is meant for passthrough (no hide value, xl pci= or --device)\n"
         )
+    _emit("".join(out), None)
     return 0
 
 

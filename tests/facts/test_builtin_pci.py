@@ -80,6 +80,9 @@ def test_never_raises_on_mutated_images(noise: bytes, at: int) -> None:
 def _root(tmp_path: Path, fixture: str, image: bytes | None) -> Path:
     root = tmp_path / "root"
     shutil.copytree(FIXTURES / fixture, root, symlinks=True)
+    # Debian 6.1 records no PCI ids of built-in drivers: the fixture's list of them goes
+    for listed in root.glob("lib/modules/*/modules.builtin.modinfo"):
+        listed.unlink()
     if image is not None:
         (root / "boot").mkdir(exist_ok=True)
         (root / "boot" / f"vmlinuz-{K}").write_bytes(image)

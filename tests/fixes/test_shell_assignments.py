@@ -148,11 +148,19 @@ def test_every_edit_is_what_sh_reads(tmp_path: Path) -> None:
 
 
 def test_grub_fix_carries_the_value_to_prove() -> None:
-    change = _grub_with_token(f'{N}="quiet xen-pciback.hide=(0000:09:00.0)" # x\n', T, xen=False)
+    change = _grub_with_token(f'{N}="quiet xen-pciback.hide=(0000:09:00.0)" # x\n', T, N)
     assert change.content == f'{N}="quiet {T}" # x\n'
     assert change.sets == ((N, f"quiet {T}"),)
-    xen = _grub_with_token('GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT="a"\n', T, xen=True)
+    xen = _grub_with_token(
+        'GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT="a"\n', T, "GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT"
+    )
     assert xen.content == f'GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT="a {T}"\n'
+    # a Xen-only variable not set yet is created holding the words it replaces (the seed)
+    seeded = _grub_with_token(f'{N}="quiet"\n', T, "GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT", seed="quiet")
+    assert seeded.content == f'{N}="quiet"\nGRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT="quiet {T}"\n'
+    assert seeded.sets == (("GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT", f"quiet {T}"),)
+    # an empty token only takes the old hide words out
+    assert _grub_with_token(change.content, "", N).content == f'{N}="quiet" # x\n'
 
 
 def test_cli_writes_a_grub_file_sh_reads_as_intended(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ module name or by the alias it was requested as).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
@@ -42,16 +43,25 @@ class HideSource:
 
 
 def cmdline_hides(cmdline: Cmdline | None) -> list[HideSource]:
-    if cmdline is None:
-        return []
-    return [
-        HideSource("cmdline", p.module == "pciback", parse_hide(p.value or ""), cmdline.evidence(p))
-        for p in cmdline.params
-        if p.module in BACKEND_NAMES and p.param == "hide"
-    ]
+    return [] if cmdline is None else list(_cmdline_hides(cmdline))
 
 
 def modprobe_hides(config: ModprobeConfig, origin: str) -> list[HideSource]:
+    return list(_modprobe_hides(config, origin))
+
+
+# the boot model asks once per device and phase: parse each configuration once (linear in devices)
+@functools.lru_cache(maxsize=16)
+def _cmdline_hides(cmdline: Cmdline) -> tuple[HideSource, ...]:
+    return tuple(
+        HideSource("cmdline", p.module == "pciback", parse_hide(p.value or ""), cmdline.evidence(p))
+        for p in cmdline.params
+        if p.module in BACKEND_NAMES and p.param == "hide"
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _modprobe_hides(config: ModprobeConfig, origin: str) -> tuple[HideSource, ...]:
     out = []
     for d in config.directives:
         if d.command != "options" or d.module not in BACKEND_NAMES:
@@ -60,7 +70,7 @@ def modprobe_hides(config: ModprobeConfig, origin: str) -> list[HideSource]:
         for p in parse_cmdline(d.args, d.evidence.path).params:
             if p.key.replace("-", "_") == "hide":
                 out.append(HideSource(origin, d.module == "pciback", parse_hide(p.value or ""), d.evidence))
-    return out
+    return tuple(out)
 
 
 def effective_hide(sources: list[HideSource], builtin: bool, classic_alias: bool) -> HideSource | None:

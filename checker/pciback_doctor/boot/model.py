@@ -8,17 +8,18 @@ those into findings, so the rules live here once and the checks stay small.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pciback_doctor.boot.hide import HideSource, cmdline_hides, effective_hide, modprobe_hides
 from pciback_doctor.boot.native import PCIBACK_DRIVER, NativeDriver, cmdline_blacklist, resolve_native
+from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers
 from pciback_doctor.facts.cmdline import Cmdline
 from pciback_doctor.facts.image import ImageFacts
-from pciback_doctor.facts.modprobe import ModprobeConfig
-from pciback_doctor.facts.modules import normalize
+from pciback_doctor.facts.modprobe import ModprobeConfig, install_commands
+from pciback_doctor.facts.modules import ModuleTree, normalize
 from pciback_doctor.facts.pci import Bdf, PciDevice, parse_bdf
+from pciback_doctor.facts.services import LateBinding
 from pciback_doctor.facts.system import BACKEND, System
 from pciback_doctor.model import Evidence, Phase, Prediction, Verdict
 
@@ -54,9 +55,6 @@ class DevicePrediction:
     observations: tuple[Observation, ...] = field(default=())
 
 
-_SPLIT = re.compile(r";|&&|\|\||\n")
-
-
 def _resolves_to_backend(name: str, config: ModprobeConfig) -> bool:
     name = normalize(name)
     if name == BACKEND:
@@ -84,10 +82,7 @@ def orderings_for(native: str, config: ModprobeConfig) -> list[Ordering]:
 def _install_ordering(native: str, command: str, evidence: Evidence, config: ModprobeConfig) -> Ordering:
     loads_backend: str | None = None
     loads_native = recursion = False
-    for part in _SPLIT.split(command):
-        words = part.split()
-        if not words:
-            continue
+    for words in install_commands(command):
         prog = words[0].rsplit("/", 1)[-1]
         if prog == "modprobe":
             targets = [w for w in words[1:] if not w.startswith("-")]
@@ -141,7 +136,7 @@ class _Device:
         self.system, self.inputs, self.bdf, self.device = system, inputs, bdf, device
         self.obs: list[Observation] = []
         self.parents = _parents(system, device)
-        self.native = resolve_native(
+        self.native = _native(
             device,
             system.modules,
             system.modprobe,
@@ -514,16 +509,36 @@ class _Device:
             listed[self.bdf],
         )
 
+    def refused_hide(self) -> HideSource | None:
+        """The malformed hide value the backend gets when it comes up in the real root, if any."""
+        builtin = self.inputs.backend_mode == "builtin"
+        sources = cmdline_hides(self.system.cmdline)
+        if not builtin:
+            sources = modprobe_hides(self.system.modprobe, "modprobe") + sources
+        hide = effective_hide(sources, builtin=builtin, classic_alias=False)
+        return hide if hide is not None and not hide.spec.valid else None
+
     def stealers(self, after: Phase) -> Prediction | None:
         if after is Phase.KERNEL and self.inputs.image is not None and not self.inputs.image.error:
             hook = self.dracut_hook(self.inputs.image)
             if hook is not None:
                 return hook
         if after in (Phase.KERNEL, Phase.INITRAMFS, Phase.ROOTFS):
-            for late in self.system.late_bindings:
+            for late in _late_by_bdf(self.system.late_bindings).get(self.bdf, ()):
                 if late.bdf == self.bdf:
                     if self.inputs.backend_mode == "missing":
                         break
+                    if (refused := self.refused_hide()) is not None:
+                        # pcistub_init failed before registering the `pciback` driver: a
+                        # driver_override naming it binds nothing (drivers/xen/xen-pciback/pci_stub.c)
+                        return Prediction(
+                            Verdict.NOT_CLAIMED,
+                            Phase.ROOTFS,
+                            "none",
+                            "a late-binding script hands the device to pciback, but the malformed hide "
+                            "value keeps the pciback driver from registering, so nothing binds it",
+                            (late.evidence, refused.evidence),
+                        )
                     if late.before_domains:
                         return self.claimed(
                             Phase.ROOTFS,
@@ -588,8 +603,62 @@ def malformed_hook_entries(
     return bad
 
 
+_NATIVE: dict[tuple[object, ...], tuple[ModuleTree | None, BuiltinPciDrivers | None, NativeDriver]] = {}
+
+
+def _native(
+    device: PciDevice | None,
+    tree: ModuleTree | None,
+    modprobe: ModprobeConfig,
+    live: bool,
+    builtin_pci: BuiltinPciDrivers | None,
+) -> NativeDriver:
+    """resolve_native, remembered across the analyses of one run (a fix simulation analyses the
+    same devices again with the same module tree; matching modules.alias is the costly part)."""
+    # only modprobe.d's alias lines take part (kmod: they come before modules.alias)
+    aliases = tuple(d for d in modprobe.directives if d.command == "alias")
+    key = (device, id(tree), aliases, live, id(builtin_pci))
+    found = _NATIVE.get(key)
+    if found is not None and found[0] is tree and found[1] is builtin_pci:
+        return found[2]
+    if len(_NATIVE) > 65536:
+        _NATIVE.clear()
+    native = resolve_native(device, tree, modprobe, live, builtin_pci)
+    _NATIVE[key] = (tree, builtin_pci, native)
+    return native
+
+
+_LATE: dict[int, tuple[tuple[LateBinding, ...], dict[Bdf, list[LateBinding]]]] = {}
+
+
+def _late_by_bdf(bindings: tuple[LateBinding, ...]) -> dict[Bdf, list[LateBinding]]:
+    """Late bindings per device, built once per system: a script naming 1,000 devices is
+    otherwise scanned once per device."""
+    found = _LATE.get(id(bindings))
+    if found is None or found[0] is not bindings:
+        index: dict[Bdf, list[LateBinding]] = {}
+        for late in bindings:
+            index.setdefault(late.bdf, []).append(late)
+        _LATE.clear()
+        found = _LATE[id(bindings)] = (bindings, index)
+    return found[1]
+
+
+_BY_BDF: dict[int, tuple[tuple[PciDevice, ...], dict[Bdf, PciDevice]]] = {}
+
+
+def _by_bdf(devices: tuple[PciDevice, ...]) -> dict[Bdf, PciDevice]:
+    """The device table, built once per system rather than once per device (keyed by identity:
+    hashing the whole tuple per device would be quadratic again)."""
+    found = _BY_BDF.get(id(devices))
+    if found is None or found[0] is not devices:
+        _BY_BDF.clear()
+        found = _BY_BDF[id(devices)] = (devices, {d.bdf: d for d in devices})
+    return found[1]
+
+
 def _parents(system: System, device: PciDevice | None) -> list[Bdf]:
-    by_bdf = {d.bdf: d for d in system.devices}
+    by_bdf = _by_bdf(system.devices) if device is not None and device.parent is not None else {}
     out: list[Bdf] = []
     while device is not None and device.parent is not None and device.parent not in out:
         out.append(device.parent)

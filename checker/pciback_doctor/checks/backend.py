@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pciback_doctor.arches import backend_exists
 from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.checks import Check, check
-from pciback_doctor.model import Evidence, Finding, Fix, Severity
+from pciback_doctor.model import Evidence, Finding, Fix, Severity, Verdict
 
 
 @check(
@@ -106,6 +106,8 @@ def classic_name(chk: Check, a: Analysis) -> Iterator[Finding]:
     if a.backend.backend.mode == "missing" or a.backend.backend.module == "pciback":
         return  # no backend, or a classic XenLinux one, whose name *is* pciback
     aliased = any(d.args.replace("-", "_") == "xen_pciback" for d in a.system.modprobe.aliases_for("pciback"))
+    claimed = [d for d in a.devices if d.prediction.verdict is Verdict.CLAIMED]
+    claimed_at = {(d.bdf.domain, d.bdf.bus, d.bdf.slot, d.bdf.func) for d in claimed}
     for source in a.hides:
         if not source.classic:
             continue
@@ -119,10 +121,21 @@ def classic_name(chk: Check, a: Analysis) -> Iterator[Finding]:
             if aliased and a.backend.backend.mode == "module"
             else ""
         )
+        # severity follows effect: a line the model used to claim a device applies (kmod picks up
+        # `options pciback` when the module is requested as pciback); one whose devices all end up
+        # claimed anyway changes no outcome
+        used = any(source.evidence in d.prediction.evidence for d in claimed)
+        named = [e for e in source.spec.intended() if e.slot is not None and e.func is not None]
+        harmless = all((e.domain, e.bus, e.slot, e.func) in claimed_at for e in named)
+        if used:
+            message = f"'{spelled}' applies only because 'alias pciback xen_pciback' loads it under that name"
+        else:
+            message = f"'{spelled}' is ignored: the backend module is xen_pciback{note}"
         yield chk.finding(
-            f"'{spelled}' is ignored: the backend module is xen_pciback{note}",
+            message,
             evidence=[source.evidence],
             fixes=[Fix("rename", fixed)],
+            severity=Severity.INFO if used else Severity.WARNING if harmless else None,
         )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.boot.model import DevicePrediction, Observation
 from pciback_doctor.checks import Check, check
-from pciback_doctor.fixes import device_fixes
+from pciback_doctor.fixes import advice
 from pciback_doctor.model import Finding, Severity, Verdict
 
 
@@ -76,7 +76,15 @@ def image_order(chk: Check, a: Analysis) -> Iterator[Finding]:
     native driver, or relies on rd.driver.pre without dracut's kernel-modules code in the image.""",
 )
 def broken_rule(chk: Check, a: Analysis) -> Iterator[Finding]:
-    yield from _report(chk, a, "broken-rule", unless_claimed=False)
+    for dev, obs in _observed(a, "broken-rule", unless_claimed=False):
+        # severity follows effect: a broken rule next to one that works changes no outcome
+        claimed = dev.prediction.verdict is Verdict.CLAIMED
+        yield chk.finding(
+            obs.message + (" (the device is claimed anyway)" if claimed else ""),
+            device=str(dev.bdf),
+            evidence=obs.evidence,
+            severity=Severity.WARNING if claimed else None,
+        )
 
 
 @check(
@@ -126,6 +134,9 @@ def blacklisted(chk: Check, a: Analysis) -> Iterator[Finding]:
     (driver_override from a unit ordered before the Xen domains). `pciback-doctor fix` applies one.""",
 )
 def not_claimed(chk: Check, a: Analysis) -> Iterator[Finding]:
+    # one fix per strategy for the whole system, proven on a model copy, printed once: with the
+    # first of these findings (a copy per device would carry a script for that device only)
+    fixes = None
     for dev in a.devices:
         p = dev.prediction
         if p.verdict is Verdict.NOT_CLAIMED:
@@ -134,9 +145,12 @@ def not_claimed(chk: Check, a: Analysis) -> Iterator[Finding]:
                 if p.winner and p.winner != "none"
                 else "nothing hands it to pciback"
             )
+            first = fixes is None
+            if first:
+                fixes = advice(a)
             yield chk.finding(
                 f"{dev.bdf}: {who} ({p.reason})",
                 device=str(dev.bdf),
                 evidence=p.evidence,
-                fixes=device_fixes(a, dev),
+                fixes=fixes if first and fixes else (),
             )

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from packaging.version import InvalidVersion, Version
 
 from pciback_doctor.boot.analysis import Analysis
-from pciback_doctor.boot.hide import effective_hide
+from pciback_doctor.boot.hide import HideSource, effective_hide
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.hide import HIDE_MAX
 from pciback_doctor.facts.pci import Bdf
-from pciback_doctor.model import Finding, Fix, Severity
+from pciback_doctor.model import Finding, Fix, Severity, Verdict
 
 # Commit c3cb4709 ("xen-pciback: support wild cards in slot specifications") went into Linux 3.7.
 WILDCARD_SINCE = Version("3.7")
@@ -27,13 +27,20 @@ WILDCARD_SINCE = Version("3.7")
     refuses to initialise: no device is hidden at all, and a module load fails.""",
 )
 def malformed(chk: Check, a: Analysis) -> Iterator[Finding]:
+    builtin = a.backend.backend.mode == "builtin"
+    applied = [s for s in a.hides if not s.classic and (s.origin == "cmdline" or not builtin)]
+    winner = effective_hide(applied, builtin=builtin, classic_alias=False)
     for source in a.hides:
         error = source.spec.error
         if error is None or len(source.value) > HIDE_MAX:
             continue
         good = "".join(f"({e})" for e in source.spec.entries)
+        # severity follows effect: a value a later one replaces (hide is a charp) breaks nothing
+        replaced = winner is not None and source in applied and source is not winner
         yield chk.finding(
-            f"{source.label}: {error.message} at character {error.position + 1}:\n{error.caret(source.value)}",
+            f"{source.label}: {error.message} at character {error.position + 1}:\n{error.caret(source.value)}"
+            + (f"\n(replaced by {winner.label}, so it has no effect)" if replaced and winner else ""),
+            severity=Severity.WARNING if replaced else None,
             evidence=[source.evidence],
             fixes=[
                 Fix(
@@ -75,8 +82,17 @@ def modprobe_only_builtin(chk: Check, a: Analysis) -> Iterator[Finding]:
     in_config = [s for s in a.hides if s.origin != "cmdline" and not s.classic]
     on_cmdline = [s for s in a.hides if s.origin == "cmdline" and not s.classic]
     if in_config and not on_cmdline:
+        # severity follows effect: harmless when what it names is claimed another way
+        claimed = {d.bdf for d in a.devices if d.prediction.verdict is Verdict.CLAIMED}
+        named = [
+            Bdf(e.domain, e.bus, e.slot, e.func)
+            for s in in_config
+            for e in s.spec.intended()
+            if e.slot is not None and e.func is not None
+        ]
         yield chk.finding(
             "hide is set only in modprobe.d, which a built-in backend never reads",
+            severity=Severity.WARNING if named and all(b in claimed for b in named) else None,
             evidence=[s.evidence for s in in_config],
             fixes=[
                 Fix("cmdline", f"add xen-pciback.hide={in_config[-1].value} to the dom0 kernel command line")
@@ -95,7 +111,8 @@ def modprobe_only_builtin(chk: Check, a: Analysis) -> Iterator[Finding]:
 def conflicting(chk: Check, a: Analysis) -> Iterator[Finding]:
     builtin = a.backend.backend.mode == "builtin"
     applied = [s for s in a.hides if not s.classic and (s.origin == "cmdline" or not builtin)]
-    if len({s.value for s in applied}) < 2:
+    # device sets, not strings: (04:00.0) and (0000:04:00.0) are one device to pcistub_init
+    if len({_devices(s) for s in applied}) < 2:
         return
     winner = effective_hide(list(applied), builtin=builtin, classic_alias=False)
     assert winner is not None
@@ -103,6 +120,12 @@ def conflicting(chk: Check, a: Analysis) -> Iterator[Finding]:
         f"{len(applied)} different hide values; the one that wins is '{winner.value}' ({winner.label})",
         evidence=[s.evidence for s in applied],
     )
+
+
+def _devices(source: HideSource) -> frozenset[tuple[int, int, int | None, int | None]] | str:
+    if not source.spec.valid:
+        return source.value  # a malformed value is its own (PB201 says why)
+    return frozenset((e.domain, e.bus, e.slot, e.func) for e in source.spec.entries)
 
 
 @check(

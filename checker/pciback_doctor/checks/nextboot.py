@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pciback_doctor.boot.analysis import Analysis
+from pciback_doctor.boot.hide import cmdline_hides
 from pciback_doctor.checks import Check, check
-from pciback_doctor.model import Finding, Fix, Severity
+from pciback_doctor.facts.pci import Bdf
+from pciback_doctor.model import Finding, Fix, Severity, Verdict
 
 
 @check(
@@ -109,4 +111,33 @@ def stale_bootloader(chk: Check, a: Analysis) -> Iterator[Finding]:
             stale.message,
             evidence=stale.evidence,
             fixes=[Fix("bootloader", "regenerate grub.cfg", commands=("update-grub",))],
+        )
+
+
+@check(
+    "PB606",
+    Severity.ERROR,
+    "xen-pciback.hide= on Xen's own command line",
+    """The hypervisor's command line (the multiboot2 / kernel line of xen.gz, GRUB_CMDLINE_XEN, xen.cfg
+    options=) is Xen's: Xen ignores parameters it does not know and never passes them to dom0, so a
+    xen-pciback.hide= there hides nothing. Put it on the dom0 kernel's line (module2 / GRUB_CMDLINE_LINUX*).""",
+)
+def hide_on_xen_line(chk: Check, a: Analysis) -> Iterator[Finding]:
+    xen = a.system.xen_cmdline
+    if xen is None:
+        return
+    claimed = {d.bdf for d in a.devices if d.prediction.verdict is Verdict.CLAIMED}
+    for source in cmdline_hides(xen):
+        named = [
+            Bdf(e.domain, e.bus, e.slot, e.func)
+            for e in source.spec.intended()
+            if e.slot is not None and e.func is not None
+        ]
+        # severity follows effect: harmless when the devices it names are claimed anyway
+        harmless = all(b in claimed for b in named)
+        yield chk.finding(
+            f"{source.evidence.text} is on Xen's command line ({xen.source}), which dom0 never sees",
+            evidence=[source.evidence],
+            severity=Severity.WARNING if harmless else None,
+            fixes=[Fix("cmdline", "move the token to the dom0 kernel's command line (`pciback-doctor fix`)")],
         )

@@ -1229,6 +1229,13 @@ def _sh_commands(text: str) -> Iterable[tuple[int, list[str], bool]]:
 # --------------------------------------------------------------------------------------------------
 # Staleness: does the generated entry still carry what etc/default/grub says?
 
+
+def grub_variables(root: Root) -> dict[str, str | None]:
+    """etc/default/grub and grub.d/*.cfg as grub-mkconfig sources them: name -> value (None when
+    not evaluable here)."""
+    return {name: var.value for name, var in _ShellDefaults(root, _Notes()).vars.items()}
+
+
 # Words the grub.d scripts add themselves (10_linux, 20_linux_xen): not from the variables.
 _GENERATED = frozenset({"ro", "rw", "single", "recovery", "nomodeset", "dis_ucode_ldr"})
 _GENERATED_PREFIX = ("root=", "init=", "rootflags=", "vt.handoff=", "flask=")

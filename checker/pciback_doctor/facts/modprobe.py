@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
+import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -162,3 +165,39 @@ def config_files(listing: dict[str, list[str]]) -> list[str]:
                 continue
             chosen.setdefault(name, f"{directory}/{name}")
     return [chosen[name] for name in sorted(chosen)]
+
+
+_SH_OPERATORS = frozenset(";&|()")
+# words that may open a simple command without being its program (sh grammar: reserved words,
+# `!`, and the `exec`/`command` builtins that run the next word)
+_SH_PREFIX = frozenset(
+    {"{", "}", "!", "then", "do", "else", "elif", "if", "while", "until", "exec", "command"}
+)
+
+
+@functools.lru_cache(maxsize=64)  # the boot model asks per device and phase
+def install_commands(command: str) -> tuple[tuple[str, ...], ...]:
+    """The simple commands of an `install` rule, split as `/bin/sh -c` runs it (kmod hands the
+    line to system()): `;`, `&&`, `||`, `|`, newlines and `( … )` separate, `{ …; }` groups,
+    quotes group words, `VAR=value` prefixes are not the program."""
+    lexer = shlex.shlex(command.replace("\n", ";"), posix=True, punctuation_chars=";&|()")
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    try:
+        tokens = list(lexer)
+    except ValueError:  # an unbalanced quote: sh fails too, but read what is there
+        tokens = command.replace(";", " ; ").split()
+    commands: list[list[str]] = []
+    words: list[str] = []
+    for token in tokens:
+        if token and set(token) <= _SH_OPERATORS:
+            if words:
+                commands.append(words)
+            words = []
+        elif not words and (token in _SH_PREFIX or re.match(r"[A-Za-z_][A-Za-z0-9_]*=", token)):
+            continue
+        else:
+            words.append(token)
+    if words:
+        commands.append(words)
+    return tuple(tuple(c) for c in commands)

@@ -4,6 +4,7 @@ modules-load.d, Debian's /etc/modules, xencommons, and late-binding units or rc.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pciback_doctor.facts.pci import Bdf, parse_bdf
@@ -29,9 +30,17 @@ class LateBinding:
     evidence: Evidence
 
 
-def backend_loaders(kind: str, path: str, text: str) -> list[BackendLoader]:
-    """Lines that load the backend: `xen-pciback` in modules-load.d/etc/modules, modprobe in scripts."""
-    found = []
+_LOOP = re.compile(r"\bfor\s+([A-Za-z_]\w*)\s+in\s+\"?\$\{?([A-Za-z_]\w*)\}?")
+_ASSIGN = re.compile(r"^\s*(?:export\s+)?([A-Za-z_]\w*)=(.*)$")
+
+
+def backend_loaders(
+    kind: str, path: str, text: str, settings: Sequence[tuple[str, str]] = ()
+) -> list[BackendLoader]:
+    """Lines that load the backend: `xen-pciback` in modules-load.d/etc/modules, modprobe in scripts
+    (also through a loop over a module list, as xencommons does with BACKEND_MODULES; `settings`
+    are the (path, text) files the script sources after its own defaults, e.g. etc/default/xencommons)."""
+    found = _loop_loaders(path, text, settings) if kind == "xencommons" else []
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped[0] in "#;":
@@ -41,6 +50,32 @@ def backend_loaders(kind: str, path: str, text: str) -> list[BackendLoader]:
         if BACKEND_WORD.search(stripped):
             found.append(BackendLoader(kind, Evidence(path, number, stripped)))
     return found
+
+
+def _loop_loaders(path: str, text: str, settings: Sequence[tuple[str, str]]) -> list[BackendLoader]:
+    """`for mod in $BACKEND_MODULES; do modprobe "$mod"; done` (xencommons.in): a loader when the
+    list's value in force (the script's default, then the sourced settings: last one wins) names
+    the backend."""
+    lines = text.split("\n")
+    lists = set()
+    for number, line in enumerate(lines):
+        m = _LOOP.search(line)
+        body = " ".join(lines[number : number + 4])
+        if m and "modprobe" in body and f"${m.group(1)}" in body.replace("${", "$").replace("}", ""):
+            lists.add(m.group(2))
+    if not lists:
+        return []
+    value: dict[str, tuple[str, Evidence]] = {}
+    for where, content in ((path, text), *settings):
+        for number, line in enumerate(content.split("\n"), 1):
+            m = _ASSIGN.match(line)
+            if m and m.group(1) in lists:
+                value[m.group(1)] = (m.group(2), Evidence(where, number, line.strip()))
+    return [
+        BackendLoader("xencommons", evidence)
+        for words, evidence in value.values()
+        if BACKEND_WORD.search(words) and not words.lstrip().startswith("#")
+    ]
 
 
 def late_bindings(path: str, text: str, before_domains: bool) -> list[LateBinding]:

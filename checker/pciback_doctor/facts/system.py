@@ -374,8 +374,11 @@ def read_loaders(root: Root) -> list[BackendLoader]:
     for name in sorted(chosen):
         found += backend_loaders("modules-load.d", chosen[name], root.read_text(chosen[name]) or "")
     found += backend_loaders("etc/modules", "etc/modules", root.read_text("etc/modules") or "")
+    settings = [
+        (r, t) for r in ("etc/default/xencommons", "etc/sysconfig/xencommons") if (t := root.read_text(r))
+    ]
     for rel in ("etc/init.d/xencommons", "etc/init.d/xen"):
-        found += backend_loaders("xencommons", rel, root.read_text(rel) or "")
+        found += backend_loaders("xencommons", rel, root.read_text(rel) or "", settings)
     return found
 
 

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pciback_doctor.boot.analysis import Analysis
+from pciback_doctor.boot.hide import HideSource, cmdline_hides, effective_hide, modprobe_hides
 from pciback_doctor.boot.model import DevicePrediction
-from pciback_doctor.facts.bootloader import shell_variables
-from pciback_doctor.facts.pci import Bdf
-from pciback_doctor.fixes.shell_assignments import assignments, with_word
+from pciback_doctor.facts.bootloader import grub_variables, shell_variables
+from pciback_doctor.facts.cmdline import parse_cmdline
+from pciback_doctor.facts.hide import HIDE_MAX, HideEntry
+from pciback_doctor.facts.pci import Bdf, parse_bdf
+from pciback_doctor.fixes.shell_assignments import with_word, without_words
+from pciback_doctor.fixes.simulate import Outcome, outcome, simulate
 from pciback_doctor.model import FileChange, Fix, Verdict
 
 STRATEGIES = ("modprobe", "cmdline", "dracut", "late-binding")
@@ -58,15 +63,51 @@ def applicable(a: Analysis, dev: DevicePrediction) -> list[str]:
     return ["modprobe", "cmdline", *(["dracut"] if dracut else []), "late-binding"]
 
 
+def precondition(strategy: str, a: Analysis) -> str | None:
+    """Why `strategy` cannot work on this system whatever the devices, or None when it can."""
+    mode = a.backend.backend.mode
+    if mode == "missing":
+        return "the target kernel has no PCI backend: build it with CONFIG_XEN_PCIDEV_BACKEND=y or =m"
+    if mode == "unknown":
+        return "whether the kernel has the PCI backend is unknown: give --config or --modules-dir"
+    if strategy == "modprobe":
+        if mode == "builtin":
+            return "the backend is built in: kmod never applies modprobe.d options to it"
+        if any(s.origin == "cmdline" and not s.classic for s in a.hides):
+            # kmod appends the command line's xen-pciback.hide= after the config's options: it wins
+            return "the command line already sets xen-pciback.hide=, which overrides modprobe.d"
+        if any(not s.classic for s in _pending(a)):
+            return "etc/default/grub sets xen-pciback.hide= (not in grub.cfg yet), which would override modprobe.d"
+    if strategy == "dracut" and _generator(a) != "dracut":
+        generator = _generator(a)
+        return (
+            "no initramfs built by dracut was found"
+            if generator == "unknown"
+            else f"the initramfs is built by {generator}, not dracut"
+        )
+    if strategy == "late-binding" and (why := _unregistrable(a)):
+        return why
+    return None
+
+
+def _unregistrable(a: Analysis) -> str | None:
+    """A malformed hide makes pcistub_init fail before the `pciback` driver registers
+    (drivers/xen/xen-pciback/pci_stub.c): there is then nothing to bind a device to."""
+    builtin = a.backend.backend.mode == "builtin"
+    sources = [s for s in a.hides if s.origin == "cmdline" or not builtin]
+    hide = effective_hide(sources, builtin=builtin, classic_alias=False)
+    if hide is not None and not hide.spec.valid:
+        return f"{hide.label} is malformed, so the pciback driver never registers; fix the hide value first"
+    return None
+
+
 def build(strategy: str, a: Analysis, devices: Sequence[DevicePrediction]) -> Fix | None:
     builders = {"modprobe": _modprobe, "cmdline": _cmdline, "dracut": _dracut, "late-binding": _late_binding}
-    if not devices or any(strategy not in applicable(a, d) for d in devices):
+    if not devices or precondition(strategy, a) is not None:
+        return None
+    if any(strategy not in applicable(a, d) for d in devices):
         return None
     return builders[strategy](a, devices)
-
-
-def device_fixes(a: Analysis, dev: DevicePrediction) -> list[Fix]:
-    return [fix for s in applicable(a, dev) if (fix := build(s, a, [dev])) is not None]
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -76,15 +117,44 @@ def _generator(a: Analysis) -> str:
     return a.image.generator if a.image is not None else "unknown"
 
 
-def _hide_value(a: Analysis, devices: Sequence[DevicePrediction]) -> str:
-    """Every device already hidden (valid entries of the value in force) plus the new ones, in the
-    kernel's grammar: (DDDD:BB:SS.F) one after the other."""
-    entries: list[str] = []
-    for source in a.hides:
-        if not source.classic:
-            entries += [f"({e})" for e in source.spec.intended()]
-    entries += [f"({d.bdf})" for d in devices]
-    return "".join(dict.fromkeys(entries))
+def _named(a: Analysis) -> list[HideEntry]:
+    """Every device already named by a hide value anywhere (host modprobe.d, the command line,
+    the image's modprobe.d, classic spellings too), normalised and without repeats: (04:00.0) and
+    (0000:04:00.0) are one device (pcistub_init defaults the domain to 0; hex case is free)."""
+    sources = [*a.hides, *(modprobe_hides(a.image.modprobe, "image") if a.image else [])]
+    sources += _pending(a)  # written in etc/default/grub, not in grub.cfg yet: meant, so kept
+    seen: dict[tuple[int, int, int | None, int | None], HideEntry] = {}
+    for source in sources:
+        for e in source.spec.intended():
+            seen.setdefault((e.domain, e.bus, e.slot, e.func), e)
+    return list(seen.values())
+
+
+def _pending(a: Analysis) -> list[HideSource]:
+    """Hide tokens etc/default/grub has and grub.cfg lacks: the next update-grub brings them."""
+    found: list[HideSource] = []
+    for stale in a.system.next_boot.stale if a.system.next_boot else ():
+        if stale.kind in ("dom0-cmdline", "cmdline"):
+            found += cmdline_hides(parse_cmdline(" ".join(stale.missing), DEFAULT_GRUB))
+    return found
+
+
+def hide_value(a: Analysis, devices: Sequence[DevicePrediction]) -> str:
+    """ONE value: every device already named plus the new ones, in the kernel's grammar. `hide` is a
+    charp (param_set_charp): the last value the backend is given replaces the others."""
+    named = _named(a)
+    entries = [f"({e})" for e in named]
+    exact = {(e.domain, e.bus, e.slot, e.func) for e in named if not e.wildcard}
+    wild = [e for e in named if e.wildcard]
+    for d in devices:
+        b = d.bdf
+        if (b.domain, b.bus, b.slot, b.func) in exact or any(
+            e.matches(b.domain, b.bus, b.slot, b.func) for e in wild
+        ):
+            continue
+        exact.add((b.domain, b.bus, b.slot, b.func))
+        entries.append(f"({b})")
+    return "".join(entries)
 
 
 def _natives(devices: Sequence[DevicePrediction]) -> list[str]:
@@ -95,33 +165,67 @@ def _current(a: Analysis, path: str) -> str:
     return a.system.files.get(path) or ""
 
 
-def _without(text: str, pattern: str) -> list[str]:
-    regex = re.compile(pattern)
-    return [line for line in text.splitlines() if not regex.match(line)]
+def _lines(text: str) -> list[str]:
+    # only "\n" ends a line for kmod and the shell; str.splitlines would also split at form feed,
+    # VT, U+0085 and U+2028 and so change lines the fix does not touch
+    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n") if text else []
+
+
+def _text(lines: Sequence[str]) -> str:
+    return "".join(f"{line}\n" for line in lines)
+
+
+_OPTIONS = re.compile(r"^(\s*options\s+xen[-_]pciback)(\s.*)?$")
+_HIDE_PARAM = re.compile(r'\s+hide=(?:"[^"]*"\S*|\S*)')
+
+
+def _without_hide(line: str) -> str | None:
+    """An `options xen-pciback …` line without its hide= (None when nothing else is left): the
+    admin's other parameters (permissive=1, passthrough=1) stay."""
+    m = _OPTIONS.match(line)
+    if m is None:
+        return line
+    rest = _HIDE_PARAM.sub("", m.group(2) or "")
+    return f"{m.group(1)}{rest}" if rest.strip() else None
+
+
+def _losers(a: Analysis, skip: str = "") -> list[FileChange]:
+    """Rewrite the other `options xen-pciback hide=` lines in etc/modprobe.d (kmod applies every
+    options line in file order, the last hide= wins): one value, in one place."""
+    changes = []
+    for path, text in sorted(a.system.files.items()):
+        if path == skip or not path.startswith("etc/modprobe.d/"):
+            continue
+        lines = _lines(text)
+        new = []
+        for line in lines:
+            kept = _without_hide(line)
+            new.append(f"# hide= moved by pciback-doctor: {line}" if kept is None else kept)
+        if new != lines:
+            changes.append(FileChange(path, _text(new) if text.endswith("\n") else _text(new)[:-1]))
+    return changes
 
 
 def _modprobe_file(a: Analysis, devices: Sequence[DevicePrediction], with_hide: bool) -> FileChange:
+    """Our modprobe.d file: the softdeps, and (with_hide) the one hide value; the admin's other
+    lines, other `options xen-pciback` parameters included, stay as they are."""
     natives = _natives(devices)
-    owned = "|".join(
-        [
-            r"options\s+(xen[-_])?pciback\s",
-            re.escape(HEADER),
-            *(rf"softdep\s+{re.escape(n)}\s" for n in natives),
-        ]
-    )
     current = _current(a, MODPROBE_FILE)
-    needed = [f"options xen-pciback hide={_hide_value(a, devices)}"] if with_hide else []
+    needed = [f"options xen-pciback hide={hide_value(a, devices)}"] if with_hide else []
     needed += [f"softdep {n} pre: xen-pciback" for n in natives]
 
     def same(line: str) -> str:  # kmod: `-` and `_` are one; spacing is free
         return " ".join(line.replace("_", "-").split())
 
-    have = {same(line) for line in current.splitlines()}
-    if all(same(line) in have for line in needed):
+    lines = _lines(current)
+    hides = [line for line in lines if _OPTIONS.match(line) and _HIDE_PARAM.search(line)]
+    have = {same(line) for line in lines}
+    if all(same(line) in have for line in needed) and len(hides) == (1 if with_hide else 0):
         return FileChange(MODPROBE_FILE, current)  # already says it: leave the admin's file alone
-    keep = _without(current, rf"\s*({owned})")
+    owned = re.compile("|".join([re.escape(HEADER), *(rf"\s*softdep\s+{re.escape(n)}\s" for n in natives)]))
+    keep = [kept for line in lines if not owned.match(line) and (kept := _without_hide(line)) is not None]
     header = f"{HEADER}: load xen-pciback before the native drivers of the passed-through devices."
-    return FileChange(MODPROBE_FILE, "\n".join([*keep, header, *needed]) + "\n")
+    return FileChange(MODPROBE_FILE, _text([*keep, header, *needed]))
 
 
 def rebuild_command(a: Analysis, generator: str | None = None) -> str:
@@ -144,7 +248,7 @@ def _image_changes(a: Analysis) -> tuple[list[FileChange], list[str]]:
         return [FileChange(DRACUT_CONF, content)], [rebuild_command(a, "dracut")]
     if generator == "initramfs-tools" or a.system.root.exists("etc/initramfs-tools"):
         current = _current(a, TOOLS_MODULES)
-        if any(line.split()[:1] == ["xen-pciback"] for line in current.splitlines()):
+        if any(line.split()[:1] == ["xen-pciback"] for line in _lines(current)):
             return [], [rebuild_command(a, "initramfs-tools")]
         return [
             FileChange(
@@ -186,50 +290,89 @@ def _retired(a: Analysis, natives: Sequence[str]) -> list[FileChange]:
             dead.setdefault(path, set()).add(d.evidence.line)
     changes = []
     for path, numbers in sorted(dead.items()):
-        lines = a.system.files[path].splitlines()
+        text = a.system.files[path]
+        lines = _lines(text)
         for n in sorted(numbers):
-            lines[n - 1] = f"# disabled by pciback-doctor (no module is called pciback): {lines[n - 1]}"
-        changes.append(FileChange(path, "\n".join(lines) + "\n"))
+            if n <= len(lines):
+                lines[n - 1] = f"# disabled by pciback-doctor (no module is called pciback): {lines[n - 1]}"
+        changes.append(FileChange(path, _text(lines) if text.endswith("\n") else _text(lines)[:-1]))
     return changes
 
 
 def _modprobe(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
     files, commands = _image_changes(a)
-    files = [*_retired(a, _natives(devices)), *files]
+    files = [*_retired(a, _natives(devices)), *_losers(a, skip=MODPROBE_FILE), *files]
     natives = ", ".join(_natives(devices)) or "their native drivers"
     return Fix(
         "modprobe",
-        f"options xen-pciback hide=… and softdep {natives} pre: xen-pciback in modprobe.d, "
-        "and the backend with that file in the initramfs",
+        f"one options xen-pciback hide=… for {_count(a, devices)} device{'s' * (_count(a, devices) != 1)} and softdep "
+        f"{natives} pre: xen-pciback in modprobe.d, and the backend with that file in the initramfs",
         (_modprobe_file(a, devices, with_hide=True), *files),
         tuple(commands),
     )
 
 
+def _count(a: Analysis, devices: Sequence[DevicePrediction]) -> int:
+    return hide_value(a, devices).count("(")
+
+
+def cmdline_token(a: Analysis, devices: Sequence[DevicePrediction]) -> str:
+    return f"xen-pciback.hide={hide_value(a, devices)}"
+
+
+# the GRUB variables whose words end up on a Linux command line (10_linux, 20_linux_xen)
+GRUB_LINUX_VARIABLES = (
+    "GRUB_CMDLINE_LINUX",
+    "GRUB_CMDLINE_LINUX_DEFAULT",
+    "GRUB_CMDLINE_LINUX_XEN_REPLACE",
+    "GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT",
+)
+
+
+def grub_variable(a: Analysis) -> tuple[str, str | None]:
+    """(variable, seed): where in etc/default/grub the dom0 token goes. GRUB's 20_linux_xen uses
+    GRUB_CMDLINE_LINUX_XEN_REPLACE(_DEFAULT), when set non-empty, instead of the Linux variable, for
+    Xen entries only: the token goes there so the non-Xen entries never get it. When neither is set,
+    XEN_REPLACE_DEFAULT is created holding GRUB_CMDLINE_LINUX_DEFAULT's words (it replaces them)."""
+    entry = a.system.next_boot.entry if a.system.next_boot else None
+    if entry is None or not entry.is_xen:
+        return "GRUB_CMDLINE_LINUX_DEFAULT", None
+    values = grub_variables(a.system.root)
+    for name in ("GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT", "GRUB_CMDLINE_LINUX_XEN_REPLACE"):
+        if values.get(name):
+            return name, None
+    # created (or filled, when set empty) with the words it will replace for the Xen entries
+    return "GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT", values.get("GRUB_CMDLINE_LINUX_DEFAULT") or ""
+
+
 def _cmdline(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
-    token = f"xen-pciback.hide={_hide_value(a, devices)}"
+    token = cmdline_token(a, devices)
     files: list[FileChange] = []
     commands: list[str] = []
     if a.backend.backend.mode == "module":
         # the token only names the devices; the module must still load before the native driver
         files.append(_modprobe_file(a, devices, with_hide=False))
         more_files, more_commands = _image_changes(a)
-        files += more_files
+        files += [*_retired(a, _natives(devices)), *_losers(a, skip=MODPROBE_FILE), *more_files]
         commands += more_commands
     entry = a.system.next_boot.entry if a.system.next_boot else None
-    where = "the dom0 kernel command line"
+    where = "the dom0 kernel command line (by hand, replacing any pciback.hide= there)"
     if entry is not None and entry.source == "bls":
         commands.append(f'grubby --update-kernel=ALL --args="{token}"')
-        where = "every BLS entry (grubby)"
+        where = "every BLS entry (grubby replaces the old value)"
     elif entry is not None and entry.source == "xen.cfg":
-        where = "the kernel= line of the default section of xen.cfg"
+        where = "the kernel= line of the default section of xen.cfg, replacing any hide= there"
     elif DEFAULT_GRUB in a.system.files:
-        files.append(
-            _grub_with_token(a.system.files[DEFAULT_GRUB], token, entry is not None and entry.is_xen)
-        )
+        variable, seed = grub_variable(a)
+        text = a.system.files[DEFAULT_GRUB]
+        # the older hide tokens go, wherever they are: a second token would replace ours or lose
+        for other in GRUB_LINUX_VARIABLES:
+            if other != variable:
+                text = _grub_with_token(text, "", other).content
+        files.append(_grub_with_token(text, token, variable, seed))
         commands.append("update-grub")
-        where = "etc/default/grub"
-    return Fix("cmdline", f"add {token} to {where}", tuple(files), tuple(commands))
+        where = f"{variable} in etc/default/grub"
+    return Fix("cmdline", f"{token} (one value, every device) on {where}", tuple(files), tuple(commands))
 
 
 # the words a new hide token replaces: the kernel keeps only the last `xen-pciback.hide=`
@@ -237,25 +380,31 @@ def _cmdline(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
 _HIDE_WORD = re.compile(r"(?:xen[-_])?pciback\.hide=.*")
 
 
-def _grub_with_token(text: str, token: str, xen: bool) -> FileChange:
-    """Put the token into the variable GRUB's scripts use for the dom0 line: Debian's
-    *_XEN_REPLACE_DEFAULT replaces the Linux one for Xen entries when it is set (20_linux_xen)."""
-    name = "GRUB_CMDLINE_LINUX_DEFAULT"
-    if xen and assignments(text, "GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT"):
-        name = "GRUB_CMDLINE_LINUX_XEN_REPLACE_DEFAULT"
-    new = with_word(text, name, token, replaces=lambda w: _HIDE_WORD.fullmatch(w) is not None)
-    before = shell_variables(text).get(name, "")
+def _is_hide(word: str) -> bool:
+    return _HIDE_WORD.fullmatch(word) is not None
+
+
+def _grub_with_token(text: str, token: str, variable: str, seed: str | None = None) -> FileChange:
+    """`variable` in etc/default/grub with every (xen-)pciback.hide= word taken out of each of its
+    assignments and `token` (if any) added where the shell keeps it; a variable unset or empty is
+    filled with `seed` and the token (an empty *_XEN_REPLACE* replaces nothing: 20_linux_xen tests
+    for a non-empty value, so a filled one must still hold the words it replaces)."""
+    if not token:
+        return FileChange(DEFAULT_GRUB, without_words(text, variable, _is_hide))
+    before = shell_variables(text).get(variable, "")
+    kept = [w for w in (before or "").split() if not _is_hide(w)]
+    word = token if kept or not seed else f"{seed} {token}"
+    new = with_word(text, variable, word, replaces=_is_hide)
     if before is None:  # `$(…)` in the value: the reader cannot say what it holds, before or after
         return FileChange(DEFAULT_GRUB, new)
-    words = [w for w in before.split() if not _HIDE_WORD.fullmatch(w)]
-    return FileChange(DEFAULT_GRUB, new, sets=((name, " ".join([*words, token])),))
+    return FileChange(DEFAULT_GRUB, new, sets=((variable, " ".join([*kept, *word.split()])),))
 
 
 def _dracut(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
-    listed = [line for line in _current(a, DEVICE_LIST).splitlines() if line.strip()]
-    have = {line.split("#", 1)[0].strip() for line in listed}
+    listed = [line for line in _lines(_current(a, DEVICE_LIST)) if line.strip()]
+    have = {parse_bdf(line.split("#", 1)[0]) for line in listed}
     new = listed or [f"{HEADER}: devices the xen-pciback dracut module binds early, one per line"]
-    new += [str(d.bdf) for d in devices if str(d.bdf) not in have]
+    new += [str(d.bdf) for d in devices if d.bdf not in have]
     return Fix(
         "dracut",
         "the pciback dracut module binds the devices at the cmdline hook, before udev loads any driver "
@@ -321,3 +470,140 @@ WantedBy=multi-user.target
 
 def _already_bound_late(a: Analysis) -> set[Bdf]:
     return {late.bdf for late in a.system.late_bindings if late.evidence.path == BIND_SCRIPT}
+
+
+# -- offers: one fix per strategy for the whole system, each proven on a model copy ------------------
+
+
+@dataclass(frozen=True)
+class Offer:
+    strategy: str
+    fix: Fix | None  # None: not offered
+    outcome: Outcome | None  # the simulated next boot with the fix applied
+    why_not: str | None = None  # why it is not offered
+
+    @property
+    def offered(self) -> bool:
+        return self.fix is not None and self.why_not is None
+
+
+def _regenerate(a: Analysis) -> list[Fix]:
+    """Fixes made of commands only: regenerate grub.cfg from etc/default/grub, rebuild the image
+    from the host's configuration; the smallest first."""
+    nb = a.system.next_boot
+    grub = ["update-grub"] if nb is not None and any(s.kind != "default" for s in nb.stale) else []
+    image = [rebuild_command(a)] if a.image is not None and _generator(a) != "unknown" else []
+    candidates = [grub, image, grub + image] if grub and image else [grub or image]
+    return [
+        Fix(
+            "regenerate",
+            "the settings on disk are right; the generated files are older than them",
+            commands=tuple(c),
+        )
+        for c in candidates
+        if c
+    ]
+
+
+def offers(a: Analysis, only: str | None = None) -> list[Offer]:
+    """Every strategy for the devices the next boot will not claim, each applied to a model copy of
+    the system (fixes/simulate.py) and offered only when then every wanted device is claimed and no
+    claimed device changes. Generated files older than their settings come first: when regenerating
+    them is enough, that is the one offer; when it is not, it is kept as a step to do anyway."""
+    devices = failing(a)
+    if not devices:
+        return []
+    found: list[Offer] = []
+    if only is None:
+        due: list[str] = []
+        for commands in _regenerate(a):
+            result = outcome(a, simulate(a, commands))
+            if result.passes:
+                return [Offer(commands.strategy, _described(commands, result), result)]
+            # due anyway: grub.cfg older than etc/default/grub (PB605), or an image whose rebuild
+            # changes the prediction (it is older than the settings it copies)
+            if len(commands.commands) == 1 and (
+                "update-grub" in commands.commands or _changes(a, result.after)
+            ):
+                due += commands.commands
+        if due:
+            steps = Fix("regenerate", "generated files older than their settings", commands=tuple(due))
+            found.append(Offer(steps.strategy, steps, None, "not enough on its own, but due anyway"))
+    for strategy in (only,) if only else STRATEGIES:
+        why = precondition(strategy, a)
+        if why is None:
+            misfits = [d for d in devices if strategy not in applicable(a, d)]
+            if misfits:
+                why = f"does not fit {_bdfs(misfits)}: {misfits[0].prediction.reason}"
+        if why is None and strategy in ("modprobe", "cmdline"):
+            value = hide_value(a, devices)
+            if len(value) > HIDE_MAX:  # param_set_charp refuses it: the backend would hide nothing
+                why = f"one hide value for all these devices is {len(value)} characters; the kernel takes at most {HIDE_MAX}"
+        fix = build(strategy, a, devices) if why is None else None
+        if fix is None:
+            found.append(Offer(strategy, None, None, why or "does not fit these devices"))
+            continue
+        token = cmdline_token(a, devices) if strategy == "cmdline" else None
+        result = outcome(a, simulate(a, fix, token))
+        if result.passes:
+            found.append(Offer(strategy, _described(fix, result), result))
+        else:
+            found.append(Offer(strategy, fix, result, _failure(result)))
+    return found
+
+
+def _changes(before: Analysis, after: Analysis) -> bool:
+    now = {d.bdf: (d.prediction.verdict, d.prediction.winner) for d in after.devices}
+    return any(now.get(d.bdf) != (d.prediction.verdict, d.prediction.winner) for d in before.devices)
+
+
+def _bdfs(devices: Sequence[DevicePrediction]) -> str:
+    names = [str(d.bdf) for d in devices]
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _described(fix: Fix, result: Outcome) -> Fix:
+    return Fix(fix.strategy, f"{fix.description} — {result.summary(fix.commands)}", fix.files, fix.commands)
+
+
+def _failure(result: Outcome) -> str:
+    if result.worse:
+        bdf, reason = result.worse[0]
+        return f"simulated: {bdf}, claimed now, would not be ({reason})"
+    bdf, reason = result.unclaimed[0]
+    more = f" (and {len(result.unclaimed) - 1} more)" if len(result.unclaimed) > 1 else ""
+    return f"simulated: {result.claimed} of {result.total} claimed; {bdf} still not{more}: {reason}"
+
+
+def advice(a: Analysis) -> list[Fix]:
+    """What the findings offer: the proven fixes, or — when none passes — one entry saying why each
+    strategy fails and what the admin has to decide (never a dead end)."""
+    found = offers(a)
+    proven = [o.fix for o in found if o.offered and o.fix is not None]
+    if proven or not found:
+        return proven
+    return [decision(found)]
+
+
+def decision(found: Sequence[Offer]) -> Fix:
+    """No strategy passes: why each fails (the same reason said once), the regeneration steps that
+    are due anyway, and what is left for the admin to decide."""
+    by_reason: dict[str, list[str]] = {}
+    steps: tuple[str, ...] = ()
+    for o in found:
+        if o.strategy == "regenerate" and o.fix is not None:
+            steps = o.fix.commands
+        elif o.why_not:
+            by_reason.setdefault(o.why_not, []).append(o.strategy)
+    reasons = "; ".join(f"{', '.join(names)}: {why}" for why, names in by_reason.items())
+    first = (
+        f"Run {' and '.join(f'`{c}`' for c in steps)} anyway (generated files are older than their settings). "
+        if steps
+        else ""
+    )
+    return Fix(
+        "decide",
+        f"no fix the doctor can prove works here — {reasons}. {first}Then decide what to change by hand "
+        "(see `pciback-doctor explain PB308`), or apply one anyway with `fix --strategy NAME` and check again.",
+        commands=steps,
+    )
