@@ -49,11 +49,16 @@ DRACUT_HOOKS = ("usr/lib/dracut/hooks/", "lib/dracut/hooks/")
 
 
 def parse_device_list(text: str, path: str) -> tuple[tuple[str, Evidence], ...]:
-    """/etc/xen-pciback.conf: one BDF a line, `#` starts a comment (as the hook reads it)."""
+    """/etc/xen-pciback.conf exactly as the hook's `_xpb_collect` reads it.
+
+    `IFS= read -r` splits at LF only (a CR, form feed or U+2028 stays in the entry, where the hook
+    rejects it) and drops NUL bytes (dash and bash both do); `${v%%#*}` cuts the comment; only
+    blanks and tabs are trimmed. An entry is returned as the hook passes it to `_xpb_norm`.
+    """
     entries = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if entry := line.split("#", 1)[0].strip():
-            entries.append((entry, Evidence(path, number, line.strip())))
+    for number, line in enumerate(text.replace("\0", "").split("\n"), 1):
+        if entry := line.split("#", 1)[0].strip(" \t"):
+            entries.append((entry, Evidence(path, number, line.strip(" \t"))))
     return tuple(entries)
 
 

@@ -299,12 +299,12 @@ def read_cmdline(
 def offline_devices(opts: Options) -> tuple[PciDevice, ...]:
     devices = []
     for spec in opts.devices:
-        parsed = device_from_spec(spec)
-        if parsed is None:
+        try:
+            bdf, vendor, device, klass = device_from_spec(spec)
+        except ValueError as exc:
             raise UsageError(
-                f"--device {spec}: expected BDF[=VVVV:DDDD[:CCCCCC]], e.g. 0000:05:00.0=8086:10d3"
-            )
-        bdf, vendor, device, klass = parsed
+                f"--device {spec}: {exc}; expected BDF[=VVVV:DDDD[:CCCCCC]], e.g. 0000:05:00.0=8086:10d3"
+            ) from None
         devices.append(PciDevice(bdf, vendor, device, None, None, klass, None, None, None, None, "--device"))
     return tuple(devices)
 
