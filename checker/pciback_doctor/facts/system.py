@@ -104,6 +104,8 @@ class System:
     loaders: tuple[BackendLoader, ...] = ()
     late_bindings: tuple[LateBinding, ...] = ()
     problems: tuple[Evidence, ...] = field(default=())  # unreadable discovered inputs
+    # the backend's module file is listed but empty, garbage or unreadable: modprobe would fail
+    backend_module_problem: Evidence | None = None
 
 
 def _read_explicit(path: str, what: str) -> bytes:
@@ -311,9 +313,11 @@ def offline_devices(opts: Options) -> tuple[PciDevice, ...]:
 
 def read_backend_modinfo(
     root: Root, modules: ModuleTree | None, opts: Options
-) -> tuple[ModuleInfo | None, list[Evidence]]:
+) -> tuple[ModuleInfo | None, list[Evidence], Evidence | None]:
+    """The backend module's .modinfo, the inputs that could not be read, and why a module file
+    that is there cannot be loaded (empty, truncated, not a module)."""
     if modules is None or BACKEND not in modules.files:
-        return None, []
+        return None, [], None
     relfile = modules.files[BACKEND]
     if opts.modules_dir:
         data = Root(opts.modules_dir).read_bytes(relfile)
@@ -321,11 +325,15 @@ def read_backend_modinfo(
         data = root.read_bytes(f"{modules.path}/{relfile}")
     shown = f"{modules.path}/{relfile}"
     if data is None:
-        return None, [Evidence(shown, None, "listed in modules.dep but missing or unreadable")]
+        return None, [Evidence(shown, None, "listed in modules.dep but missing or unreadable")], None
+    if not data:
+        broken = Evidence(shown, None, "empty file: not a kernel module")
+        return None, [broken], broken
     try:
-        return read_modinfo(data, shown), []
+        return read_modinfo(data, shown), [], None
     except ModinfoError as exc:
-        return None, [Evidence(shown, None, f"unreadable module: {exc}")]
+        broken = Evidence(shown, None, f"unreadable module: {exc}")
+        return None, [broken], broken
 
 
 MODULES_LOAD_DIRS = (
@@ -524,7 +532,7 @@ def collect(opts: Options) -> System:
     release, why, running = select_release(opts, root, entry)
     config, problems = read_config(opts, root, release, running)
     modules = read_module_tree(opts, root, release)
-    backend_modinfo, more = read_backend_modinfo(root, modules, opts)
+    backend_modinfo, more, broken_backend = read_backend_modinfo(root, modules, opts)
     proc_cmdline = _proc_cmdline(root)
     modprobe_files = read_modprobe_files(root)
     cmdline, kind = read_cmdline(opts, entry, proc_cmdline)
@@ -564,6 +572,7 @@ def collect(opts: Options) -> System:
         loaders=tuple(read_loaders(root)),
         late_bindings=tuple(read_late_bindings(root)),
         problems=(*problems, *more),
+        backend_module_problem=broken_backend,
     )
 
 
