@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 import stat
 import struct
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from os import PathLike
 from types import MappingProxyType
 from typing import BinaryIO
@@ -29,12 +30,13 @@ from pciback_doctor.facts.compression import (
 )
 
 _PATH_MAX = 4096  # the kernel refuses longer cpio names and symlink bodies
+_MAXSYMLINKS = 40  # fs/namei.c: one path walk follows at most 40 links (ELOOP)
 _HEX = re.compile(rb"[0-9A-Fa-f]{104}")
 
 
 @dataclass(frozen=True)
 class Entry:
-    name: str  # relative: no leading "./" or "/"; the root directory is "."
+    name: str  # where the kernel put it (see `_Reader._place`); the root directory is "."
     mode: int
     size: int  # for hard links: the size of the data the whole link group shares
     nlink: int
@@ -59,23 +61,69 @@ _RELEASE = re.compile(r"(?:usr/)?lib/modules/([^/]+)(?:/|$)")
 
 @dataclass(frozen=True)
 class Initramfs:
+    """The image as the kernel leaves it unpacked in the rootfs.
+
+    `paths` maps every name that exists after unpacking (symlinks in its directories resolved,
+    `.`/`..`/`//` gone) to the entry now there: later entries replace earlier ones the way
+    init/initramfs.c `clean_path` does. Lookups (`resolve`, `read`, `listdir`) walk that tree as
+    a process in the initramfs would, following symlinks.
+    """
+
     entries: tuple[Entry, ...]
-    files: Mapping[str, bytes]  # data of the wanted regular files (and their hard links)
+    files: Mapping[str, bytes]  # data of the wanted regular files (and their hard links), by path
     archives: tuple[Archive, ...]
     error: str | None = None
+    paths: Mapping[str, int] = field(default_factory=dict)  # path -> index into entries
+
+    def live(self) -> list[Entry]:
+        """The entries still there after unpacking, in archive order."""
+        return [e for i, e in enumerate(self.entries) if self.paths.get(e.name) == i]
+
+    def resolve(self, path: str, *, follow: bool = True) -> str | None:
+        """Where `path` leads (None: a symlink loop, or a file used as a directory)."""
+        return _walk(path, self.paths, self.entries, follow=follow)
+
+    def entry(self, path: str) -> Entry | None:
+        where = self.resolve(path)
+        index = None if where is None else self.paths.get(where)
+        return None if index is None else self.entries[index]
+
+    def read(self, path: str) -> bytes | None:
+        """The data of the regular file `path` leads to, if it was kept (`wanted`/`needed`)."""
+        where = self.resolve(path)
+        return None if where is None else self.files.get(where)
+
+    def listdir(self, path: str) -> tuple[str, ...]:
+        """The names in the directory `path` leads to, sorted (a shell glob's order)."""
+        where = self.resolve(path)
+        return tuple(sorted(self._children.get(where, ()))) if where is not None else ()
+
+    @cached_property
+    def _children(self) -> dict[str, set[str]]:
+        children: dict[str, set[str]] = {}
+        for path in self.paths:
+            while path != ".":
+                parent, _, base = path.rpartition("/")
+                parent = parent or "."
+                known = children.setdefault(parent, set())
+                if base in known:
+                    break
+                known.add(base)
+                path = parent
+        return children
 
     def kernel_releases(self) -> tuple[str, ...]:
-        return tuple(sorted({m[1] for e in self.entries if (m := _RELEASE.match(e.name))}))
+        return tuple(sorted({m[1] for e in self.live() if (m := _RELEASE.match(e.name))}))
 
     def modules(self) -> frozenset[str]:
         """Module names (`-` → `_`, as kmod compares them) of the `.ko*` files under lib/modules."""
         return frozenset(
-            m[1].replace("-", "_") for e in self.entries if not e.is_dir and (m := _MODULE.fullmatch(e.name))
+            m[1].replace("-", "_") for e in self.live() if not e.is_dir and (m := _MODULE.fullmatch(e.name))
         )
 
     def generator(self) -> str:
         """Which tool built the image, from the files only that tool puts there."""
-        names = {e.name for e in self.entries}
+        names = set(self.paths)
         # dracut installs its hook tree and modules.txt under (usr/)lib/dracut (dracut.sh).
         if any(n.startswith(("usr/lib/dracut/", "lib/dracut/")) for n in names):
             return "dracut"
@@ -90,17 +138,47 @@ class Initramfs:
         return "unknown"
 
 
-def open_initramfs(path: str | PathLike[str], wanted: Callable[[str], bool]) -> Initramfs:
+Needed = Callable[[Initramfs], Iterable[str]]
+
+
+def open_initramfs(
+    path: str | PathLike[str], wanted: Callable[[str], bool], needed: Needed | None = None
+) -> Initramfs:
     with open(path, "rb") as stream:
-        return read_initramfs(stream, wanted)
+        return read_initramfs(stream, wanted, needed)
 
 
-def read_initramfs(stream: BinaryIO, wanted: Callable[[str], bool]) -> Initramfs:
-    """Every entry of the image; the data of the files `wanted(name)` accepts.
+def read_initramfs(
+    stream: BinaryIO, wanted: Callable[[str], bool], needed: Needed | None = None
+) -> Initramfs:
+    """Every entry of the image; the data of the files `wanted(path)` accepts where they land.
 
+    `needed(image)` names the paths the caller will `read`. A symlink can make one of them lead to
+    a file the stream had already passed (`etc/modprobe.d/x.conf -> ../x.conf`): then, if the
+    stream can seek, the image is read a second time keeping those files too. Memory stays flat
+    either way; the second pass costs time only for images that need it.
     Only an OSError of `stream` itself propagates; bad bytes end up in `error`.
     """
-    reader = _Reader(wanted)
+    start = stream.tell() if stream.seekable() else None
+    image = _read_once(stream, wanted, frozenset())
+    if needed is None or start is None:
+        return image
+    late = frozenset(
+        index
+        for path in needed(image)
+        if (where := image.resolve(path)) is not None
+        and (index := image.paths.get(where)) is not None
+        and stat.S_ISREG(image.entries[index].mode)
+        and where not in image.files
+    )
+    if not late:
+        return image
+    stream.seek(start)
+    return _read_once(stream, wanted, late)
+
+
+def _read_once(stream: BinaryIO, wanted: Callable[[str], bool], keep: frozenset[int]) -> Initramfs:
+    reader = _Reader(wanted, keep)
     raw = RawStream(stream)
     try:
         if raw.peek(2) == b"MZ":
@@ -115,7 +193,46 @@ def read_initramfs(stream: BinaryIO, wanted: Callable[[str], bool]) -> Initramfs
         MappingProxyType(reader.files),
         tuple(reader.archives),
         reader.error,
+        MappingProxyType(reader.paths),
     )
+
+
+def _walk(name: str, paths: Mapping[str, int], entries: Sequence[Entry], *, follow: bool) -> str | None:
+    """Where `name` leads from the root, as the kernel's path walk (fs/namei.c) finds it.
+
+    Empty and `.` components are dropped, `..` goes up from where the walk really is (after a
+    symlink: the target's parent), symlinks are followed in every component but the last (the last
+    too with `follow`), absolute targets restart at the root, at most 40 links. None for a loop or
+    a non-directory with more to walk (ELOOP, ENOTDIR). A missing directory is walked through as
+    if present: hand-made archives often leave out parent directories, every generator writes them.
+    """
+    todo = name.split("/")[::-1]
+    here: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if here:
+                here.pop()
+            continue
+        here.append(part)
+        index = paths.get("/".join(here))
+        if index is None:
+            continue
+        entry = entries[index]
+        if stat.S_ISLNK(entry.mode) and (todo or follow):
+            links += 1
+            if links > _MAXSYMLINKS or entry.link_target is None:
+                return None
+            here.pop()
+            if entry.link_target.startswith("/"):
+                here = []
+            todo.extend(entry.link_target.split("/")[::-1])
+        elif todo and not entry.is_dir:
+            return None
+    return "/".join(here) or "."
 
 
 class _Decoded(ByteSource):
@@ -189,12 +306,49 @@ class _LinkGroup:
 
 
 class _Reader:
-    def __init__(self, wanted: Callable[[str], bool]) -> None:
+    def __init__(self, wanted: Callable[[str], bool], keep: frozenset[int]) -> None:
         self.wanted = wanted
+        self.keep = keep  # entry indices to keep whatever their path (a second pass)
         self.entries: list[Entry] = []
         self.files: dict[str, bytes] = {}
         self.archives: list[Archive] = []
         self.error: str | None = None
+        self.paths: dict[str, int] = {}
+        self.parents: set[str] = set()  # directories something was put in (rmdir fails on them)
+
+    def _wants(self, path: str | None) -> bool:
+        return len(self.entries) in self.keep or (path is not None and self.wanted(path))
+
+    def _place(self, name: str, mode: int) -> str | None:
+        """Where init/initramfs.c `do_name`/`do_symlink` put `name`, or None when it fails.
+
+        The name is used as given, relative to the root: directories on the way are looked up
+        following symlinks (`lib/x` lands in `usr/lib/x` after `lib -> usr/lib`). `clean_path`
+        removes what is there when the type differs (a directory only when empty); a regular file
+        over a regular file truncates it; `mkdir` over a directory does nothing.
+        """
+        head, _, base = name.rstrip("/").rpartition("/") if name.strip("/") else ("", "", "")
+        if base in ("", ".", ".."):
+            return None  # the root or a parent: `mkdir` fails with EEXIST, anything else fails
+        parent = _walk(head, self.paths, self.entries, follow=True)
+        if parent is None:
+            return None
+        at = self.paths.get(parent)
+        if at is not None and not self.entries[at].is_dir:
+            return None  # ENOTDIR
+        path = base if parent == "." else f"{parent}/{base}"
+        old = self.paths.get(path)
+        if old is not None:
+            was = self.entries[old].mode
+            is_link = stat.S_ISLNK(mode)  # do_symlink: clean_path(name, 0), so any type differs
+            if (
+                (is_link or stat.S_IFMT(was) != stat.S_IFMT(mode))
+                and stat.S_ISDIR(was)
+                and path in self.parents
+            ):
+                return None  # rmdir fails on a non-empty directory, so does the new entry
+        self.parents.add(parent)
+        return path
 
     def read_image(self, raw: RawStream) -> None:
         while True:
@@ -258,12 +412,13 @@ class _Reader:
                     for i in group.indices:
                         self.entries[i] = replace(self.entries[i], size=group.size)
                 return
-            name = _normalise(name)
+            path = self._place(name, mode)
             target: str | None = None
             if stat.S_ISREG(mode) and nlink >= 2:
                 group = links.setdefault((ino, major, minor, mode), _LinkGroup())
-                group.keep = group.keep or self.wanted(name)
-                group.names.append(name)
+                group.keep = group.keep or self._wants(path)
+                if path is not None:
+                    group.names.append(path)
                 group.indices.append(len(self.entries))
                 if size:  # newc carries the data once, on the last name (gen_init_cpio, cpio)
                     group.size = size
@@ -271,18 +426,23 @@ class _Reader:
                 if group.data is not None:
                     self.files.update(dict.fromkeys(group.names, group.data))
             elif stat.S_ISREG(mode):
-                data = self._data(source, size, keep=self.wanted(name), what=name)
-                if data is None:
-                    self.files.pop(name, None)
-                else:
-                    self.files[name] = data
+                data = self._data(source, size, keep=self._wants(path), what=name)
+                if path is not None:
+                    if data is None:
+                        self.files.pop(path, None)
+                    else:
+                        self.files[path] = data
             else:
-                self.files.pop(name, None)
+                if path is not None:
+                    self.files.pop(path, None)
                 is_link = stat.S_ISLNK(mode)
                 body = self._data(source, size, keep=is_link and size <= _PATH_MAX, what=name)
                 if is_link and body is not None:
                     target = body.decode("utf-8", "backslashreplace")
-            self.entries.append(Entry(name, mode, size, nlink, target, index, compression))
+            if path is not None:
+                self.paths[path] = len(self.entries)
+            shown = path if path is not None else _normalise(name)
+            self.entries.append(Entry(shown, mode, size, nlink, target, index, compression))
 
     def _data(self, source: ByteSource, size: int, *, keep: bool, what: str) -> bytes | None:
         at = source.pos
@@ -298,6 +458,7 @@ class _Reader:
 
 
 def _normalise(name: str) -> str:
+    """A name the kernel could not place, shown as the archive has it (no leading `./` or `/`)."""
     if name.startswith("./"):
         name = name[2:]
     return name.lstrip("/") or "."

@@ -15,8 +15,8 @@ from pciback_doctor.facts.bootloader import BootEntry, NextBoot, find_next_boot
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
 from pciback_doctor.facts.domu import DomuKernel, from_config, from_config_bytes, from_image, from_module_tree
 from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
-from pciback_doctor.facts.image import ImageFacts, image_facts, wanted_file
-from pciback_doctor.facts.initramfs import Initramfs, open_initramfs
+from pciback_doctor.facts.image import ImageFacts, image_facts, open_image
+from pciback_doctor.facts.initramfs import Initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
 from pciback_doctor.facts.kimage import inspect_kernel_image
 from pciback_doctor.facts.modprobe import (
@@ -420,7 +420,7 @@ def read_image(
     if opts.progress is not None and host.stat().st_size > 8 << 20:
         opts.progress(f"reading initramfs {shown} ({host.stat().st_size >> 20} MiB)...")
     try:
-        raw = open_initramfs(host, wanted_file)
+        raw = open_image(host)
     except OSError as exc:
         if opts.initramfs:
             raise UsageError(f"--initramfs {opts.initramfs}: {exc.strerror or exc}") from None
