@@ -194,3 +194,19 @@ def test_unseekable_stream_reads_once() -> None:
     stream: BinaryIO = Pipe(newc([*DRACUT, file("etc/o", OPTIONS), symlink("etc/modprobe.d/x.conf", "../o")]))
     raw = read_initramfs(stream, wanted_file, needed_files)
     assert raw.entry("etc/modprobe.d/x.conf") is not None and raw.read("etc/modprobe.d/x.conf") is None
+
+
+def test_names_built_to_be_slow_hit_the_walk_limit() -> None:
+    # each name walks 2,000 components (a `..` at the end defeats the one-lookup path); a few
+    # thousand of them would otherwise cost seconds each thousand
+    deep = "/".join(["a"] * 2000)
+    raw = read_initramfs(io.BytesIO(newc([file(f"{deep}/{i}/../{i}") for i in range(1100)])), wanted_file)
+    assert raw.error is not None and "initramfs path walk (2000000) exceeded" in raw.error
+
+
+def test_a_real_generators_names_take_the_one_lookup_path() -> None:
+    names = ["./usr", "./usr/lib", "./lib", "./usr/lib/modprobe.d", "./usr/lib/modprobe.d/x.conf"]
+    entries = [directory(n) for n in names[:2]] + [symlink(names[2], "usr/lib"), directory(names[3])]
+    raw = read_initramfs(io.BytesIO(newc([*entries, file(names[4], OPTIONS)])), wanted_file)
+    assert raw.namespace.steps == 0  # placing every entry was one lookup
+    assert raw.read("lib/modprobe.d/x.conf") == OPTIONS

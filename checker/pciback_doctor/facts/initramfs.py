@@ -28,6 +28,7 @@ from pciback_doctor.facts.compression import (
     RawStream,
     compression_of,
 )
+from pciback_doctor.facts.limits import IMAGE_NAME_WALK
 
 _PATH_MAX = 4096  # the kernel refuses longer cpio names and symlink bodies
 _MAXSYMLINKS = 40  # fs/namei.c: one path walk follows at most 40 links (ELOOP)
@@ -59,33 +60,117 @@ _MODULE = re.compile(r"(?:usr/)?lib/modules/[^/]+/.+/([^/]+)\.ko(?:\.xz|\.gz|\.z
 _RELEASE = re.compile(r"(?:usr/)?lib/modules/([^/]+)(?:/|$)")
 
 
+class Namespace:
+    """The tree the kernel unpacks the image into: a node per name, one dict lookup a component.
+
+    Built while the archive is read (`_Reader._place`), then only looked up. A node holds the
+    entry now there, or None for the root and for directories an archive left out (walked
+    through as if present: hand-made archives often omit parents, every generator writes them).
+    """
+
+    def __init__(self) -> None:
+        self.child: dict[tuple[int, str], int] = {}
+        self.kids: list[list[str]] = [[]]  # names in each node, in the order they came
+        self.path: list[str] = ["."]
+        self.by_path: dict[str, int] = {".": 0}  # no symlink on the way: a lookup is one hash
+        self.entry: list[int | None] = [None]
+        self.steps = 0  # components walked one by one (the slow way), for the reader's budget
+
+    def add(self, parent: int, name: str) -> int:
+        node = self.child.get((parent, name))
+        if node is None:
+            node = self.child[parent, name] = len(self.path)
+            self.kids.append([])
+            self.kids[parent].append(name)
+            path = name if parent == 0 else f"{self.path[parent]}/{name}"
+            self.path.append(path)
+            self.by_path[path] = node
+            self.entry.append(None)
+        return node
+
+    def walk(self, name: str, entries: Sequence[Entry], *, follow: bool, create: bool = False) -> int | None:
+        """The node `name` leads to from the root, as the kernel's path walk (fs/namei.c) finds it.
+
+        Empty and `.` components are dropped, `..` goes up from where the walk really is (after a
+        symlink: the target's parent), symlinks are followed in every component but the last (the
+        last too with `follow`), absolute targets restart at the root, at most 40 links. None for a
+        loop, a non-directory with more to walk (ELOOP, ENOTDIR) or, unless `create`, a missing name.
+        """
+        # a node's path never has a symlink, `.` or `..` in it (nothing is added below a link, and
+        # a directory with something in it is never replaced), so a name equal to one is that node
+        node = self.by_path.get(_normalise(name))
+        if node is not None:
+            index = self.entry[node]
+            if index is None or not (follow and stat.S_ISLNK(entries[index].mode)):
+                return node
+        todo = name.split("/")[::-1]
+        self.steps += len(todo)
+        here = [0]
+        links = 0
+        while todo:
+            part = todo.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if len(here) > 1:
+                    here.pop()
+                continue
+            node = self.add(here[-1], part) if create else self.child.get((here[-1], part))
+            if node is None:
+                return None
+            index = self.entry[node]
+            if index is not None:
+                entry = entries[index]
+                if stat.S_ISLNK(entry.mode) and (todo or follow):
+                    links += 1
+                    if links > _MAXSYMLINKS or entry.link_target is None:
+                        return None
+                    if entry.link_target.startswith("/"):
+                        here = [0]
+                    target = entry.link_target.split("/")
+                    self.steps += len(target)
+                    todo.extend(target[::-1])
+                    continue
+                if todo and not entry.is_dir:
+                    return None
+            here.append(node)
+        return here[-1]
+
+
 @dataclass(frozen=True)
 class Initramfs:
     """The image as the kernel leaves it unpacked in the rootfs.
 
-    `paths` maps every name that exists after unpacking (symlinks in its directories resolved,
-    `.`/`..`/`//` gone) to the entry now there: later entries replace earlier ones the way
-    init/initramfs.c `clean_path` does. Lookups (`resolve`, `read`, `listdir`) walk that tree as
-    a process in the initramfs would, following symlinks.
+    Every name is placed where the kernel puts it (symlinks in its directories followed,
+    `.`/`..`/`//` resolved), later entries replacing earlier ones the way init/initramfs.c
+    `clean_path` does. Lookups (`resolve`, `read`, `listdir`) walk that tree as a process in the
+    initramfs would, following symlinks.
     """
 
     entries: tuple[Entry, ...]
     files: Mapping[str, bytes]  # data of the wanted regular files (and their hard links), by path
     archives: tuple[Archive, ...]
     error: str | None = None
-    paths: Mapping[str, int] = field(default_factory=dict)  # path -> index into entries
+    namespace: Namespace = field(default_factory=Namespace)
+
+    @cached_property
+    def paths(self) -> Mapping[str, int]:
+        """Every path that exists after unpacking -> the index of the entry there."""
+        ns = self.namespace
+        return MappingProxyType({ns.path[n]: i for n, i in enumerate(ns.entry) if i is not None})
 
     def live(self) -> list[Entry]:
         """The entries still there after unpacking, in archive order."""
         return [e for i, e in enumerate(self.entries) if self.paths.get(e.name) == i]
 
     def resolve(self, path: str, *, follow: bool = True) -> str | None:
-        """Where `path` leads (None: a symlink loop, or a file used as a directory)."""
-        return _walk(path, self.paths, self.entries, follow=follow)
+        """Where `path` leads (None: nothing there, a symlink loop, a file used as a directory)."""
+        node = self.namespace.walk(path, self.entries, follow=follow)
+        return None if node is None else self.namespace.path[node]
 
     def entry(self, path: str) -> Entry | None:
-        where = self.resolve(path)
-        index = None if where is None else self.paths.get(where)
+        node = self.namespace.walk(path, self.entries, follow=True)
+        index = None if node is None else self.namespace.entry[node]
         return None if index is None else self.entries[index]
 
     def read(self, path: str) -> bytes | None:
@@ -95,22 +180,8 @@ class Initramfs:
 
     def listdir(self, path: str) -> tuple[str, ...]:
         """The names in the directory `path` leads to, sorted (a shell glob's order)."""
-        where = self.resolve(path)
-        return tuple(sorted(self._children.get(where, ()))) if where is not None else ()
-
-    @cached_property
-    def _children(self) -> dict[str, set[str]]:
-        children: dict[str, set[str]] = {}
-        for path in self.paths:
-            while path != ".":
-                parent, _, base = path.rpartition("/")
-                parent = parent or "."
-                known = children.setdefault(parent, set())
-                if base in known:
-                    break
-                known.add(base)
-                path = parent
-        return children
+        node = self.namespace.walk(path, self.entries, follow=True)
+        return () if node is None else tuple(sorted(self.namespace.kids[node]))
 
     def kernel_releases(self) -> tuple[str, ...]:
         return tuple(sorted({m[1] for e in self.live() if (m := _RELEASE.match(e.name))}))
@@ -193,46 +264,8 @@ def _read_once(stream: BinaryIO, wanted: Callable[[str], bool], keep: frozenset[
         MappingProxyType(reader.files),
         tuple(reader.archives),
         reader.error,
-        MappingProxyType(reader.paths),
+        reader.namespace,
     )
-
-
-def _walk(name: str, paths: Mapping[str, int], entries: Sequence[Entry], *, follow: bool) -> str | None:
-    """Where `name` leads from the root, as the kernel's path walk (fs/namei.c) finds it.
-
-    Empty and `.` components are dropped, `..` goes up from where the walk really is (after a
-    symlink: the target's parent), symlinks are followed in every component but the last (the last
-    too with `follow`), absolute targets restart at the root, at most 40 links. None for a loop or
-    a non-directory with more to walk (ELOOP, ENOTDIR). A missing directory is walked through as
-    if present: hand-made archives often leave out parent directories, every generator writes them.
-    """
-    todo = name.split("/")[::-1]
-    here: list[str] = []
-    links = 0
-    while todo:
-        part = todo.pop()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if here:
-                here.pop()
-            continue
-        here.append(part)
-        index = paths.get("/".join(here))
-        if index is None:
-            continue
-        entry = entries[index]
-        if stat.S_ISLNK(entry.mode) and (todo or follow):
-            links += 1
-            if links > _MAXSYMLINKS or entry.link_target is None:
-                return None
-            here.pop()
-            if entry.link_target.startswith("/"):
-                here = []
-            todo.extend(entry.link_target.split("/")[::-1])
-        elif todo and not entry.is_dir:
-            return None
-    return "/".join(here) or "."
 
 
 class _Decoded(ByteSource):
@@ -313,42 +346,36 @@ class _Reader:
         self.files: dict[str, bytes] = {}
         self.archives: list[Archive] = []
         self.error: str | None = None
-        self.paths: dict[str, int] = {}
-        self.parents: set[str] = set()  # directories something was put in (rmdir fails on them)
+        self.namespace = Namespace()
 
     def _wants(self, path: str | None) -> bool:
         return len(self.entries) in self.keep or (path is not None and self.wanted(path))
 
-    def _place(self, name: str, mode: int) -> str | None:
-        """Where init/initramfs.c `do_name`/`do_symlink` put `name`, or None when it fails.
+    def _place(self, name: str, mode: int) -> int | None:
+        """The node where init/initramfs.c `do_name`/`do_symlink` put `name`, or None when it fails.
 
         The name is used as given, relative to the root: directories on the way are looked up
         following symlinks (`lib/x` lands in `usr/lib/x` after `lib -> usr/lib`). `clean_path`
         removes what is there when the type differs (a directory only when empty); a regular file
         over a regular file truncates it; `mkdir` over a directory does nothing.
         """
-        head, _, base = name.rstrip("/").rpartition("/") if name.strip("/") else ("", "", "")
+        head, _, base = name.rstrip("/").rpartition("/")
         if base in ("", ".", ".."):
             return None  # the root or a parent: `mkdir` fails with EEXIST, anything else fails
-        parent = _walk(head, self.paths, self.entries, follow=True)
+        ns = self.namespace
+        parent = ns.walk(head, self.entries, follow=True, create=True)
         if parent is None:
             return None
-        at = self.paths.get(parent)
+        at = ns.entry[parent]
         if at is not None and not self.entries[at].is_dir:
             return None  # ENOTDIR
-        path = base if parent == "." else f"{parent}/{base}"
-        old = self.paths.get(path)
-        if old is not None:
-            was = self.entries[old].mode
-            is_link = stat.S_ISLNK(mode)  # do_symlink: clean_path(name, 0), so any type differs
-            if (
-                (is_link or stat.S_IFMT(was) != stat.S_IFMT(mode))
-                and stat.S_ISDIR(was)
-                and path in self.parents
-            ):
+        node = ns.child.get((parent, base))
+        if node is not None and ns.kids[node]:  # a directory (maybe one the archive left out)
+            old = ns.entry[node]
+            was = stat.S_IFDIR if old is None else self.entries[old].mode
+            if stat.S_ISLNK(mode) or stat.S_IFMT(was) != stat.S_IFMT(mode):  # do_symlink: type 0
                 return None  # rmdir fails on a non-empty directory, so does the new entry
-        self.parents.add(parent)
-        return path
+        return ns.add(parent, base)
 
     def read_image(self, raw: RawStream) -> None:
         while True:
@@ -412,7 +439,10 @@ class _Reader:
                     for i in group.indices:
                         self.entries[i] = replace(self.entries[i], size=group.size)
                 return
-            path = self._place(name, mode)
+            node = self._place(name, mode)
+            if self.namespace.steps > IMAGE_NAME_WALK.value:
+                raise Corrupt(f"{where}: names too hard to resolve: {IMAGE_NAME_WALK.describe()} exceeded")
+            path = None if node is None else self.namespace.path[node]
             target: str | None = None
             if stat.S_ISREG(mode) and nlink >= 2:
                 group = links.setdefault((ino, major, minor, mode), _LinkGroup())
@@ -439,8 +469,8 @@ class _Reader:
                 body = self._data(source, size, keep=is_link and size <= _PATH_MAX, what=name)
                 if is_link and body is not None:
                     target = body.decode("utf-8", "backslashreplace")
-            if path is not None:
-                self.paths[path] = len(self.entries)
+            if node is not None:
+                self.namespace.entry[node] = len(self.entries)
             shown = path if path is not None else _normalise(name)
             self.entries.append(Entry(shown, mode, size, nlink, target, index, compression))
 
