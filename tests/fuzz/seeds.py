@@ -1,17 +1,57 @@
-"""Inputs for the fuzzing tier: realistic seeds per format and a mutator that breaks them the way
-unlucky admins and attackers do (line endings, NULs, quotes, nesting, truncation, repetition)."""
+"""The fuzzing tier's settings (fixed example counts, derandomized, a time bound per input), realistic
+seeds per format and a mutator that breaks them the way unlucky admins and attackers do."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
+import signal
 import struct
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
+from typing import TypeVar
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from cpio_writer import directory, file, newc, symlink
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+T = TypeVar("T")
+SECONDS = 10  # one input taking longer is a hang
+
+
+# CI runs the fixed, derandomized set; PCIBACK_FUZZ_SCALE=20 PCIBACK_FUZZ_RANDOM=1 explores further
+SCALE = int(os.environ.get("PCIBACK_FUZZ_SCALE", "1"))
+RANDOM = os.environ.get("PCIBACK_FUZZ_RANDOM") == "1"
+
+
+def fuzz(examples: int) -> Callable[[T], T]:
+    return settings(  # type: ignore[return-value]
+        max_examples=examples * SCALE,
+        deadline=None,
+        derandomize=not RANDOM,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+@contextlib.contextmanager
+def finishes() -> Iterator[None]:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise TimeoutError(f"one input took more than {SECONDS} s")
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, SECONDS)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
 
 # bytes that end or split lines, quote, nest, escape or expand in one of the formats read
 TOKENS = [

@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
-import signal
 import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
-from typing import TypeVar
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
-from seeds import FIXTURES, HUGE_OFFSET, IMAGES, MODINFO, MODULES, fixture_files, inputs, text
+from seeds import FIXTURES, HUGE_OFFSET, IMAGES, MODINFO, MODULES, finishes, fixture_files, fuzz, inputs, text
 
 from pciback_doctor.facts.bootloader import find_next_boot
 from pciback_doctor.facts.cmdline import parse_cmdline
@@ -50,39 +45,6 @@ from pciback_doctor.facts.waivers import WaiverError, parse_waivers
 from pciback_doctor.facts.xl import parse_xl
 
 pytestmark = pytest.mark.fuzz
-
-T = TypeVar("T")
-SECONDS = 10  # one input taking longer is a hang
-
-
-# CI runs the fixed, derandomized set; PCIBACK_FUZZ_SCALE=20 PCIBACK_FUZZ_RANDOM=1 explores further
-SCALE = int(os.environ.get("PCIBACK_FUZZ_SCALE", "1"))
-RANDOM = os.environ.get("PCIBACK_FUZZ_RANDOM") == "1"
-
-
-def fuzz(examples: int) -> Callable[[T], T]:
-    return settings(  # type: ignore[return-value]
-        max_examples=examples * SCALE,
-        deadline=None,
-        derandomize=not RANDOM,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-
-
-@contextlib.contextmanager
-def finishes() -> Iterator[None]:
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"one input took more than {SECONDS} s")
-
-    old = signal.signal(signal.SIGALRM, stop)
-    signal.setitimer(signal.ITIMER_REAL, SECONDS)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
 
 # --- kernel config, module files, modinfo ------------------------------------------------------
 
