@@ -210,3 +210,19 @@ def test_a_real_generators_names_take_the_one_lookup_path() -> None:
     raw = read_initramfs(io.BytesIO(newc([*entries, file(names[4], OPTIONS)])), wanted_file)
     assert raw.namespace.steps == 0  # placing every entry was one lookup
     assert raw.read("lib/modprobe.d/x.conf") == OPTIONS
+
+
+def test_modules_kmod_can_reach() -> None:
+    k = "lib/modules/6.1.0"
+    raw = read(
+        directory("usr/lib/modules/6.1.0/kernel"),
+        symlink("lib", "usr/lib"),
+        file(f"{k}/kernel/e1000e.ko.xz"),  # lands in usr/lib/modules
+        symlink(f"{k}/updates", "/opt/vendor"),  # a linked directory
+        file("opt/vendor/xen-pciback.ko"),
+        symlink(f"{k}/kernel/gone.ko", "/nowhere/gone.ko"),  # dangling: modprobe cannot load it
+        symlink(f"{k}/kernel/loop", ".."),  # a loop back up: visited once
+        file("opt/elsewhere/igb.ko"),  # outside the module directories
+    )
+    assert raw.kernel_releases() == ("6.1.0",)
+    assert raw.modules() == {"e1000e", "xen_pciback"}

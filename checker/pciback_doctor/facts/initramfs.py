@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import stat
 import struct
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from os import PathLike
@@ -56,8 +56,8 @@ class Archive:
     compression: str  # "none", "gzip", "zstd", "xz", "lzma", "bzip2", "lz4", "lzo"
 
 
+_MODULE_DIRS = ("lib/modules", "usr/lib/modules")
 _MODULE = re.compile(r"(?:usr/)?lib/modules/[^/]+/.+/([^/]+)\.ko(?:\.xz|\.gz|\.zst)?")
-_RELEASE = re.compile(r"(?:usr/)?lib/modules/([^/]+)(?:/|$)")
 
 
 class Namespace:
@@ -183,13 +183,50 @@ class Initramfs:
         node = self.namespace.walk(path, self.entries, follow=True)
         return () if node is None else tuple(sorted(self.namespace.kids[node]))
 
+    def tree(self, top: str) -> Iterator[tuple[str, Entry]]:
+        """Everything below `top` as a process in the initramfs sees it: symlinks followed (to
+        directories too), each directory visited once, dangling links left out."""
+        ns = self.namespace
+        start = ns.walk(top, self.entries, follow=True)
+        todo = [] if start is None else [(top, start)]
+        seen = set()
+        while todo:
+            shown, node = todo.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            for name in sorted(ns.kids[node]):
+                path = f"{shown}/{name}"
+                index = ns.entry[ns.child[node, name]]
+                if index is not None and stat.S_ISLNK(self.entries[index].mode):
+                    target = ns.walk(path, self.entries, follow=True)
+                    index = None if target is None else ns.entry[target]
+                    if target is None or (index is None and not ns.kids[target]):
+                        continue  # dangling
+                else:
+                    target = ns.child[node, name]
+                if index is None or self.entries[index].is_dir:
+                    todo.append((path, target))
+                else:
+                    yield path, self.entries[index]
+
     def kernel_releases(self) -> tuple[str, ...]:
-        return tuple(sorted({m[1] for e in self.live() if (m := _RELEASE.match(e.name))}))
+        """The release directories where kmod looks (`uname -r`): /lib/modules, or /usr/lib/modules
+        for a kmod built with that module directory (kmod 33+)."""
+        return tuple(
+            sorted(
+                {n for top in _MODULE_DIRS for n in self.listdir(top) if _is_dir(self.entry(f"{top}/{n}"))}
+            )
+        )
 
     def modules(self) -> frozenset[str]:
-        """Module names (`-` → `_`, as kmod compares them) of the `.ko*` files under lib/modules."""
+        """Module names (`-` → `_`, as kmod compares them) of the `.ko*` files kmod can reach in
+        its module directories, through `lib -> usr/lib` or any other link."""
         return frozenset(
-            m[1].replace("-", "_") for e in self.live() if not e.is_dir and (m := _MODULE.fullmatch(e.name))
+            m[1].replace("-", "_")
+            for top in _MODULE_DIRS
+            for path, _ in self.tree(top)
+            if (m := _MODULE.fullmatch(path))
         )
 
     def generator(self) -> str:
@@ -210,6 +247,10 @@ class Initramfs:
 
 
 Needed = Callable[[Initramfs], Iterable[str]]
+
+
+def _is_dir(entry: Entry | None) -> bool:
+    return entry is None or entry.is_dir  # None: a directory the archive left out
 
 
 def open_initramfs(
