@@ -103,9 +103,9 @@ def _cmdline_d(raw: Initramfs) -> list[str]:
     ]
 
 
-def needed_files(raw: Initramfs) -> Iterator[str]:
+def needed_files(raw: Initramfs, listing: dict[str, list[str]] | None = None) -> Iterator[str]:
     """Every path `image_facts` reads, looked up through the image's symlinks."""
-    yield from config_files(_conf_listing(raw))
+    yield from config_files(_conf_listing(raw) if listing is None else listing)
     yield from _cmdline_d(raw)
     yield from SINGLE_FILES
 
@@ -126,11 +126,12 @@ def image_facts(raw: Initramfs, path: str) -> ImageFacts:
     def where(inner: str, line: int | None = None, text: str = "") -> Evidence:
         return Evidence(f"{path}!{inner}", line, text)
 
-    files = {n: t for n in needed_files(raw) if (t := _text(raw, n)) is not None}
+    listing = _conf_listing(raw)
+    files = {n: t for n in needed_files(raw, listing) if (t := _text(raw, n)) is not None}
     names = [e.name for e in raw.live()]
 
     modprobe = ModprobeConfig(())
-    for rel in config_files(_conf_listing(raw)):
+    for rel in config_files(listing):
         if rel in files:
             modprobe = modprobe.merged(parse_modprobe_file(files[rel], f"{path}!{rel}"))
 

@@ -163,13 +163,23 @@ class Initramfs:
         """The entries still there after unpacking, in archive order."""
         return [e for i, e in enumerate(self.entries) if self.paths.get(e.name) == i]
 
+    @cached_property
+    def _walked(self) -> dict[tuple[str, bool], int | None]:
+        return {}  # the tree no longer changes: each path is walked once however often it is asked
+
+    def _node(self, path: str, follow: bool = True) -> int | None:
+        key = (path, follow)
+        if key not in self._walked:
+            self._walked[key] = self.namespace.walk(path, self.entries, follow=follow)
+        return self._walked[key]
+
     def resolve(self, path: str, *, follow: bool = True) -> str | None:
         """Where `path` leads (None: nothing there, a symlink loop, a file used as a directory)."""
-        node = self.namespace.walk(path, self.entries, follow=follow)
+        node = self._node(path, follow)
         return None if node is None else self.namespace.path[node]
 
     def entry(self, path: str) -> Entry | None:
-        node = self.namespace.walk(path, self.entries, follow=True)
+        node = self._node(path)
         index = None if node is None else self.namespace.entry[node]
         return None if index is None else self.entries[index]
 
@@ -180,7 +190,7 @@ class Initramfs:
 
     def listdir(self, path: str) -> tuple[str, ...]:
         """The names in the directory `path` leads to, sorted (a shell glob's order)."""
-        node = self.namespace.walk(path, self.entries, follow=True)
+        node = self._node(path)
         return () if node is None else tuple(sorted(self.namespace.kids[node]))
 
     def tree(self, top: str) -> Iterator[tuple[str, Entry]]:
