@@ -32,7 +32,7 @@ def entries(draw: st.DrawFn) -> list[CpioEntry]:
     return out
 
 
-@fuzz(200)
+@fuzz(300)
 @given(entries())
 @example(
     [

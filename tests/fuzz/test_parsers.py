@@ -51,7 +51,7 @@ pytestmark = pytest.mark.fuzz
 CONFIGS = [*fixture_files("*/boot/config-*")[:1], b"CONFIG_XEN=y\n# CONFIG_XEN_PCIDEV_BACKEND is not set\n"]
 
 
-@fuzz(300)
+@fuzz(600)
 @given(inputs(CONFIGS))
 def test_kconfig(data: bytes) -> None:
     with finishes(), contextlib.suppress(ConfigError):
@@ -66,7 +66,7 @@ MODULE_TEXT = [
 ]
 
 
-@fuzz(300)
+@fuzz(600)
 @given(text(MODULE_TEXT))
 def test_module_index_files(data: str) -> None:
     with finishes():
@@ -76,14 +76,14 @@ def test_module_index_files(data: str) -> None:
             alias.matches("pci:v00008086d000010D3sv00008086sd00000000bc02sc00i00")
 
 
-@fuzz(200)
+@fuzz(400)
 @given(inputs([MODINFO, b"e1000e.alias=pci:v*d*\0xen-pciback.parmtype=hide:charp\0"]))
 def test_builtin_modinfo(data: bytes) -> None:
     with finishes():
         parse_builtin_modinfo(data, "modules.builtin.modinfo")
 
 
-@fuzz(300)
+@fuzz(600)
 @given(inputs(MODULES))
 @example(HUGE_OFFSET)
 def test_modinfo(data: bytes) -> None:
@@ -100,7 +100,7 @@ MODPROBE = [
 ]
 
 
-@fuzz(300)
+@fuzz(600)
 @given(text(MODPROBE))
 def test_modprobe(data: str) -> None:
     with finishes():
@@ -117,7 +117,7 @@ CMDLINES = [
 ]
 
 
-@fuzz(300)
+@fuzz(600)
 @given(text(CMDLINES))
 def test_cmdline_and_hide(data: str) -> None:
     with finishes():
@@ -128,7 +128,7 @@ def test_cmdline_and_hide(data: str) -> None:
         parse_hide(data)
 
 
-@fuzz(200)
+@fuzz(400)
 @given(text([b"# NIC\n0000:05:00.0\n05:00.1 # x\n"]))
 def test_device_list_and_bdf(data: str) -> None:
     with finishes():
@@ -141,7 +141,7 @@ def test_device_list_and_bdf(data: str) -> None:
 # --- initramfs images ----------------------------------------------------------------------------
 
 
-@fuzz(300)
+@fuzz(600)
 @given(inputs(IMAGES))
 def test_initramfs_and_image_facts(data: bytes) -> None:
     with finishes():
@@ -156,7 +156,7 @@ def test_initramfs_and_image_facts(data: bytes) -> None:
 KERNELS = [*MODULES, b"MZ" + b"\0" * 0x200 + b"HdrS", *CONFIGS]
 
 
-@fuzz(200)
+@fuzz(400)
 @given(inputs(KERNELS))
 def test_kernel_images(data: bytes) -> None:
     with finishes():
@@ -174,7 +174,7 @@ XL = [
 ]
 
 
-@fuzz(300)
+@fuzz(600)
 @given(text(XL))
 def test_xl(data: str) -> None:
     with finishes():
@@ -187,7 +187,7 @@ WAIVERS = [
 ]
 
 
-@fuzz(300)
+@fuzz(600)
 @given(text(WAIVERS))
 def test_waivers(data: str) -> None:
     with finishes(), contextlib.suppress(WaiverError):
@@ -206,7 +206,7 @@ UNITS = [
 ]
 
 
-@fuzz(300)
+@fuzz(600)
 @given(text(DRACUT_CONF + UNITS))
 def test_dracut_conf_and_services(data: str) -> None:
     with finishes():
@@ -237,7 +237,7 @@ def boot_tree(draw: st.DrawFn) -> tuple[str, str, bytes]:
     return fixture, rel, draw(inputs([(FIXTURES / fixture / rel).read_bytes()]))
 
 
-@fuzz(250)
+@fuzz(400)
 @given(boot_tree())
 def test_bootloaders(case: tuple[str, str, bytes]) -> None:
     fixture, rel, data = case
@@ -251,7 +251,7 @@ def test_bootloaders(case: tuple[str, str, bytes]) -> None:
 SYSFS_ATTRS = ["vendor", "device", "class", "modalias", "driver_override", "subsystem_vendor"]
 
 
-@fuzz(150)
+@fuzz(200)
 @given(
     st.dictionaries(
         st.sampled_from(SYSFS_ATTRS), inputs([b"0x8086\n", b"0x020000\n", b"(null)\n"]), max_size=4
