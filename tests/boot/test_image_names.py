@@ -71,3 +71,30 @@ def test_unusable_backend_module_is_a_finding_and_unknown(tmp_path: Path, data: 
     (root / MODULE).unlink()
     run = doctor(*args)
     assert devices(run)["0000:05:00.0"]["prediction"] == "claimed"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "verdict"),
+    [
+        ("etc/cmdline.d/20-force_drivers.conf", b"rd.driver.pre=xen-pciback\n", "claimed"),
+        ("etc/cmdline.d/20-force_drivers.conf", b"rd.driver.pre=xen-pciback", "claimed"),  # no final LF
+        ("etc/cmdline", b"\trd.driver.pre=xen-pciback \n", "claimed"),  # dracut reads etc/cmdline too
+        # dracut-getargs (dracut-util.c) splits like the kernel: a CR or form feed ends the word,
+        # quotes group
+        ("etc/cmdline.d/20-force_drivers.conf", b"rd.driver.pre=xen-pciback\r\n", "claimed"),
+        ("etc/cmdline.d/20-force_drivers.conf", b"rd.driver.pre=xen-pciback\fquiet\n", "claimed"),
+        ("etc/cmdline.d/20-force_drivers.conf", b'rd.driver.pre="xen-pciback"\n', "claimed"),
+        ("etc/cmdline.d/20-force_drivers.conf", b"rd.driver.pre=xen-pciback.ko\n", "not-claimed"),
+        ("etc/cmdline.d/20-force_drivers.txt", b"rd.driver.pre=xen-pciback\n", "not-claimed"),  # not *.conf
+    ],
+)
+def test_dracut_reads_its_command_line_files(tmp_path: Path, name: str, data: bytes, verdict: str) -> None:
+    parse_kernel = file("usr/lib/dracut/hooks/cmdline/01-parse-kernel.sh")
+    img = image(
+        tmp_path,
+        *dracut(
+            E1000E, BACKEND, parse_kernel, file(name, data), file("etc/modprobe.d/x.conf", HIDE.encode())
+        ),
+    )
+    dev, _ = predict(img)
+    assert dev["prediction"] == verdict, dev

@@ -31,7 +31,7 @@ class ImageFacts:
     releases: tuple[str, ...]
     modules: frozenset[str]  # normalized names of the modules in the image
     modprobe: ModprobeConfig
-    cmdline_d: tuple[Cmdline, ...]  # dracut's etc/cmdline.d/*.conf, one per file
+    cmdline_d: tuple[Cmdline, ...]  # dracut's etc/cmdline.d/*.conf and etc/cmdline, one per file
     kernel_modules_code: bool  # dracut's kernel-modules hook: rd.driver.pre works
     early_modules: tuple[tuple[str, Evidence], ...]  # loaded by the generator's own init
     early_modules_before_udev: bool  # mkinitcpio: yes; initramfs-tools: after coldplug
@@ -66,7 +66,7 @@ def parse_device_list(text: str, path: str) -> tuple[tuple[str, Evidence], ...]:
 
 
 BUILD_PARAMETERS = "usr/lib/dracut/build-parameter.txt"
-SINGLE_FILES = (PCIBACK_CONF, "conf/modules", "config", BUILD_PARAMETERS)
+SINGLE_FILES = (PCIBACK_CONF, "conf/modules", "config", BUILD_PARAMETERS, "etc/cmdline")
 
 
 def wanted_file(name: str) -> bool:
@@ -135,8 +135,12 @@ def image_facts(raw: Initramfs, path: str) -> ImageFacts:
         if rel in files:
             modprobe = modprobe.merged(parse_modprobe_file(files[rel], f"{path}!{rel}"))
 
+    # dracut-lib.sh getcmdline: etc/cmdline.d/*.conf, then etc/cmdline, then the kernel's; the
+    # words are split by dracut-getarg(s) (dracut-util.c), a copy of the kernel's next_arg
     cmdline_d = tuple(
-        parse_cmdline(" ".join(files[n].split()), f"{path}!{n}") for n in _cmdline_d(raw) if n in files
+        parse_cmdline(" ".join(files[n].split()), f"{path}!{n}")
+        for n in [*_cmdline_d(raw), "etc/cmdline"]
+        if n in files
     )
     generator = raw.generator()
     early: list[tuple[str, Evidence]] = []
