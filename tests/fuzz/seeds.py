@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import importlib
 import os
 import signal
 import struct
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -127,6 +129,21 @@ def elf(sections: dict[bytes, bytes]) -> bytes:
 
 MODINFO = b"alias=pci:v00008086d000010D3sv*sd*bc*sc*i*\0parm=hide:devices to hide\0name=xen_pciback\0"
 MODULES = [elf({b".modinfo": MODINFO}), gzip.compress(elf({b".modinfo": MODINFO})), elf({b".text": b"\xc3"})]
+
+
+def kernels() -> list[bytes]:
+    """bzImages (gzip, xz, zstd payloads) and a vmlinux, built by the kernel-image tests' helpers."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "facts"))
+    try:
+        kimage = importlib.import_module("test_kimage")
+    finally:
+        sys.path.pop(0)
+    vmlinux = kimage.make_vmlinux(ikconfig=True, symbols=["start_kernel", "pcifront_init"])
+    built = [
+        kimage.make_bzimage(kimage.COMPRESSORS[c](vmlinux), size=len(vmlinux)) for c in ("gzip", "xz", "zstd")
+    ]
+    return [*built, vmlinux]
+
 
 IMAGES = [
     newc(

@@ -17,7 +17,19 @@ from pathlib import Path
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from seeds import FIXTURES, HUGE_OFFSET, IMAGES, MODINFO, MODULES, finishes, fixture_files, fuzz, inputs, text
+from seeds import (
+    FIXTURES,
+    HUGE_OFFSET,
+    IMAGES,
+    MODINFO,
+    MODULES,
+    finishes,
+    fixture_files,
+    fuzz,
+    inputs,
+    kernels,
+    text,
+)
 
 from pciback_doctor.facts.bootloader import find_next_boot
 from pciback_doctor.facts.cmdline import parse_cmdline
@@ -153,7 +165,7 @@ def test_initramfs_and_image_facts(data: bytes) -> None:
 
 # --- kernel images ------------------------------------------------------------------------------
 
-KERNELS = [*MODULES, b"MZ" + b"\0" * 0x200 + b"HdrS", *CONFIGS]
+KERNELS = [*kernels(), *MODULES, b"MZ" + b"\0" * 0x200 + b"HdrS", *CONFIGS]
 
 
 @fuzz(400)
