@@ -1,6 +1,9 @@
 """What an initramfs image means for the boot: its modules, modprobe.d, cmdline.d, hooks.
 
-Built from the raw entries the initramfs reader returns; evidence paths are `IMAGE!inner/path`.
+Every lookup (modprobe.d listings and files, cmdline.d, the device list, the generators' configs,
+modules) goes through the image's namespace as the kernel unpacked it (`Initramfs.resolve`, `read`,
+`listdir`, `tree`): paths normalised, symlinks followed. Evidence paths are `IMAGE!inner/path`,
+with the path as looked up (the link's name, not its target).
 """
 
 from __future__ import annotations
