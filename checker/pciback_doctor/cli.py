@@ -15,8 +15,7 @@ from pciback_doctor import __version__
 from pciback_doctor.boot.analysis import Analysis, analyse
 from pciback_doctor.checks import Check, all_checks, run_checks
 from pciback_doctor.errors import UsageError
-from pciback_doctor.facts.image import image_facts, wanted_file
-from pciback_doctor.facts.initramfs import open_initramfs
+from pciback_doctor.facts.image import image_facts, open_image
 from pciback_doctor.facts.system import Options, collect
 from pciback_doctor.fixes import STRATEGIES
 from pciback_doctor.fixes.apply import pending, unified_diff, write
@@ -369,7 +368,7 @@ def run_initramfs(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise UsageError(f"{args.image}: no such file")
     try:
-        raw = open_initramfs(path, lambda name: False if args.list else wanted_file(name))
+        raw = open_image(path, list_only=args.list)
     except OSError as exc:
         raise UsageError(f"{args.image}: {exc.strerror or exc}") from None
     if raw.error and not raw.entries:  # nothing at all could be read: the named input is unusable

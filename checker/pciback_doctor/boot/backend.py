@@ -57,4 +57,9 @@ def backend_state(system: System) -> BackendVerdict:
         agree = by_tree != "both"
     else:
         mode, agree = "unknown", True
+    broken = system.backend_module_problem
+    if mode == "module" and broken is not None:
+        # kmod's init_module fails on an empty or non-ELF file (ENOEXEC), but a half-written file
+        # may be replaced before the reboot: whether the backend loads is not known
+        mode, evidence = "unknown", (*evidence, broken)
     return BackendVerdict(Backend(mode, module, evidence), () if agree else evidence, arch)

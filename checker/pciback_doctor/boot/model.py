@@ -171,6 +171,8 @@ class _Device:
         cmd = self.system.cmdline
         if mode == "missing":
             return self.lost(Phase.KERNEL, "the target kernel has no PCI backend (xen-pciback)")
+        if mode == "unknown" and (broken := self.system.backend_module_problem) is not None:
+            return self.unknown(None, f"the backend module cannot be used ({broken.text})", broken)
         if mode == "unknown":
             return self.unknown(
                 None, "whether the kernel has the PCI backend is unknown (no config, no module tree)"

@@ -231,6 +231,11 @@ def ignored_modprobe(chk: Check, a: Analysis) -> Iterator[Finding]:
 def unreadable(chk: Check, a: Analysis) -> Iterator[Finding]:
     for path, why in sorted(a.system.root.unreadable.items()):
         yield chk.finding(f"{path}: {why}", evidence=[Evidence(path, None, why)])
+    broken = a.system.backend_module_problem
+    if broken is not None and broken.path not in a.system.root.unreadable:
+        yield chk.finding(
+            f"{broken.path}: {broken.text}; whether xen-pciback can load is unknown", evidence=[broken]
+        )
 
 
 def _module(a: Analysis) -> str:

@@ -1,14 +1,20 @@
 """What an initramfs image means for the boot: its modules, modprobe.d, cmdline.d, hooks.
 
-Built from the raw entries the initramfs reader returns; evidence paths are `IMAGE!inner/path`.
+Every lookup (modprobe.d listings and files, cmdline.d, the device list, the generators' configs,
+modules) goes through the image's namespace as the kernel unpacked it (`Initramfs.resolve`, `read`,
+`listdir`, `tree`): paths normalised, symlinks followed. Evidence paths are `IMAGE!inner/path`,
+with the path as looked up (the link's name, not its target).
 """
 
 from __future__ import annotations
 
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
+from os import PathLike
 
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
-from pciback_doctor.facts.initramfs import Initramfs
+from pciback_doctor.facts.initramfs import Initramfs, open_initramfs
 from pciback_doctor.facts.modprobe import CONFIG_DIRS, ModprobeConfig, config_files, parse_modprobe_file
 from pciback_doctor.model import Evidence
 
@@ -28,7 +34,7 @@ class ImageFacts:
     releases: tuple[str, ...]
     modules: frozenset[str]  # normalized names of the modules in the image
     modprobe: ModprobeConfig
-    cmdline_d: tuple[Cmdline, ...]  # dracut's etc/cmdline.d/*.conf, one per file
+    cmdline_d: tuple[Cmdline, ...]  # dracut's etc/cmdline.d/*.conf and etc/cmdline, one per file
     kernel_modules_code: bool  # dracut's kernel-modules hook: rd.driver.pre works
     early_modules: tuple[tuple[str, Evidence], ...]  # loaded by the generator's own init
     early_modules_before_udev: bool  # mkinitcpio: yes; initramfs-tools: after coldplug
@@ -49,45 +55,95 @@ DRACUT_HOOKS = ("usr/lib/dracut/hooks/", "lib/dracut/hooks/")
 
 
 def parse_device_list(text: str, path: str) -> tuple[tuple[str, Evidence], ...]:
-    """/etc/xen-pciback.conf: one BDF a line, `#` starts a comment (as the hook reads it)."""
+    """/etc/xen-pciback.conf exactly as the hook's `_xpb_collect` reads it.
+
+    `IFS= read -r` splits at LF only (a CR, form feed or U+2028 stays in the entry, where the hook
+    rejects it) and drops NUL bytes (dash and bash both do); `${v%%#*}` cuts the comment; only
+    blanks and tabs are trimmed. An entry is returned as the hook passes it to `_xpb_norm`.
+    """
     entries = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if entry := line.split("#", 1)[0].strip():
-            entries.append((entry, Evidence(path, number, line.strip())))
+    for number, line in enumerate(text.replace("\0", "").split("\n"), 1):
+        if entry := line.split("#", 1)[0].strip(" \t"):
+            entries.append((entry, Evidence(path, number, line.strip(" \t"))))
     return tuple(entries)
 
 
+BUILD_PARAMETERS = "usr/lib/dracut/build-parameter.txt"
+SINGLE_FILES = (PCIBACK_CONF, "conf/modules", "config", BUILD_PARAMETERS, "etc/cmdline")
+
+
 def wanted_file(name: str) -> bool:
-    """The files whose contents the boot model reads; everything else is skipped unread."""
+    """The files whose contents the boot model reads, by where they land; the rest is skipped unread.
+
+    Files reached only through a symlink are found by `needed_files` (a second pass if need be).
+    """
     head, _, base = name.rpartition("/")
     return (
         (head in CONFIG_DIRS and base.endswith(".conf"))
         or (head == "etc/cmdline.d" and base.endswith(".conf"))
-        or name in (PCIBACK_CONF, "conf/modules", "config", "usr/lib/dracut/build-parameter.txt")
+        or name in SINGLE_FILES
         or (name.startswith(DRACUT_HOOKS) and base.endswith(PCIBACK_HOOK))
     )
+
+
+def _regular(raw: Initramfs, path: str) -> bool:
+    entry = raw.entry(path)
+    return entry is not None and stat.S_ISREG(entry.mode)
+
+
+def _conf_listing(raw: Initramfs) -> dict[str, list[str]]:
+    """kmod's readdir of each modprobe.d directory: names that lead to a regular file (it skips
+    directories, libkmod-config.c conf_files_filter_out; a dangling link cannot be opened)."""
+    return {d: [n for n in raw.listdir(d) if _regular(raw, f"{d}/{n}")] for d in CONFIG_DIRS}
+
+
+def _cmdline_d(raw: Initramfs) -> list[str]:
+    """dracut-lib.sh `getcmdline`: `for _i in /etc/cmdline.d/*.conf; do [ -e "$_i" ] || continue`."""
+    return [
+        f"etc/cmdline.d/{n}"
+        for n in raw.listdir("etc/cmdline.d")
+        if n.endswith(".conf") and not n.startswith(".") and _regular(raw, f"etc/cmdline.d/{n}")
+    ]
+
+
+def needed_files(raw: Initramfs, listing: dict[str, list[str]] | None = None) -> Iterator[str]:
+    """Every path `image_facts` reads, looked up through the image's symlinks."""
+    yield from config_files(_conf_listing(raw) if listing is None else listing)
+    yield from _cmdline_d(raw)
+    yield from SINGLE_FILES
+
+
+def open_image(path: str | PathLike[str], *, list_only: bool = False) -> Initramfs:
+    """An image with the files the boot model reads (none with `list_only`)."""
+    if list_only:
+        return open_initramfs(path, lambda name: False)
+    return open_initramfs(path, wanted_file, needed_files)
+
+
+def _text(raw: Initramfs, path: str) -> str | None:
+    data = raw.read(path)
+    return None if data is None else data.decode("utf-8", "replace")
 
 
 def image_facts(raw: Initramfs, path: str) -> ImageFacts:
     def where(inner: str, line: int | None = None, text: str = "") -> Evidence:
         return Evidence(f"{path}!{inner}", line, text)
 
-    files = {name: data.decode("utf-8", "replace") for name, data in raw.files.items()}
-    names = [e.name for e in raw.entries]
+    listing = _conf_listing(raw)
+    files = {n: t for n in needed_files(raw, listing) if (t := _text(raw, n)) is not None}
+    names = [e.name for e in raw.live()]
 
-    listing: dict[str, list[str]] = {}
-    for name in files:
-        head, _, base = name.rpartition("/")
-        if head in CONFIG_DIRS:
-            listing.setdefault(head, []).append(base)
     modprobe = ModprobeConfig(())
-    for rel in config_files({d: sorted(v) for d, v in listing.items()}):
-        modprobe = modprobe.merged(parse_modprobe_file(files[rel], f"{path}!{rel}"))
+    for rel in config_files(listing):
+        if rel in files:
+            modprobe = modprobe.merged(parse_modprobe_file(files[rel], f"{path}!{rel}"))
 
+    # dracut-lib.sh getcmdline: etc/cmdline.d/*.conf, then etc/cmdline, then the kernel's; the
+    # words are split by dracut-getarg(s) (dracut-util.c), a copy of the kernel's next_arg
     cmdline_d = tuple(
         parse_cmdline(" ".join(files[n].split()), f"{path}!{n}")
-        for n in sorted(files)
-        if n.startswith("etc/cmdline.d/")
+        for n in [*_cmdline_d(raw), "etc/cmdline"]
+        if n in files
     )
     generator = raw.generator()
     early: list[tuple[str, Evidence]] = []
@@ -108,7 +164,7 @@ def image_facts(raw: Initramfs, path: str) -> ImageFacts:
     if hook is not None:
         config = parse_device_list(files.get(PCIBACK_CONF, ""), f"{path}!{PCIBACK_CONF}")
         pciback_hook = PcibackHook(where(hook), config)
-    params = files.get("usr/lib/dracut/build-parameter.txt", "")
+    params = files.get(BUILD_PARAMETERS, "")
     hostonly: bool | None = None
     if generator == "dracut":
         words = params.replace("'", " ").split()

@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 import stat
 import struct
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from os import PathLike
 from types import MappingProxyType
 from typing import BinaryIO
@@ -27,14 +28,16 @@ from pciback_doctor.facts.compression import (
     RawStream,
     compression_of,
 )
+from pciback_doctor.facts.limits import IMAGE_NAME_WALK
 
 _PATH_MAX = 4096  # the kernel refuses longer cpio names and symlink bodies
+_MAXSYMLINKS = 40  # fs/namei.c: one path walk follows at most 40 links (ELOOP)
 _HEX = re.compile(rb"[0-9A-Fa-f]{104}")
 
 
 @dataclass(frozen=True)
 class Entry:
-    name: str  # relative: no leading "./" or "/"; the root directory is "."
+    name: str  # where the kernel put it (see `_Reader._place`); the root directory is "."
     mode: int
     size: int  # for hard links: the size of the data the whole link group shares
     nlink: int
@@ -53,29 +56,192 @@ class Archive:
     compression: str  # "none", "gzip", "zstd", "xz", "lzma", "bzip2", "lz4", "lzo"
 
 
+_MODULE_DIRS = ("lib/modules", "usr/lib/modules")
 _MODULE = re.compile(r"(?:usr/)?lib/modules/[^/]+/.+/([^/]+)\.ko(?:\.xz|\.gz|\.zst)?")
-_RELEASE = re.compile(r"(?:usr/)?lib/modules/([^/]+)(?:/|$)")
+
+
+class Namespace:
+    """The tree the kernel unpacks the image into: a node per name, one dict lookup a component.
+
+    Built while the archive is read (`_Reader._place`), then only looked up. A node holds the
+    entry now there, or None for the root and for directories an archive left out (walked
+    through as if present: hand-made archives often omit parents, every generator writes them).
+    """
+
+    def __init__(self) -> None:
+        self.child: dict[tuple[int, str], int] = {}
+        self.kids: list[list[str]] = [[]]  # names in each node, in the order they came
+        self.path: list[str] = ["."]
+        self.by_path: dict[str, int] = {".": 0}  # no symlink on the way: a lookup is one hash
+        self.entry: list[int | None] = [None]
+        self.steps = 0  # components walked one by one (the slow way), for the reader's budget
+
+    def add(self, parent: int, name: str) -> int:
+        node = self.child.get((parent, name))
+        if node is None:
+            node = self.child[parent, name] = len(self.path)
+            self.kids.append([])
+            self.kids[parent].append(name)
+            path = name if parent == 0 else f"{self.path[parent]}/{name}"
+            self.path.append(path)
+            self.by_path[path] = node
+            self.entry.append(None)
+        return node
+
+    def walk(self, name: str, entries: Sequence[Entry], *, follow: bool, create: bool = False) -> int | None:
+        """The node `name` leads to from the root, as the kernel's path walk (fs/namei.c) finds it.
+
+        Empty and `.` components are dropped, `..` goes up from where the walk really is (after a
+        symlink: the target's parent), symlinks are followed in every component but the last (the
+        last too with `follow`), absolute targets restart at the root, at most 40 links. None for a
+        loop, a non-directory with more to walk (ELOOP, ENOTDIR) or, unless `create`, a missing name.
+        """
+        # a node's path never has a symlink, `.` or `..` in it (nothing is added below a link, and
+        # a directory with something in it is never replaced), so a name equal to one is that node
+        node = self.by_path.get(_normalise(name))
+        if node is not None:
+            index = self.entry[node]
+            if index is None or not (follow and stat.S_ISLNK(entries[index].mode)):
+                return node
+        todo = name.split("/")[::-1]
+        self.steps += len(todo)
+        here = [0]
+        links = 0
+        while todo:
+            part = todo.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if len(here) > 1:
+                    here.pop()
+                continue
+            node = self.add(here[-1], part) if create else self.child.get((here[-1], part))
+            if node is None:
+                return None
+            index = self.entry[node]
+            if index is not None:
+                entry = entries[index]
+                if stat.S_ISLNK(entry.mode) and (todo or follow):
+                    links += 1
+                    if links > _MAXSYMLINKS or entry.link_target is None:
+                        return None
+                    if entry.link_target.startswith("/"):
+                        here = [0]
+                    target = entry.link_target.split("/")
+                    self.steps += len(target)
+                    todo.extend(target[::-1])
+                    continue
+                if todo and not entry.is_dir:
+                    return None
+            here.append(node)
+        return here[-1]
 
 
 @dataclass(frozen=True)
 class Initramfs:
+    """The image as the kernel leaves it unpacked in the rootfs.
+
+    Every name is placed where the kernel puts it (symlinks in its directories followed,
+    `.`/`..`/`//` resolved), later entries replacing earlier ones the way init/initramfs.c
+    `clean_path` does. Lookups (`resolve`, `read`, `listdir`) walk that tree as a process in the
+    initramfs would, following symlinks.
+    """
+
     entries: tuple[Entry, ...]
-    files: Mapping[str, bytes]  # data of the wanted regular files (and their hard links)
+    files: Mapping[str, bytes]  # data of the wanted regular files (and their hard links), by path
     archives: tuple[Archive, ...]
     error: str | None = None
+    namespace: Namespace = field(default_factory=Namespace)
+
+    @cached_property
+    def paths(self) -> Mapping[str, int]:
+        """Every path that exists after unpacking -> the index of the entry there."""
+        ns = self.namespace
+        return MappingProxyType({ns.path[n]: i for n, i in enumerate(ns.entry) if i is not None})
+
+    def live(self) -> list[Entry]:
+        """The entries still there after unpacking, in archive order."""
+        return [e for i, e in enumerate(self.entries) if self.paths.get(e.name) == i]
+
+    @cached_property
+    def _walked(self) -> dict[tuple[str, bool], int | None]:
+        return {}  # the tree no longer changes: each path is walked once however often it is asked
+
+    def _node(self, path: str, follow: bool = True) -> int | None:
+        key = (path, follow)
+        if key not in self._walked:
+            self._walked[key] = self.namespace.walk(path, self.entries, follow=follow)
+        return self._walked[key]
+
+    def resolve(self, path: str, *, follow: bool = True) -> str | None:
+        """Where `path` leads (None: nothing there, a symlink loop, a file used as a directory)."""
+        node = self._node(path, follow)
+        return None if node is None else self.namespace.path[node]
+
+    def entry(self, path: str) -> Entry | None:
+        node = self._node(path)
+        index = None if node is None else self.namespace.entry[node]
+        return None if index is None else self.entries[index]
+
+    def read(self, path: str) -> bytes | None:
+        """The data of the regular file `path` leads to, if it was kept (`wanted`/`needed`)."""
+        where = self.resolve(path)
+        return None if where is None else self.files.get(where)
+
+    def listdir(self, path: str) -> tuple[str, ...]:
+        """The names in the directory `path` leads to, sorted (a shell glob's order)."""
+        node = self._node(path)
+        return () if node is None else tuple(sorted(self.namespace.kids[node]))
+
+    def tree(self, top: str) -> Iterator[tuple[str, Entry]]:
+        """Everything below `top` as a process in the initramfs sees it: symlinks followed (to
+        directories too), each directory visited once, dangling links left out."""
+        ns = self.namespace
+        start = ns.walk(top, self.entries, follow=True)
+        todo = [] if start is None else [(top, start)]
+        seen = set()
+        while todo:
+            shown, node = todo.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            for name in sorted(ns.kids[node]):
+                path = f"{shown}/{name}"
+                index = ns.entry[ns.child[node, name]]
+                if index is not None and stat.S_ISLNK(self.entries[index].mode):
+                    target = ns.walk(path, self.entries, follow=True)
+                    index = None if target is None else ns.entry[target]
+                    if target is None or (index is None and not ns.kids[target]):
+                        continue  # dangling
+                else:
+                    target = ns.child[node, name]
+                if index is None or self.entries[index].is_dir:
+                    todo.append((path, target))
+                else:
+                    yield path, self.entries[index]
 
     def kernel_releases(self) -> tuple[str, ...]:
-        return tuple(sorted({m[1] for e in self.entries if (m := _RELEASE.match(e.name))}))
+        """The release directories where kmod looks (`uname -r`): /lib/modules, or /usr/lib/modules
+        for a kmod built with that module directory (kmod 33+)."""
+        return tuple(
+            sorted(
+                {n for top in _MODULE_DIRS for n in self.listdir(top) if _is_dir(self.entry(f"{top}/{n}"))}
+            )
+        )
 
     def modules(self) -> frozenset[str]:
-        """Module names (`-` → `_`, as kmod compares them) of the `.ko*` files under lib/modules."""
+        """Module names (`-` → `_`, as kmod compares them) of the `.ko*` files kmod can reach in
+        its module directories, through `lib -> usr/lib` or any other link."""
         return frozenset(
-            m[1].replace("-", "_") for e in self.entries if not e.is_dir and (m := _MODULE.fullmatch(e.name))
+            m[1].replace("-", "_")
+            for top in _MODULE_DIRS
+            for path, _ in self.tree(top)
+            if (m := _MODULE.fullmatch(path))
         )
 
     def generator(self) -> str:
         """Which tool built the image, from the files only that tool puts there."""
-        names = {e.name for e in self.entries}
+        names = set(self.paths)
         # dracut installs its hook tree and modules.txt under (usr/)lib/dracut (dracut.sh).
         if any(n.startswith(("usr/lib/dracut/", "lib/dracut/")) for n in names):
             return "dracut"
@@ -90,17 +256,51 @@ class Initramfs:
         return "unknown"
 
 
-def open_initramfs(path: str | PathLike[str], wanted: Callable[[str], bool]) -> Initramfs:
+Needed = Callable[[Initramfs], Iterable[str]]
+
+
+def _is_dir(entry: Entry | None) -> bool:
+    return entry is None or entry.is_dir  # None: a directory the archive left out
+
+
+def open_initramfs(
+    path: str | PathLike[str], wanted: Callable[[str], bool], needed: Needed | None = None
+) -> Initramfs:
     with open(path, "rb") as stream:
-        return read_initramfs(stream, wanted)
+        return read_initramfs(stream, wanted, needed)
 
 
-def read_initramfs(stream: BinaryIO, wanted: Callable[[str], bool]) -> Initramfs:
-    """Every entry of the image; the data of the files `wanted(name)` accepts.
+def read_initramfs(
+    stream: BinaryIO, wanted: Callable[[str], bool], needed: Needed | None = None
+) -> Initramfs:
+    """Every entry of the image; the data of the files `wanted(path)` accepts where they land.
 
+    `needed(image)` names the paths the caller will `read`. A symlink can make one of them lead to
+    a file the stream had already passed (`etc/modprobe.d/x.conf -> ../x.conf`): then, if the
+    stream can seek, the image is read a second time keeping those files too. Memory stays flat
+    either way; the second pass costs time only for images that need it.
     Only an OSError of `stream` itself propagates; bad bytes end up in `error`.
     """
-    reader = _Reader(wanted)
+    start = stream.tell() if stream.seekable() else None
+    image = _read_once(stream, wanted, frozenset())
+    if needed is None or start is None:
+        return image
+    late = frozenset(
+        index
+        for path in needed(image)
+        if (where := image.resolve(path)) is not None
+        and (index := image.paths.get(where)) is not None
+        and stat.S_ISREG(image.entries[index].mode)
+        and where not in image.files
+    )
+    if not late:
+        return image
+    stream.seek(start)
+    return _read_once(stream, wanted, late)
+
+
+def _read_once(stream: BinaryIO, wanted: Callable[[str], bool], keep: frozenset[int]) -> Initramfs:
+    reader = _Reader(wanted, keep)
     raw = RawStream(stream)
     try:
         if raw.peek(2) == b"MZ":
@@ -115,6 +315,7 @@ def read_initramfs(stream: BinaryIO, wanted: Callable[[str], bool]) -> Initramfs
         MappingProxyType(reader.files),
         tuple(reader.archives),
         reader.error,
+        reader.namespace,
     )
 
 
@@ -189,12 +390,43 @@ class _LinkGroup:
 
 
 class _Reader:
-    def __init__(self, wanted: Callable[[str], bool]) -> None:
+    def __init__(self, wanted: Callable[[str], bool], keep: frozenset[int]) -> None:
         self.wanted = wanted
+        self.keep = keep  # entry indices to keep whatever their path (a second pass)
         self.entries: list[Entry] = []
         self.files: dict[str, bytes] = {}
         self.archives: list[Archive] = []
         self.error: str | None = None
+        self.namespace = Namespace()
+
+    def _wants(self, path: str | None) -> bool:
+        return len(self.entries) in self.keep or (path is not None and self.wanted(path))
+
+    def _place(self, name: str, mode: int) -> int | None:
+        """The node where init/initramfs.c `do_name`/`do_symlink` put `name`, or None when it fails.
+
+        The name is used as given, relative to the root: directories on the way are looked up
+        following symlinks (`lib/x` lands in `usr/lib/x` after `lib -> usr/lib`). `clean_path`
+        removes what is there when the type differs (a directory only when empty); a regular file
+        over a regular file truncates it; `mkdir` over a directory does nothing.
+        """
+        head, _, base = name.rstrip("/").rpartition("/")
+        if base in ("", ".", ".."):
+            return None  # the root or a parent: `mkdir` fails with EEXIST, anything else fails
+        ns = self.namespace
+        parent = ns.walk(head, self.entries, follow=True, create=True)
+        if parent is None:
+            return None
+        at = ns.entry[parent]
+        if at is not None and not self.entries[at].is_dir:
+            return None  # ENOTDIR
+        node = ns.child.get((parent, base))
+        if node is not None and ns.kids[node]:  # a directory (maybe one the archive left out)
+            old = ns.entry[node]
+            was = stat.S_IFDIR if old is None else self.entries[old].mode
+            if stat.S_ISLNK(mode) or stat.S_IFMT(was) != stat.S_IFMT(mode):  # do_symlink: type 0
+                return None  # rmdir fails on a non-empty directory, so does the new entry
+        return ns.add(parent, base)
 
     def read_image(self, raw: RawStream) -> None:
         while True:
@@ -258,12 +490,16 @@ class _Reader:
                     for i in group.indices:
                         self.entries[i] = replace(self.entries[i], size=group.size)
                 return
-            name = _normalise(name)
+            node = self._place(name, mode)
+            if self.namespace.steps > IMAGE_NAME_WALK.value:
+                raise Corrupt(f"{where}: names too hard to resolve: {IMAGE_NAME_WALK.describe()} exceeded")
+            path = None if node is None else self.namespace.path[node]
             target: str | None = None
             if stat.S_ISREG(mode) and nlink >= 2:
                 group = links.setdefault((ino, major, minor, mode), _LinkGroup())
-                group.keep = group.keep or self.wanted(name)
-                group.names.append(name)
+                group.keep = group.keep or self._wants(path)
+                if path is not None:
+                    group.names.append(path)
                 group.indices.append(len(self.entries))
                 if size:  # newc carries the data once, on the last name (gen_init_cpio, cpio)
                     group.size = size
@@ -271,18 +507,23 @@ class _Reader:
                 if group.data is not None:
                     self.files.update(dict.fromkeys(group.names, group.data))
             elif stat.S_ISREG(mode):
-                data = self._data(source, size, keep=self.wanted(name), what=name)
-                if data is None:
-                    self.files.pop(name, None)
-                else:
-                    self.files[name] = data
+                data = self._data(source, size, keep=self._wants(path), what=name)
+                if path is not None:
+                    if data is None:
+                        self.files.pop(path, None)
+                    else:
+                        self.files[path] = data
             else:
-                self.files.pop(name, None)
+                if path is not None:
+                    self.files.pop(path, None)
                 is_link = stat.S_ISLNK(mode)
                 body = self._data(source, size, keep=is_link and size <= _PATH_MAX, what=name)
                 if is_link and body is not None:
                     target = body.decode("utf-8", "backslashreplace")
-            self.entries.append(Entry(name, mode, size, nlink, target, index, compression))
+            if node is not None:
+                self.namespace.entry[node] = len(self.entries)
+            shown = path if path is not None else _normalise(name)
+            self.entries.append(Entry(shown, mode, size, nlink, target, index, compression))
 
     def _data(self, source: ByteSource, size: int, *, keep: bool, what: str) -> bytes | None:
         at = source.pos
@@ -298,6 +539,7 @@ class _Reader:
 
 
 def _normalise(name: str) -> str:
+    """A name the kernel could not place, shown as the archive has it (no leading `./` or `/`)."""
     if name.startswith("./"):
         name = name[2:]
     return name.lstrip("/") or "."

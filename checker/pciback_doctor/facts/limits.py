@@ -45,3 +45,7 @@ IMAGE_WANTED_FILE = Limit("wanted initramfs file size", 4 << 20, "those files ar
 LINE = Limit("line length", 1 << 20, "a kernel command line is at most 4 KiB (COMMAND_LINE_SIZE)")
 # Nesting of brackets/blocks in xl configs and GRUB scripts.
 NESTING = Limit("nesting depth", 64, "real configs nest two or three levels")
+# Path components of cpio names and link targets resolved one by one (`..`, `//`, symlinks on the way).
+IMAGE_NAME_WALK = Limit(
+    "initramfs path walk", 2_000_000, "a real image walks a few components an entry, ~30,000 in all"
+)

@@ -173,7 +173,7 @@ def read_modinfo(data: bytes, path: str) -> ModuleInfo:
         elf = ELFFile(io.BytesIO(elf_bytes))
         section = elf.get_section_by_name(".modinfo")
         raw: bytes = section.data() if section is not None else b""
-    except (ELFError, ValueError, KeyError, IndexError, AssertionError) as exc:
+    except (ELFError, ValueError, KeyError, IndexError, AssertionError, OverflowError) as exc:
         raise ModinfoError(f"not a kernel module ELF: {exc}") from None
     if section is None:
         raise ModinfoError("no .modinfo section: not a kernel module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_BDF = re.compile(r"^(?:([0-9a-fA-F]{1,4}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$")
+_BDF = re.compile(r"(?:([0-9a-fA-F]{1,4}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])")
 
 
 @dataclass(frozen=True, order=True)
@@ -20,8 +20,12 @@ class Bdf:
 
 
 def parse_bdf(text: str) -> Bdf | None:
-    """`DDDD:BB:SS.F` or `BB:SS.F` (domain 0), as lspci and sysfs write them."""
-    m = _BDF.match(text.strip())
+    """`DDDD:BB:SS.F` or `BB:SS.F` (domain 0), as lspci and sysfs write them.
+
+    The whole text, nothing stripped: the dracut module's `_xpb_norm` rejects a stray CR or form
+    feed, so the model must too (a device it would skip is not "claimed").
+    """
+    m = _BDF.fullmatch(text)
     if m is None:
         return None
     bdf = Bdf(int(m.group(1) or "0", 16), int(m.group(2), 16), int(m.group(3), 16), int(m.group(4)))
@@ -77,16 +81,30 @@ def parse_hex(text: str | None) -> int | None:
         return None
 
 
-def device_from_spec(spec: str) -> tuple[Bdf, int | None, int | None, int | None] | None:
-    """`BDF[=VVVV:DDDD[:CCCCCC]]` from `--device`."""
+_ID_FIELDS = (("vendor id", 4), ("device id", 4), ("class code", 6))
+
+
+def device_from_spec(spec: str) -> tuple[Bdf, int | None, int | None, int | None]:
+    """`BDF[=VVVV:DDDD[:CCCCCC]]` from `--device`; ValueError names the field that is wrong.
+
+    Each id is at most as wide as the config space register it stands for (vendor and device
+    16 bits, class 24 bits): a wider one is a typo that would otherwise match no driver.
+    """
     bdf_text, _, ids = spec.partition("=")
-    bdf = parse_bdf(bdf_text)
+    bdf = parse_bdf(bdf_text.strip())
     if bdf is None:
-        return None
+        raise ValueError(f"'{bdf_text}' is not a PCI address ([DDDD:]BB:SS.F, slot below 0x20, function 0-7)")
     if not ids:
         return bdf, None, None, None
     parts = ids.split(":")
-    if len(parts) not in (2, 3) or any(not re.fullmatch(r"[0-9a-fA-F]+", p) for p in parts):
-        return None
-    klass = int(parts[2], 16) if len(parts) == 3 else None
-    return bdf, int(parts[0], 16), int(parts[1], 16), klass
+    if len(parts) not in (2, 3):
+        raise ValueError(f"'{ids}' is not VVVV:DDDD or VVVV:DDDD:CCCCCC")
+    values: list[int] = []
+    for part, (field, width) in zip(parts, _ID_FIELDS, strict=False):
+        if not re.fullmatch(r"[0-9a-fA-F]+", part):
+            raise ValueError(f"{field} '{part}' is not hexadecimal")
+        if len(part) > width:
+            raise ValueError(f"{field} '{part}' is wider than {width} hex digits")
+        values.append(int(part, 16))
+    klass = values[2] if len(values) == 3 else None
+    return bdf, values[0], values[1], klass

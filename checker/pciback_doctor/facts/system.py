@@ -16,8 +16,8 @@ from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers, read_builtin_pci
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
 from pciback_doctor.facts.domu import DomuKernel, from_config, from_config_bytes, from_image, from_module_tree
 from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
-from pciback_doctor.facts.image import ImageFacts, image_facts, wanted_file
-from pciback_doctor.facts.initramfs import Initramfs, open_initramfs
+from pciback_doctor.facts.image import ImageFacts, image_facts, open_image
+from pciback_doctor.facts.initramfs import Initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
 from pciback_doctor.facts.kimage import inspect_kernel_image, vmlinux_of
 from pciback_doctor.facts.modprobe import (
@@ -108,6 +108,8 @@ class System:
     problems: tuple[Evidence, ...] = field(default=())  # unreadable discovered inputs
     # the built-in PCI drivers read from the kernel image, when the module tree does not list them
     builtin_pci: BuiltinPciDrivers | None = None
+    # the backend's module file is listed but empty, garbage or unreadable: modprobe would fail
+    backend_module_problem: Evidence | None = None
 
 
 def _read_explicit(path: str, what: str) -> bytes:
@@ -324,21 +326,23 @@ def read_cmdline(
 def offline_devices(opts: Options) -> tuple[PciDevice, ...]:
     devices = []
     for spec in opts.devices:
-        parsed = device_from_spec(spec)
-        if parsed is None:
+        try:
+            bdf, vendor, device, klass = device_from_spec(spec)
+        except ValueError as exc:
             raise UsageError(
-                f"--device {spec}: expected BDF[=VVVV:DDDD[:CCCCCC]], e.g. 0000:05:00.0=8086:10d3"
-            )
-        bdf, vendor, device, klass = parsed
+                f"--device {spec}: {exc}; expected BDF[=VVVV:DDDD[:CCCCCC]], e.g. 0000:05:00.0=8086:10d3"
+            ) from None
         devices.append(PciDevice(bdf, vendor, device, None, None, klass, None, None, None, None, "--device"))
     return tuple(devices)
 
 
 def read_backend_modinfo(
     root: Root, modules: ModuleTree | None, opts: Options
-) -> tuple[ModuleInfo | None, list[Evidence]]:
+) -> tuple[ModuleInfo | None, list[Evidence], Evidence | None]:
+    """The backend module's .modinfo, the inputs that could not be read, and why a module file
+    that is there cannot be loaded (empty, truncated, not a module)."""
     if modules is None or BACKEND not in modules.files:
-        return None, []
+        return None, [], None
     relfile = modules.files[BACKEND]
     if opts.modules_dir:
         data = Root(opts.modules_dir).read_bytes(relfile)
@@ -346,11 +350,15 @@ def read_backend_modinfo(
         data = root.read_bytes(f"{modules.path}/{relfile}")
     shown = f"{modules.path}/{relfile}"
     if data is None:
-        return None, [Evidence(shown, None, "listed in modules.dep but missing or unreadable")]
+        return None, [Evidence(shown, None, "listed in modules.dep but missing or unreadable")], None
+    if not data:
+        broken = Evidence(shown, None, "empty file: not a kernel module")
+        return None, [broken], broken
     try:
-        return read_modinfo(data, shown), []
+        return read_modinfo(data, shown), [], None
     except ModinfoError as exc:
-        return None, [Evidence(shown, None, f"unreadable module: {exc}")]
+        broken = Evidence(shown, None, f"unreadable module: {exc}")
+        return None, [broken], broken
 
 
 MODULES_LOAD_DIRS = (
@@ -440,7 +448,7 @@ def read_image(
     if opts.progress is not None and host.stat().st_size > 8 << 20:
         opts.progress(f"reading initramfs {shown} ({host.stat().st_size >> 20} MiB)...")
     try:
-        raw = open_initramfs(host, wanted_file)
+        raw = open_image(host)
     except OSError as exc:
         if opts.initramfs:
             raise UsageError(f"--initramfs {opts.initramfs}: {exc.strerror or exc}") from None
@@ -552,7 +560,7 @@ def collect(opts: Options) -> System:
     release, why, running = select_release(opts, root, entry)
     config, problems = read_config(opts, root, release, running)
     modules = read_module_tree(opts, root, release)
-    backend_modinfo, more = read_backend_modinfo(root, modules, opts)
+    backend_modinfo, more, broken_backend = read_backend_modinfo(root, modules, opts)
     proc_cmdline = _proc_cmdline(root)
     modprobe_files = read_modprobe_files(root)
     cmdline, kind = read_cmdline(opts, entry, proc_cmdline)
@@ -593,6 +601,7 @@ def collect(opts: Options) -> System:
         late_bindings=tuple(read_late_bindings(root)),
         problems=(*problems, *more),
         builtin_pci=read_builtin_pci(opts, root, release, modules),
+        backend_module_problem=broken_backend,
     )
 
 
