@@ -156,14 +156,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _emit(text: str, output: str | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
+def _emit(text: str, output: str | None = None, exact: bool = False) -> None:
+    """Write UTF-8 whatever the locale (LANG=C, LC_ALL=POSIX, PYTHONIOENCODING unset or ASCII).
+
+    Renderers have escaped what they show (render/escape.py). `exact` is for text that carries the
+    inspected files' own bytes (`fix` diffs, as surrogateescape): written back byte for byte, so that
+    `patch` applies the diff, except to a terminal, which is shown its controls, never sent them."""
+    if exact and output is None and sys.stdout.isatty():
+        from pciback_doctor.render.escape import visible
+
+        text = visible(text)
+    data = text.encode("utf-8", "surrogateescape" if exact else "backslashreplace")
+    if output is not None:
+        try:
+            Path(output).write_bytes(data)
+        except OSError as exc:
+            raise UsageError(f"--output {output}: {exc.strerror or exc}") from None
         return
-    try:
-        Path(output).write_text(text)
-    except OSError as exc:
-        raise UsageError(f"--output {output}: {exc.strerror or exc}") from None
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text-only stream (tests' StringIO): it takes any str
+        sys.stdout.write(data.decode("utf-8", "surrogateescape"))
+        return
+    sys.stdout.flush()  # what was printed before goes first
+    buffer.write(data)
+    buffer.flush()
 
 
 def _finish(args: argparse.Namespace, analysis: Analysis, roles: frozenset[str], scope: str = "dom0") -> int:
@@ -295,23 +311,25 @@ def run_fix(args: argparse.Namespace) -> int:
     commands = list(dict.fromkeys(c for f in fixes for c in f.commands))
     todo = pending(changes, system.files)
     for f in fixes:
-        sys.stdout.write(f"# {f.strategy}: {f.description}\n")
+        _emit(f"# {f.strategy}: {f.description}\n", exact=True)
     if fixes and not changes:
-        sys.stdout.write(
-            "# no file to change: this fix is a step to do by hand (above), and the commands below\n"
+        _emit(
+            "# no file to change: this fix is a step to do by hand (above), and the commands below\n",
+            exact=True,
         )
     elif args.write:
         written = write(system.root, todo, system.files, Path(args.backup_dir) if args.backup_dir else None)
-        sys.stdout.write("".join(f"wrote {p}\n" for p in written) or "nothing to change: already applied\n")
+        _emit("".join(f"wrote {p}\n" for p in written) or "nothing to change: already applied\n", exact=True)
     else:
-        sys.stdout.write(unified_diff(todo, system.files) or "# no file changes\n")
+        _emit(unified_diff(todo, system.files) or "# no file changes\n", exact=True)
     if commands:
-        sys.stdout.write("# then run (not run by the doctor):\n" + "".join(f"{c}\n" for c in commands))
+        _emit("# then run (not run by the doctor):\n" + "".join(f"{c}\n" for c in commands), exact=True)
     if not fixes:
-        sys.stdout.write(
+        _emit(
             "nothing to fix: every device meant for passthrough is predicted claimed\n"
             if analysis.devices
-            else "nothing to fix: no device is meant for passthrough (no hide value, xl pci= or --device)\n"
+            else "nothing to fix: no device is meant for passthrough (no hide value, xl pci= or --device)\n",
+            exact=True,
         )
     return 0
 
@@ -343,9 +361,9 @@ def run_initramfs(args: argparse.Namespace) -> int:
     if raw.error and not raw.entries:  # nothing at all could be read: the named input is unusable
         raise UsageError(f"{args.image}: {raw.error}")
     if args.list:
-        sys.stdout.write(image_render.listing(raw))
+        _emit(image_render.listing(raw))
     else:
-        sys.stdout.write(image_render.summary(image_facts(raw, args.image), raw))
+        _emit(image_render.summary(image_facts(raw, args.image), raw))
     return 1 if raw.error else 0
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pciback_doctor.model import Finding, Report, Severity
+from pciback_doctor.render.escape import map_strings, visible
 
 if TYPE_CHECKING:
     from pciback_doctor.checks import Check
@@ -56,6 +57,8 @@ def _testcase(suite: ET.Element, classname: str, name: str) -> ET.Element:
 
 
 def to_element(report: Report, catalogue: Mapping[str, Check]) -> ET.Element:
+    # XML 1.0 has no way to carry most C0 controls, even as references: they are shown escaped
+    report = map_strings(report, visible)
     failures = skipped = 0
     suite = ET.Element("testsuite", name=SUITE)
     properties = ET.SubElement(suite, "properties")

@@ -5,35 +5,16 @@ spans and their fixes (files in fenced blocks, commands in sh blocks); waived fi
 
 from __future__ import annotations
 
-import re
-
 from pciback_doctor.model import Finding, Report, Severity, Verdict
+from pciback_doctor.render.escape import map_strings, md_block, md_code, md_para, md_text, visible
 
 _HEADINGS = {Severity.ERROR: "Errors", Severity.WARNING: "Warnings", Severity.INFO: "Notes"}
-
-
-def text(s: str) -> str:
-    """Prose: Markdown's inline specials escaped (`|` too, so it can go in a table cell)."""
-    return re.sub(r"([\\`*_\[\]<>|])", r"\\\1", s).replace("\r", "")
+text, code, block = md_text, md_code, md_block
 
 
 def cell(s: str) -> str:
     """A table cell is one line: a line break inside it becomes <br>."""
     return text(s).replace("\n", "<br>")
-
-
-def code(s: str) -> str:
-    """A code span that survives backticks in `s` (CommonMark: a longer backtick run as the fence)."""
-    one_line = s.replace("\n", " ")
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", one_line)), default=0) + 1)
-    pad = " " if one_line.startswith("`") or one_line.endswith("`") else ""
-    return f"{fence}{pad}{one_line}{pad}{fence}"
-
-
-def block(content: str, info: str = "") -> str:
-    fence = "`" * max(3, max((len(run) + 1 for run in re.findall(r"`{3,}", content)), default=0))
-    body = content.rstrip("\n")
-    return f"{fence}{info}\n{body}\n{fence}\n"
 
 
 def _row(cells: list[str]) -> str:
@@ -63,7 +44,7 @@ def _devices(report: Report) -> str:
 
 def _finding(f: Finding) -> str:
     out = f"#### {f.id} {text(f.title)}" + (f" — {code(f.device)}" if f.device else "") + "\n\n"
-    out += text(f.message).replace("\n", "  \n") + "\n\n"  # a hard line break per message line
+    out += md_para(f.message).replace("\n", "  \n") + "\n\n"  # a hard line break per message line
     if f.waiver is not None:
         out += f"Waived: {text(f.waiver)}\n\n"
     if f.evidence:
@@ -82,6 +63,7 @@ def _finding(f: Finding) -> str:
 
 
 def render(report: Report) -> str:
+    report = map_strings(report, visible)  # every string from the system: shown, never interpreted
     t = report.target
     out = "# pciback-doctor\n\n"
     facts = [

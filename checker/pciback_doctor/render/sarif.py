@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from pciback_doctor import __version__
 from pciback_doctor.model import Evidence, Finding, Report, Severity
+from pciback_doctor.render.escape import json_text, map_strings
 
 if TYPE_CHECKING:
     from pciback_doctor.checks import Check
@@ -48,7 +49,7 @@ def _location(e: Evidence) -> dict[str, Any]:
     artifact: dict[str, Any] = (
         {"uri": path.as_uri()}
         if path.is_absolute()
-        else {"uri": quote(image, safe="/"), "uriBaseId": ROOT_BASE}
+        else {"uri": quote(image, safe="/", errors="surrogateescape"), "uriBaseId": ROOT_BASE}
     )
     physical: dict[str, Any] = {"artifactLocation": artifact}
     location: dict[str, Any] = {"physicalLocation": physical, "message": {"text": str(e)}}
@@ -109,7 +110,8 @@ def to_document(report: Report, catalogue: Mapping[str, Check]) -> dict[str, Any
     if root.is_absolute():
         uri = root.as_uri()
         run["originalUriBaseIds"] = {ROOT_BASE: {"uri": uri if uri.endswith("/") else uri + "/"}}
-    return {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}
+    document = {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}
+    return map_strings(document, json_text)  # a byte that was not UTF-8: `\xe9`, never a lone surrogate
 
 
 def render(report: Report, catalogue: Mapping[str, Check]) -> str:

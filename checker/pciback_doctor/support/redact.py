@@ -11,13 +11,13 @@ diagnosis needs stays: PCI addresses, vendor:device ids, kernel releases, module
 from __future__ import annotations
 
 import dataclasses
-import enum
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import TypeVar
 
+from pciback_doctor.render.escape import map_strings
 from pciback_doctor.support.facts import SupportReport
 
 T = TypeVar("T")
@@ -180,28 +180,6 @@ def _is_netmask(address: ipaddress.IPv4Address) -> bool:
     bits = int(address)
     inverted = ~bits & 0xFFFFFFFF
     return bits >> 31 == 1 and inverted & (inverted + 1) == 0
-
-
-def map_strings(value: T, fn: Callable[[str], str]) -> T:
-    """The same frozen structure with `fn` applied to every string in it (enums stay as they are)."""
-    return cast(T, _map(value, fn))
-
-
-def _map(value: object, fn: Callable[[str], str]) -> object:
-    if isinstance(value, enum.Enum) or value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, str):
-        return fn(value)
-    if isinstance(value, tuple):
-        return tuple(_map(v, fn) for v in value)
-    if isinstance(value, list):
-        return [_map(v, fn) for v in value]
-    if isinstance(value, dict):
-        return {_map(k, fn): _map(v, fn) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: _map(getattr(value, f.name), fn) for f in dataclasses.fields(value) if f.init}
-        return dataclasses.replace(value, **changes)
-    raise TypeError(f"cannot redact a {type(value).__name__}")
 
 
 def keep_words(sr: SupportReport) -> set[str]:
