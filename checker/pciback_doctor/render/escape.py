@@ -23,6 +23,7 @@ import html
 import re
 from collections.abc import Callable
 from typing import TypeVar, cast
+from urllib.parse import quote
 
 T = TypeVar("T")
 
@@ -54,6 +55,16 @@ def one_line(text: str) -> str:
 def json_text(text: str) -> str:
     """JSON escapes controls itself; a lone surrogate is valid `json.dumps` output but not Unicode."""
     return _SURROGATE.sub(_show, text)
+
+
+# a surrogate that surrogateescape did not make: no byte of any file name
+_NOT_A_BYTE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+
+
+def uri_path(path: str) -> str:
+    """A path as a URI path (RFC 3986): percent-encoded UTF-8, and a byte of the file's name that was
+    not UTF-8 as itself (`%E9`), so the URI names the file the system has."""
+    return quote(_NOT_A_BYTE.sub("\ufffd", path), safe="/", errors="surrogateescape")
 
 
 def map_strings(value: T, fn: Callable[[str], str]) -> T:
