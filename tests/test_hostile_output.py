@@ -253,3 +253,26 @@ def test_colour_only_where_the_terminal_has_it(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert text_render.wants_colour(_Tty()) is colour  # type: ignore[arg-type]
+
+
+def test_junit_declares_the_encoding_it_is_written_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ElementTree declares the locale's encoding; the CLI writes UTF-8: a Latin-1 locale got a
+    document whose `é` no XML parser reads back."""
+    import locale
+
+    monkeypatch.setattr(locale, "getpreferredencoding", lambda do_setlocale=True: "ISO-8859-1")
+    root = hostile_root(tmp_path)
+    (root / "etc/modprobe.d/old.conf").write_text("# café\n" + HOSTILE_LINE + "\n")
+    out = tmp_path / "junit.xml"
+    doctor("check", "--root", str(root), "--format", "junit", "--output", str(out))
+    assert out.read_bytes().startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
+    assert any("# café" in t for t in ET.parse(out).getroot().itertext())
+
+
+def test_a_usage_error_naming_a_hostile_path_stays_one_line(tmp_path: Path) -> None:
+    result = doctor("initramfs", str(tmp_path / "x\x1b[2J\nforged"))
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and "\x1b" not in result.err
+    assert "x\\x1b[2J\\x0aforged" in result.err

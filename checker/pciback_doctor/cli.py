@@ -393,7 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         return handlers[args.command](args)
     except UsageError as exc:
-        print(f"pciback-doctor: {exc}", file=sys.stderr)
+        from pciback_doctor.render.escape import one_line
+
+        # the message may name a hostile path: shown on one line, its controls never obeyed
+        print(f"pciback-doctor: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

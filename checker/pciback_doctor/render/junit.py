@@ -100,4 +100,5 @@ def render(report: Report, catalogue: Mapping[str, Check]) -> str:
     """`catalogue`: the checks that ran (id -> Check); those without findings become passing testcases."""
     root = to_element(report, catalogue)
     ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    # the CLI writes UTF-8 whatever the locale; ElementTree would declare the locale's encoding
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
