@@ -256,7 +256,9 @@ def _options(args: argparse.Namespace) -> Options:
 
 
 def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    from pciback_doctor.render.escape import one_line
+
+    print(one_line(message), file=sys.stderr, flush=True)  # it names files of the inspected system
 
 
 def run_check(args: argparse.Namespace) -> int:
