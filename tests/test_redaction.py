@@ -136,6 +136,11 @@ def _mixed_case(s: str, flips: list[bool]) -> str:
     return "".join(c.upper() if f else c for c, f in zip(s, flips, strict=False))
 
 
+def _netmask_shaped(bits: int) -> bool:
+    inverted = ~bits & 0xFFFFFFFF
+    return bits >> 31 == 1 and inverted & (inverted + 1) == 0
+
+
 @st.composite
 def planted(draw: st.DrawFn) -> Planted:
     mac_bytes = draw(st.binary(min_size=6, max_size=6))
@@ -145,6 +150,7 @@ def planted(draw: st.DrawFn) -> Planted:
             lambda a: (
                 not (a.is_loopback or a.is_unspecified or a.is_multicast or a.is_reserved)
                 and int(a) >> 24 not in (0, 255)
+                and not _netmask_shaped(int(a))  # 192.0.0.0 is kept: a netmask is no address
             )
         )
     )
