@@ -171,8 +171,15 @@ def test_every_format_renders_any_report_well_formed(r: Report) -> None:
     assert len(lines) == sum(1 for f in r.findings if f.waiver is None)
     assert all(re.match(r"::(error|warning|notice) [^:]*::", line) for line in lines)
 
+    # Markdown: exactly the blocks the renderer makes; nothing from the report opened or closed one
     tokens = MarkdownIt("commonmark").parse(markdown.render(r))
-    assert not any(t.type == "html_block" for t in tokens)  # nothing from the report became HTML
+    assert not any(t.type == "html_block" for t in tokens)
+    active = [f for f in r.findings if f.waiver is None]
+    groups = {f.severity for f in active} | ({"waived"} if len(active) < len(r.findings) else set())
+    headings = 2 + (r.scope == "dom0") + len(groups) + len(r.findings)
+    assert sum(t.type == "heading_open" for t in tokens) == headings
+    fences = [t for t in tokens if t.type == "fence"]
+    assert len(fences) == sum(len(x.files) + bool(x.commands) for f in r.findings for x in f.fixes)
 
 
 def _without_sgr(out: str) -> str:

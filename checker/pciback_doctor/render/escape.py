@@ -114,6 +114,12 @@ def md_para(text: str) -> str:
     return _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), md_text(text))
 
 
+def md_line(text: str) -> str:
+    """Prose on one line (a heading, a list item, a label): line breaks and runs of blanks become one
+    space, so no value can end the block it is in and start another."""
+    return md_para(" ".join(text.split()))
+
+
 def md_code(text: str) -> str:
     """A code span on one line whose fence is longer than any backtick run inside (CommonMark 6.1).
     In a GFM table cell, `|` still needs `md_cell_code`: the table ends the cell there even in a span."""

@@ -6,7 +6,15 @@ spans and their fixes (files in fenced blocks, commands in sh blocks); waived fi
 from __future__ import annotations
 
 from pciback_doctor.model import Finding, Report, Severity, Verdict
-from pciback_doctor.render.escape import map_strings, md_block, md_code, md_para, md_text, visible
+from pciback_doctor.render.escape import (
+    map_strings,
+    md_block,
+    md_cell_code,
+    md_code,
+    md_line,
+    md_text,
+    visible,
+)
 
 _HEADINGS = {Severity.ERROR: "Errors", Severity.WARNING: "Warnings", Severity.INFO: "Notes"}
 text, code, block = md_text, md_code, md_block
@@ -31,7 +39,7 @@ def _devices(report: Report) -> str:
         won = f" → {p.winner}" if p.verdict is Verdict.NOT_CLAIMED and p.winner else ""
         out += _row(
             [
-                code(d.bdf),
+                md_cell_code(code(d.bdf)),
                 cell(d.id or "?"),
                 cell(f"{d.native_driver or '-'} ({d.native_mode})"),
                 f"**{cell(p.verdict.value)}**{cell(won)}",
@@ -43,17 +51,18 @@ def _devices(report: Report) -> str:
 
 
 def _finding(f: Finding) -> str:
-    out = f"#### {f.id} {text(f.title)}" + (f" — {code(f.device)}" if f.device else "") + "\n\n"
-    out += md_para(f.message).replace("\n", "  \n") + "\n\n"  # a hard line break per message line
+    out = f"#### {f.id} {md_line(f.title)}" + (f" — {code(f.device)}" if f.device else "") + "\n\n"
+    lines = [md_line(line) for line in f.message.splitlines() if line.strip()]
+    out += "  \n".join(lines) + "\n\n"  # a hard line break per message line, one paragraph
     if f.waiver is not None:
-        out += f"Waived: {text(f.waiver)}\n\n"
+        out += f"Waived: {md_line(f.waiver)}\n\n"
     if f.evidence:
         for e in f.evidence:
             where = e.path if e.line is None else f"{e.path}:{e.line}"
             out += f"- {code(where)}" + (f" {code(e.text)}" if e.text else "") + "\n"
         out += "\n"
     for fix in f.fixes:
-        out += f"**Fix ({text(fix.strategy)}):** {text(fix.description)}\n\n"
+        out += f"**Fix ({md_line(fix.strategy)}):** {md_line(fix.description)}\n\n"
         for change in fix.files:
             mode = " (executable)" if change.executable else ""
             out += f"{code(change.path)}{mode}:\n\n" + block(change.content) + "\n"

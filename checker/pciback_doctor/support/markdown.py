@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pciback_doctor.model import Evidence, Finding, Fix
-from pciback_doctor.render.escape import md_cell_code, md_code, md_fence, md_para, md_text, visible
+from pciback_doctor.render.escape import md_cell_code, md_code, md_fence, md_line, visible
 from pciback_doctor.support.facts import DeviceFacts, SupportReport, where
 
 VERDICT_LABEL = {"claimed": "✅ CLAIMED", "not-claimed": "❌ NOT CLAIMED", "unknown": "❓ UNKNOWN"}
@@ -43,12 +43,12 @@ def render(sr: SupportReport) -> str:
 
 def _text(value: str | None) -> str:
     """Plain text with every Markdown-active character backslash-escaped, on one line."""
-    return md_text(" ".join(value.split())) if value else "-"
+    return md_line(value) if value else "-"
 
 
 def _para(value: str) -> str:
     """A line of text that starts a paragraph: also defuse what is only special at line start."""
-    return md_para(" ".join(value.split()))
+    return md_line(value)
 
 
 def _code(value: str | None) -> str:
