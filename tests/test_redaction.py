@@ -45,6 +45,12 @@ from test_support_report import make_root
             "ip=10.0.0.5::10.0.0.1:255.255.255.0:db-07:eth0:none",
             "ip=ip-1::ip-2:255.255.255.0:host-1:eth0:none",
         ),
+        # e-mail addresses, iSCSI names
+        ("# ask alice.smith+xen@example.org", "# ask email-1"),
+        (
+            "rd.iscsi.initiator=iqn.2004-10.com.ubuntu:01:4f2ab1c3d5e6 netroot=iscsi:10.0.0.9::::iqn.2001-04.com.example:storage.disk1",
+            "rd.iscsi.initiator=iqn-1 netroot=iscsi:ip-1::::iqn-2",
+        ),
         # what must stay
         ("time 202311261234 and e1000e and 8086:10d3", "time 202311261234 and e1000e and 8086:10d3"),
         ("ip=dhcp ip=eth0:dhcp", "ip=dhcp ip=eth0:dhcp"),
@@ -58,6 +64,11 @@ def test_host_name_in_any_case_and_its_domain() -> None:
     redactor = Redactor(hostnames=["XenHost-Alice.Example.ORG"], keep=["e1000e"])
     text = "xenhost-alice XENHOST-ALICE XenHost-Alice.example.org mail.example.org example.org e1000e"
     assert redactor.text(text) == "host-1 host-1 host-1 mail.domain-1 domain-1 e1000e"
+    # the installer's volume group named after the host, as LVM and device-mapper spell it
+    assert (
+        Redactor(hostnames=["db-07"]).text("rd.lvm.lv=fedora_db-07/root root=/dev/mapper/fedora_db--07-root")
+        == "rd.lvm.lv=fedora_host-1/root root=/dev/mapper/fedora_host-1-root"
+    )
     # a short plain word still only as written, in lower and in upper case
     assert Redactor(hostnames=["xen"]).text("Xen 4.17 on xen (XEN)") == "Xen 4.17 on host-1 (host-1)"
 
@@ -108,6 +119,7 @@ class Planted:
     machine_id: str
     user: str
     serial: str
+    iqn: str
     host_in_etc: bool  # etc/hostname names the host, or it is empty (the host only in ip=)
     id_in_etc: bool  # etc/machine-id holds the id, or it is empty
 
@@ -120,7 +132,8 @@ class Planted:
             "host": [self.host],
             "domain": [self.domain],
             "machine-id": [self.machine_id],
-            "user": [self.user],
+            "user": [self.user, f"{self.user}@{self.domain}"],
+            "iqn": [self.iqn],
             "serial": [self.serial],
         }
 
@@ -178,6 +191,7 @@ def planted(draw: st.DrawFn) -> Planted:
         machine_id=draw(_hexes(32)),
         user=draw(st.from_regex(r"[a-z]{3,8}[0-9]{0,2}", fullmatch=True)),
         serial=draw(st.from_regex(r"[A-Z]{2}[0-9]{6,10}[A-Z]", fullmatch=True)),
+        iqn=f"iqn.2004-10.com.{draw(st.from_regex(r'[a-z]{4,8}', fullmatch=True))}:01:{draw(_hexes(12))}",
         host_in_etc=draw(st.booleans()),
         id_in_etc=draw(st.booleans()),
     )
@@ -189,7 +203,8 @@ def plant(root: Path, p: Planted) -> None:
     (root / "etc/hostname").write_text(f"{p.host}.{p.domain}\n" if p.host_in_etc else "")
     (root / "etc/machine-id").write_text(f"{p.machine_id}\n" if p.id_in_etc else "")
     (root / "etc/modprobe.d/router-nic.conf").write_text(
-        f"softdep e1000e pre: xen-pciback # {p.host} {p.mac} {p.ipv4} /home/{p.user}/ serial={p.serial}\n"
+        f"softdep e1000e pre: xen-pciback # {p.host} {p.mac} {p.ipv4} /home/{p.user}/ serial={p.serial}"
+        f" {p.user}@{p.domain}\n"
     )
     (root / "etc/xen/router.cfg").write_text(
         f'name = "{p.host.lower()}"\ntype = "pv"\n'
@@ -202,6 +217,7 @@ def plant(root: Path, p: Planted) -> None:
         f" systemd.machine_id={p.machine_id} rd.md.uuid={p.md} resume=/dev/disk/by-uuid/{p.fat}"
         f" rd.luks.uuid=luks-{p.uuid} ifname=eth1:{p.mac} ip={p.ipv4}::{p.ipv4}:255.255.255.0:"
         f"{p.host.lower()}.{p.domain}:eth0:none ip=[{p.ipv6}]:::64::eth2:none net.ifnames=1 enx{p.mac_bare}"
+        f" rd.lvm.lv=fedora_{p.host}/root rd.iscsi.initiator={p.iqn}"
     )
     text = grub.read_text()
     anchor = "xen-pciback.hide=(0000:05:00.0) quiet"

@@ -3,7 +3,7 @@ sos' `postproc`), so collection never has to think about privacy and nothing esc
 collected somewhere new.
 
 Every identifier becomes an obviously fake, numbered token (`uuid-1`, `host-1`, `mac-1`, `ip-1`,
-`serial-1`, `disk-1`, `user-1`, `machine-id-1`), and the same value gets the same token everywhere in
+`serial-1`, `disk-1`, `user-1`, `machine-id-1`, `domain-1`, `email-1`, `iqn-1`), and the same value gets the same token everywhere in
 the report, so a reader can still see that the root= UUID is the one GRUB searches for. What a
 diagnosis needs stays: PCI addresses, vendor:device ids, kernel releases, module names.
 """
@@ -62,6 +62,9 @@ _SERIAL = re.compile(
 )
 _NOT_A_SERIAL = re.compile(r"(?i)^(?:pty|vc|null|none|stdio|tty\w*|com\d+|hvc\d*|0|1|yes|no|on|off)$")
 _BY_ID = re.compile(r"(?<=/by-id/)[^\s/'\",;)\]]+?(?=-part\d+\b|[\s/'\",;)\]]|$)")
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# an iSCSI initiator or target name (RFC 3720): `rd.iscsi.initiator=iqn.2004-10.com.ubuntu:01:4f2a...`
+_IQN = re.compile(r"(?i)(?<![\w.])iqn\.\d{4}-\d{2}\.[A-Za-z0-9.-]+(?::[^\s,'\";)\]]+)?")
 _USER_PATH = re.compile(r"(?<![\w.-])/?(?:home|Users)/([^/\s'\",;:)\]]+)")
 # a host called `xen` is not in `boot/xen.gz`; a domain after the name (`xen.example.com`) is
 _FILE_SUFFIX = r"\.(?:cfg|conf|gz|efi|img|ko|xz|zst|cpio|sh|service)\b"
@@ -126,11 +129,18 @@ class Redactor:
             if domain and domain.lower() not in _GENERIC_DOMAINS:
                 domains.add(domain.lower())
         for value, key in sorted(names.items(), key=lambda n: (-len(n[0]), n[0])):
-            exact = re.fullmatch(r"[A-Za-z]{1,4}", value) is not None
-            spellings = sorted({value, value.lower(), value.upper()}) if exact else [value]
-            body = "|".join(re.escape(v) for v in spellings)
-            flags = 0 if exact else re.IGNORECASE
-            pattern = re.compile(rf"(?<![\w.-])(?:{body})(?![\w-]|{_FILE_SUFFIX})", flags)
+            if re.fullmatch(r"[A-Za-z]{1,4}", value):
+                body = "|".join(re.escape(v) for v in sorted({value, value.lower(), value.upper()}))
+                pattern = re.compile(rf"(?<![\w.-])(?:{body})(?![\w-]|{_FILE_SUFFIX})")
+            else:
+                # inside names too: anaconda's volume group `fedora_HOST`, and device-mapper's
+                # `/dev/mapper/fedora_my--host-root` (dm doubles a `-` of the VG name)
+                body = "|".join(
+                    re.escape(v) for v in sorted({value, value.replace("-", "--")}, key=len)[::-1]
+                )
+                pattern = re.compile(
+                    rf"(?<![A-Za-z0-9])(?:{body})(?![A-Za-z0-9]|{_FILE_SUFFIX})", re.IGNORECASE
+                )
             self._literals.append((pattern, "host", key, True))
         for domain in sorted(domains, key=len, reverse=True):
             pattern = re.compile(rf"(?<![\w-]){re.escape(domain)}(?![\w-]|{_FILE_SUFFIX})", re.IGNORECASE)
@@ -160,6 +170,10 @@ class Redactor:
             flat = m.group().lower()
             if not flat.isdigit():  # twelve decimal digits are a time or a count before a MAC
                 yield _Hit(m.start(), m.end(), "mac", ":".join(flat[i : i + 2] for i in range(0, 12, 2)))
+        for m in _EMAIL.finditer(text):
+            yield _Hit(m.start(), m.end(), "email", m.group().lower())
+        for m in _IQN.finditer(text):
+            yield _Hit(m.start(), m.end(), "iqn", m.group().lower())
         for m in _IP_HOSTNAME.finditer(text):
             yield _Hit(m.start(1), m.end(1), "host", m.group(1).split(".", 1)[0].lower(), weak=True)
         for m in _MAC.finditer(text):
