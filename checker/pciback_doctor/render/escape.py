@@ -1,13 +1,14 @@
 """Text from the inspected system, made safe for each output format: one policy, used by every renderer.
 
-Bytes in, text out. Readers decode once: text for display with invalid UTF-8 as U+FFFD (or, for cpio
-names, as a visible `\\xe9`); the files `fix --write` may rewrite with `surrogateescape`, so that
-writing them back loses no byte (facts/system.py `read_editable`). Such a text is never rendered raw:
+Bytes in, text out. Readers decode once (facts/decode.py): text for display with a byte that is not
+UTF-8 as U+FFFD (a cpio name as a visible `\\xe9`), and the files `fix --write` may rewrite with
+`surrogateescape`, so that writing them back loses no byte. Nothing is rendered raw:
 
 - `visible`: what no output may carry is shown, never interpreted: a byte that was not UTF-8 (a
   surrogateescape surrogate) as `\\xe9`, C0 controls but tab and newline (ESC, CR, ...) and DEL as
-  `\\x1b`, C1 controls, bidi overrides and isolates, U+2028/U+2029 and other lone surrogates as
-  `\\u202e`. XML 1.0 forbids the same C0 characters, and JSON's consumers reject lone surrogates.
+  `\\x1b`, C1 controls, bidi overrides and isolates, invisible characters (zero-width, BOM, soft
+  hyphen), U+2028/U+2029 and other lone surrogates as `\\u202e`. XML 1.0 forbids the same C0
+  characters, and JSON's consumers reject lone surrogates.
 - per format, on top of `visible`: Markdown (inline specials, table cells, code spans and fences longer
   than any backtick run inside), GitHub workflow commands (the toolkit's escaping), HTML.
 
@@ -27,9 +28,12 @@ from urllib.parse import quote
 
 T = TypeVar("T")
 
-# C0 but tab/newline, DEL, C1, ALM/LRM/RLM, LS/PS, LRE..RLO, LRI..PDI, surrogates, U+FFFE/U+FFFF
+# C0 but tab/newline, DEL, C1, soft hyphen, ALM, zero-width and bidi marks, LS/PS, LRE..RLO, word
+# joiner and invisible operators, LRI..PDI, surrogates, BOM, U+FFFE/U+FFFF. The invisible ones matter
+# here: `xen\u200b-pciback` looks like the module name and is not one to kmod
 _UNSAFE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]"
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069"
+    "\ud800-\udfff\ufeff\ufffe\uffff]"
 )
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
