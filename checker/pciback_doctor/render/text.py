@@ -42,20 +42,21 @@ def render(report: Report, colour: bool = False, width: int | None = None) -> st
     )
     t = report.target
     if report.scope == "dom0":
-        console.print(Text("pciback-doctor", style="bold"), Text(f"— root {t.root}"))
-        console.print(
-            f"  kernel     {t.kernel or '?'}" + (f"  (config {t.config})" if t.config else "  (no config)")
-        )
-        console.print(f"  backend    {report.backend.mode} ({report.backend.module})")
-        console.print(
+        # paths and command lines, to copy: whole lines, the terminal wraps them if it must
+        console.print(Text("pciback-doctor", style="bold"), Text(f"— root {t.root}"), soft_wrap=True)
+        header = [
+            f"  kernel     {t.kernel or '?'}" + (f"  (config {t.config})" if t.config else "  (no config)"),
+            f"  backend    {report.backend.mode} ({report.backend.module})",
             f"  cmdline    {t.cmdline if t.cmdline is not None else '-'}"
-            + (f"  [{t.cmdline_source}]" if t.cmdline_source else "")
-        )
+            + (f"  [{t.cmdline_source}]" if t.cmdline_source else ""),
+        ]
         if t.xen_cmdline is not None:
-            console.print(f"  xen        {t.xen_cmdline}")
-        console.print(f"  initramfs  {t.initramfs or '-'}")
+            header.append(f"  xen        {t.xen_cmdline}")
+        header.append(f"  initramfs  {t.initramfs or '-'}")
         if t.boot_entry:
-            console.print(f"  boot entry {t.boot_entry}")
+            header.append(f"  boot entry {t.boot_entry}")
+        for line in header:
+            console.print(Text(line), soft_wrap=True)
         console.print()
         _devices(console, report)
     elif report.scope == "kernel":
@@ -77,8 +78,8 @@ def render(report: Report, colour: bool = False, width: int | None = None) -> st
             console.print(Text("    " + line))
         if f.waiver is not None:
             console.print(Text(f"    waived: {f.waiver}", style="dim"))
-        for e in f.evidence:
-            console.print(Text(f"    at {e}", style="dim"))
+        for e in f.evidence:  # a quoted line of a file: whole, like the file bodies below
+            console.print(Text(f"    at {e}", style="dim"), soft_wrap=True)
         for fix in f.fixes:
             console.print(Text(f"    fix ({fix.strategy}): {fix.description}", style="green"))
             for change in fix.files:
