@@ -214,6 +214,9 @@ def test_file_bodies_are_never_wrapped_or_cut(tmp_path: Path, width: int) -> Non
     out = text_render.render(report, colour=True, width=width)
     plain = [line.strip() for line in _strip_sgr(out).splitlines()]
     assert long_comment in plain  # one line, whole, as the file will hold it
+    quoted = [line for line in plain if line.startswith("at etc/modprobe.d/old.conf:")]
+    assert quoted and all(line.endswith(":: %0A") for line in quoted)  # a quoted line too
+    assert any(line.startswith("cmdline") and line.endswith("[proc/cmdline]") for line in plain)
 
 
 def test_zero_column_console_still_gets_whole_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
