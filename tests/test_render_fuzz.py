@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any
 
 import jsonschema
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
@@ -31,6 +32,12 @@ from pciback_doctor.model import (
 )
 from pciback_doctor.render import github, junit, markdown, sarif, text
 from pciback_doctor.render import json as json_render
+from pciback_doctor.render.escape import map_strings
+from pciback_doctor.support import html as support_html
+from pciback_doctor.support import markdown as support_markdown
+from pciback_doctor.support.facts import SupportReport
+from pciback_doctor.support.redact import redact as redact_report
+from test_support_report import parse
 
 # what a hostile file, file name or cpio entry can carry, mixed into arbitrary text
 NASTY = [
@@ -185,3 +192,39 @@ def test_every_format_renders_any_report_well_formed(r: Report) -> None:
 def _without_sgr(out: str) -> str:
     """The colours the text renderer itself writes (SGR sequences) are its own, not the report's."""
     return re.sub(r"\x1b\[[0-9;]*m", "", out)
+
+
+# -- the support report: a real one, every string in it replaced by a hostile one ----------------
+
+
+@pytest.fixture(scope="module")
+def support_report(tmp_path_factory: pytest.TempPathFactory) -> SupportReport:
+    from test_support_report import make_root, support_report
+
+    return support_report(make_root(tmp_path_factory.mktemp("fuzz") / "root"), redact=False)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_support_report_renders_any_strings_well_formed(
+    support_report: SupportReport, data: st.DataObject
+) -> None:
+    sr = map_strings(support_report, lambda _s: data.draw(hostile))
+    for redact in (False, True):
+        shown = redact_report(sr) if redact else sr
+        page = support_html.render(shown)
+        _utf8(page)
+        assert not OBEYED.search(page)
+        parser = parse(page)
+        assert parser.doctype and not parser.errors and parser.stack == []
+        assert "<script" not in page.lower()
+
+        document = support_markdown.render(shown)
+        _utf8(document)
+        assert not OBEYED.search(document)
+        html = MarkdownIt("commonmark").enable("table").render(document)
+        assert "<script" not in html and "<a " not in html and "<img" not in html

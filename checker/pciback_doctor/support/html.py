@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from pciback_doctor.model import Evidence, Finding, Fix
 from pciback_doctor.render.escape import html_text as escape
+from pciback_doctor.render.escape import map_strings, visible
 from pciback_doctor.support.facts import DeviceFacts, SupportReport, where
 
 VERDICT_LABEL = {"claimed": "✔ CLAIMED", "not-claimed": "✘ NOT CLAIMED", "unknown": "? UNKNOWN"}
@@ -66,6 +67,7 @@ dl.kv dd{margin-bottom:.4rem}td{min-width:9rem}}
 
 
 def render(sr: SupportReport) -> str:
+    sr = map_strings(sr, visible)  # every string from the system: shown, never interpreted
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pciback_doctor.model import Evidence, Finding, Fix
-from pciback_doctor.render.escape import md_cell_code, md_code, md_fence, md_line, visible
+from pciback_doctor.render.escape import map_strings, md_cell_code, md_code, md_fence, md_line, visible
 from pciback_doctor.support.facts import DeviceFacts, SupportReport, where
 
 VERDICT_LABEL = {"claimed": "✅ CLAIMED", "not-claimed": "❌ NOT CLAIMED", "unknown": "❓ UNKNOWN"}
@@ -15,6 +15,7 @@ SEVERITY_LABEL = {"error": "🛑 ERROR", "warning": "⚠️ WARNING", "info": "�
 
 
 def render(sr: SupportReport) -> str:
+    sr = map_strings(sr, visible)  # every string from the system: shown, never interpreted
     out: list[str] = ["# pciback-doctor support report", ""]
     out += _header(sr)
     out += ["## Devices after the next boot", ""]
@@ -112,7 +113,7 @@ def _header(sr: SupportReport) -> list[str]:
 
 
 def _device(d: DeviceFacts) -> list[str]:
-    label = VERDICT_LABEL.get(d.verdict, d.verdict.upper())
+    label = VERDICT_LABEL.get(d.verdict) or _text(d.verdict.upper())
     ident = f" {_code(d.id)}" if d.id else ""
     out = [f"### {label} — {_code(d.bdf)}{ident}", ""]
     out += _kv(
