@@ -39,6 +39,8 @@ def hostile_root(tmp_path: Path) -> Path:
         b"# caf\xe9 (Latin-1)\noptions xen-pciback hide=(0000:05:00.0)\n"
     )
     (root / "etc/modprobe.d/old.conf").write_bytes(b"# caf\xe9 (Latin-1)\n" + HOSTILE_LINE.encode() + b"\n")
+    cmdline = root / "proc/cmdline"  # the header prints it: rich once made an emoji of this
+    cmdline.write_text(cmdline.read_text().strip() + " note=:thumbs_up:[bold]\n")
     (root / "etc/default").mkdir(parents=True)
     (root / "etc/default/grub").write_bytes(b'# Caf\xe9\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
     return root
@@ -133,7 +135,7 @@ def test_controls_and_markup_are_shown_never_obeyed(tmp_path: Path) -> None:
         assert "\\x1b[2J" in out.replace("%25", "%"), fmt  # shown as an escape
         assert "\\u202e" in out, fmt
     text = doctor("check", "--root", root).out
-    assert ":thumbs_up:" in text and "👍" not in text  # rich expands no emoji codes
+    assert "note=:thumbs_up:[bold]" in text and "👍" not in text  # rich expands no emoji codes
     assert "[bold]x[/]" in text  # nor markup
     # JUnit: XML 1.0 has no way to carry ESC, even as &#27;: escaped, the document parses
     ET.fromstring(doctor("check", "--root", root, "--format", "junit").out)
