@@ -102,3 +102,36 @@ def test_decoding_policy() -> None:
     assert name(data) == "caf\\xe9 \\xff\n"
     assert exact_bytes(exact(data)) == data
     assert visible(exact(data)) == "caf\\xe9 \\xff\n"
+
+
+def test_map_strings_reaches_every_string_of_a_structure() -> None:
+    from dataclasses import dataclass
+    from pathlib import PurePosixPath
+
+    from pciback_doctor.model import Severity
+    from pciback_doctor.render.escape import map_strings
+
+    @dataclass(frozen=True)
+    class Inner:
+        path: PurePosixPath
+        tags: frozenset[str]
+
+    @dataclass(frozen=True)
+    class Outer:
+        name: str
+        severity: Severity
+        items: tuple[Inner, ...]
+        table: dict[str, list[str | None]]
+
+    value = Outer(
+        "\x1b",
+        Severity.ERROR,
+        (Inner(PurePosixPath("/a\x1b"), frozenset({"\x07"})),),
+        {"k\x1b": ["\x1b", None]},
+    )
+    assert map_strings(value, visible) == Outer(
+        "\\x1b",
+        Severity.ERROR,
+        (Inner(PurePosixPath("/a\\x1b"), frozenset({"\\x07"})),),
+        {"k\\x1b": ["\\x1b", None]},
+    )

@@ -23,6 +23,7 @@ import enum
 import html
 import re
 from collections.abc import Callable
+from pathlib import PurePath
 from typing import TypeVar, cast
 from urllib.parse import quote
 
@@ -85,6 +86,10 @@ def _map(value: object, fn: Callable[[str], str]) -> object:
         return tuple(_map(v, fn) for v in value)
     if isinstance(value, list):
         return [_map(v, fn) for v in value]
+    if isinstance(value, frozenset | set):
+        return type(value)(_map(v, fn) for v in value)
+    if isinstance(value, PurePath):
+        return type(value)(fn(str(value)))
     if isinstance(value, dict):
         return {_map(k, fn): _map(v, fn) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
