@@ -51,6 +51,7 @@ from test_support_report import make_root
             "rd.iscsi.initiator=iqn.2004-10.com.ubuntu:01:4f2ab1c3d5e6 netroot=iscsi:10.0.0.9::::iqn.2001-04.com.example:storage.disk1",
             "rd.iscsi.initiator=iqn-1 netroot=iscsi:ip-1::::iqn-2",
         ),
+        ("systemd.hostname=db-07.example.org HOSTNAME='db-07'", "systemd.hostname=host-1 HOSTNAME='host-1'"),
         # what must stay
         ("time 202311261234 and e1000e and 8086:10d3", "time 202311261234 and e1000e and 8086:10d3"),
         ("ip=dhcp ip=eth0:dhcp", "ip=dhcp ip=eth0:dhcp"),

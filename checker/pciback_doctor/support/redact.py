@@ -49,6 +49,10 @@ _IP_HOSTNAME = re.compile(
     rf"(?<![\w.-])ip=(?:\d{{1,3}}(?:\.\d{{1,3}}){{3}}|\[[^\]\s]*\])?:(?:{_IP_FIELD}:){{3}}"
     r"([A-Za-z0-9][A-Za-z0-9.-]*)(?=[:\s'\"]|$)"
 )
+# systemd's `systemd.hostname=` on the command line (systemd-hostnamed: it wins over etc/hostname),
+# and `HOSTNAME=` / `hostname=` settings
+_SET_HOSTNAME = re.compile(r"(?i)(?<![\w.-])(?:systemd\.)?hostname=[\"']?([A-Za-z0-9][A-Za-z0-9.-]*)")
+_HOST_SETTINGS = (_IP_HOSTNAME, _SET_HOSTNAME)
 # a name with no dot is not a domain anyone owns
 _GENERIC_DOMAINS = frozenset({"localdomain", "local", "lan", "home", "internal", "intranet", "corp"})
 _MAC_DOTTED = re.compile(rf"(?<![\w.]){_HEX}{{4}}\.{_HEX}{{4}}\.{_HEX}{{4}}(?![\w]|\.\w)")
@@ -174,7 +178,7 @@ class Redactor:
             yield _Hit(m.start(), m.end(), "email", m.group().lower())
         for m in _IQN.finditer(text):
             yield _Hit(m.start(), m.end(), "iqn", m.group().lower())
-        for m in _IP_HOSTNAME.finditer(text):
+        for m in (m for pattern in _HOST_SETTINGS for m in pattern.finditer(text)):
             yield _Hit(m.start(1), m.end(1), "host", m.group(1).split(".", 1)[0].lower(), weak=True)
         for m in _MAC.finditer(text):
             pairs = re.split("[:-]", m.group().lower())
@@ -251,12 +255,12 @@ def keep_words(sr: SupportReport) -> set[str]:
 
 
 def discovered_hostnames(sr: SupportReport) -> set[str]:
-    """Host names the report names itself (`ip=...:HOST:...`): found everywhere else too, even
-    when etc/hostname is empty."""
+    """Host names the report names itself (`ip=...:HOST:...`, `systemd.hostname=HOST`): found
+    everywhere else too, even when etc/hostname is empty."""
     found: set[str] = set()
 
     def scan(text: str) -> str:
-        found.update(m.group(1) for m in _IP_HOSTNAME.finditer(text))
+        found.update(m.group(1) for pattern in _HOST_SETTINGS for m in pattern.finditer(text))
         return text
 
     map_strings(sr, scan)
