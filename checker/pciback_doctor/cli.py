@@ -407,8 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: still one line unless asked for the traceback
         if os.environ.get("PCIBACK_DOCTOR_DEBUG"):
             raise
+        from pciback_doctor.render.escape import one_line
+
         print(
-            f"pciback-doctor: internal error: {type(exc).__name__}: {exc} (set PCIBACK_DOCTOR_DEBUG=1 for the traceback, and please report it)",
+            f"pciback-doctor: internal error: {type(exc).__name__}: {one_line(str(exc))} (set PCIBACK_DOCTOR_DEBUG=1 for the traceback, and please report it)",
             file=sys.stderr,
         )
         return 2
