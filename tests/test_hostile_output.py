@@ -281,3 +281,26 @@ def test_a_usage_error_naming_a_hostile_path_stays_one_line(tmp_path: Path) -> N
     assert result.code == 2
     assert result.err.count("\n") == 1 and "\x1b" not in result.err
     assert "x\\x1b[2J\\x0aforged" in result.err
+
+
+def test_release_folder_names_and_grub_titles_are_shown(tmp_path: Path) -> None:
+    """A kernel release is a folder name, a boot entry a GRUB title: both reach every format."""
+    root = tmp_path / "grub"
+    shutil.copytree(FIXTURES / "boot-debian-grub-xen", root, symlinks=True)
+    grub = root / "boot/grub/grub.cfg"
+    title = "Debian GNU/Linux, with Xen 4.17-amd64 and Linux 6.1.0-17-amd64"
+    grub.write_text(grub.read_text().replace(title, title + " \x1b[2J\u202e :thumbs_up:"))
+    modules = tmp_path / "modules"
+    shutil.copytree(FIXTURES / "module-modprobe-options", modules, symlinks=True)
+    release = "6.1.0-56-amd64"
+    (modules / "lib/modules" / release).rename(modules / "lib/modules" / f"{release}\x1b[2J")
+    (modules / f"boot/config-{release}").rename(modules / f"boot/config-{release}\x1b[2J")
+    for fmt in FORMATS:
+        for where, shown in (
+            (root, "6.1.0-17-amd64 \\x1b[2J\\u202e :thumbs_up:"),
+            (modules, f"{release}\\x1b[2J"),
+        ):
+            out = doctor("check", "--root", str(where), "--format", fmt).out
+            assert not [c for c in OBEYED if c in out], (fmt, where.name)
+            if fmt in ("text", "markdown"):
+                assert shown in out.replace("\\\\", "\\"), (fmt, where.name)
