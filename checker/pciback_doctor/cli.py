@@ -168,14 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _emit(text: str, output: str | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
+def _emit(text: str, output: str | None = None, exact: bool = False) -> None:
+    """Write UTF-8 whatever the locale (LANG=C, LC_ALL=POSIX, PYTHONIOENCODING unset or ASCII).
+
+    Renderers have escaped what they show (render/escape.py). `exact` is for text that carries the
+    inspected files' own bytes (`fix` diffs, as surrogateescape): written back byte for byte, so that
+    `patch` applies the diff, except to a terminal, which is shown its controls, never sent them."""
+    if exact and output is None and sys.stdout.isatty():
+        from pciback_doctor.render.escape import visible
+
+        text = visible(text)
+    data = text.encode("utf-8", "surrogateescape" if exact else "backslashreplace")
+    if output is not None:
+        try:
+            Path(output).write_bytes(data)
+        except OSError as exc:
+            raise UsageError(f"--output {output}: {exc.strerror or exc}") from None
         return
-    try:
-        Path(output).write_text(text)
-    except OSError as exc:
-        raise UsageError(f"--output {output}: {exc.strerror or exc}") from None
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text-only stream (tests' StringIO): it takes any str
+        sys.stdout.write(data.decode("utf-8", "surrogateescape"))
+        return
+    sys.stdout.flush()  # what was printed before goes first
+    buffer.write(data)
+    buffer.flush()
 
 
 def _finish(args: argparse.Namespace, analysis: Analysis, roles: frozenset[str], scope: str = "dom0") -> int:
@@ -253,7 +269,9 @@ def _options(args: argparse.Namespace) -> Options:
 
 
 def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    from pciback_doctor.render.escape import one_line
+
+    print(one_line(message), file=sys.stderr, flush=True)  # it names files of the inspected system
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -303,7 +321,11 @@ def run_fix(args: argparse.Namespace) -> int:
         if not proven:
             undecided = decision(found)
             steps = "".join(f"{c}\n" for c in undecided.commands)
-            _emit(f"# {undecided.description}\n" + (f"# due anyway:\n{steps}" if steps else ""), None)
+            _emit(
+                f"# {undecided.description}\n" + (f"# due anyway:\n{steps}" if steps else ""),
+                None,
+                exact=True,
+            )
             return 1
         fixes.append(proven[0])
         # the other strategies, each with its verdict: the admin may prefer another one
@@ -343,7 +365,8 @@ def run_fix(args: argparse.Namespace) -> int:
             if analysis.devices
             else "nothing to fix: no device is meant for passthrough (no hide value, xl pci= or --device)\n"
         )
-    _emit("".join(out), None)
+    # the diff carries the files' own bytes: written back exactly, so that `patch` applies it
+    _emit("".join(out), None, exact=True)
     return 0
 
 
@@ -374,9 +397,9 @@ def run_initramfs(args: argparse.Namespace) -> int:
     if raw.error and not raw.entries:  # nothing at all could be read: the named input is unusable
         raise UsageError(f"{args.image}: {raw.error}")
     if args.list:
-        sys.stdout.write(image_render.listing(raw))
+        _emit(image_render.listing(raw))
     else:
-        sys.stdout.write(image_render.summary(image_facts(raw, args.image), raw))
+        _emit(image_render.summary(image_facts(raw, args.image), raw))
     return 1 if raw.error else 0
 
 
@@ -406,7 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         return handlers[args.command](args)
     except UsageError as exc:
-        print(f"pciback-doctor: {exc}", file=sys.stderr)
+        from pciback_doctor.render.escape import one_line
+
+        # the message may name a hostile path: shown on one line, its controls never obeyed
+        print(f"pciback-doctor: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -415,8 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: still one line unless asked for the traceback
         if os.environ.get("PCIBACK_DOCTOR_DEBUG"):
             raise
+        from pciback_doctor.render.escape import one_line
+
         print(
-            f"pciback-doctor: internal error: {type(exc).__name__}: {exc} (set PCIBACK_DOCTOR_DEBUG=1 for the traceback, and please report it)",
+            f"pciback-doctor: internal error: {type(exc).__name__}: {one_line(str(exc))} (set PCIBACK_DOCTOR_DEBUG=1 for the traceback, and please report it)",
             file=sys.stderr,
         )
         return 2

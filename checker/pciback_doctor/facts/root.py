@@ -6,6 +6,8 @@ import os
 import stat
 from pathlib import Path
 
+from pciback_doctor.facts.decode import display
+
 _MAX_LINKS = 40  # the kernel's own limit on nested symlinks (MAXSYMLINKS)
 
 
@@ -77,7 +79,7 @@ class Root:
 
     def read_text(self, rel: str) -> str | None:
         data = self.read_bytes(rel)
-        return None if data is None else data.decode("utf-8", "replace")
+        return None if data is None else display(data)
 
     def is_dir(self, rel: str) -> bool:
         host = self.resolve(rel)

@@ -14,6 +14,7 @@ from pciback_doctor.errors import UsageError
 from pciback_doctor.facts.bootloader import BootEntry, NextBoot, find_next_boot
 from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers, read_builtin_pci_drivers
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
+from pciback_doctor.facts.decode import exact
 from pciback_doctor.facts.domu import DomuKernel, from_config, from_config_bytes, from_image, from_module_tree
 from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
 from pciback_doctor.facts.image import ImageFacts, image_facts, open_image
@@ -540,7 +541,7 @@ def read_editable(root: Root, modprobe_files: dict[str, bytes]) -> dict[str, str
     for rel in EDITABLE:
         if rel not in raw and (data := root.read_bytes(rel)) is not None:
             raw[rel] = data
-    return {rel: data.decode("utf-8", "surrogateescape") for rel, data in raw.items()}
+    return {rel: exact(data) for rel, data in raw.items()}
 
 
 def _proc_cmdline(root: Root) -> Cmdline | None:

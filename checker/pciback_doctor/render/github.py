@@ -1,22 +1,15 @@
 """`--format github`: GitHub Actions workflow commands, one annotation per finding.
 
-`::error file=F,line=N,title=T::MESSAGE` (warning -> ::warning, info -> ::notice), escaped exactly as
-@actions/core does (toolkit packages/core/src/command.ts: escapeData / escapeProperty). A waived finding
+`::error file=F,line=N,title=T::MESSAGE` (warning -> ::warning, info -> ::notice), escaped as @actions/core
+does (render/escape.py), with controls from the inspected system shown, not sent to the log. A waived finding
 gets no annotation: it was accepted, and an annotation would ask for attention again."""
 
 from __future__ import annotations
 
 from pciback_doctor.model import Finding, Report, Severity
+from pciback_doctor.render.escape import annotation_data, annotation_property
 
 COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
-
-
-def escape_data(s: str) -> str:
-    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def escape_property(s: str) -> str:
-    return escape_data(s).replace(":", "%3A").replace(",", "%2C")
 
 
 def annotation(f: Finding) -> str:
@@ -31,9 +24,9 @@ def annotation(f: Finding) -> str:
     lines = [f.message] + ([f"device {f.device}"] if f.device else [])
     lines += [f"at {e}" for e in f.evidence]
     lines += [f"fix ({fix.strategy}): {fix.description}" for fix in f.fixes]
-    head = ",".join(f"{key}={escape_property(value)}" for key, value in properties)
+    head = ",".join(f"{key}={annotation_property(value)}" for key, value in properties)
     message = "\n".join(lines)
-    return f"::{COMMAND[f.severity]} {head}::{escape_data(message)}"
+    return f"::{COMMAND[f.severity]} {head}::{annotation_data(message)}"
 
 
 def render(report: Report) -> str:

@@ -6,6 +6,7 @@ import stat
 
 from pciback_doctor.facts.image import ImageFacts
 from pciback_doctor.facts.initramfs import Initramfs
+from pciback_doctor.render.escape import one_line
 
 PCI_HINTS = ("xen_pciback", "vfio_pci", "pci_stub")
 
@@ -48,7 +49,8 @@ def summary(facts: ImageFacts, raw: Initramfs) -> str:
     if facts.hooks:
         lines.append("  hooks:")
         lines.extend(f"    {h}" for h in facts.hooks)
-    return "\n".join(lines) + "\n"
+    # names and lines from the image: a newline or ESC in a cpio name is shown, not obeyed
+    return "".join(one_line(line) + "\n" for line in lines)
 
 
 def listing(raw: Initramfs) -> str:
@@ -59,4 +61,4 @@ def listing(raw: Initramfs) -> str:
         out.append(f"{stat.filemode(e.mode)} {e.nlink:3} {e.size:10} {e.name}{target}")
     if raw.error:
         out.append(f"ERROR: {raw.error}")
-    return "\n".join(out) + "\n"
+    return "".join(one_line(line) + "\n" for line in out)

@@ -7,6 +7,7 @@ from typing import Any
 
 from pciback_doctor import __version__
 from pciback_doctor.model import Evidence, Finding, Report, Severity
+from pciback_doctor.render.escape import json_text, map_strings
 
 SCHEMA_ID = "pciback-doctor/1"
 
@@ -40,7 +41,7 @@ def _finding(f: Finding) -> dict[str, Any]:
 
 def to_document(report: Report) -> dict[str, Any]:
     t = report.target
-    return {
+    document = {
         "schema": SCHEMA_ID,
         "tool": {"name": "pciback-doctor", "version": __version__},
         "target": {
@@ -77,6 +78,7 @@ def to_document(report: Report) -> dict[str, Any]:
         "summary": {s.label: report.count(s) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)},
         "exit_code": report.exit_code,
     }
+    return map_strings(document, json_text)  # a byte that was not UTF-8: `\xe9`, never a lone surrogate
 
 
 def render(report: Report) -> str:

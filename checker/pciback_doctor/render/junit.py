@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pciback_doctor.model import Finding, Report, Severity
+from pciback_doctor.render.escape import map_strings, visible
 
 if TYPE_CHECKING:
     from pciback_doctor.checks import Check
@@ -56,6 +57,8 @@ def _testcase(suite: ET.Element, classname: str, name: str) -> ET.Element:
 
 
 def to_element(report: Report, catalogue: Mapping[str, Check]) -> ET.Element:
+    # XML 1.0 has no way to carry most C0 controls, even as references: they are shown escaped
+    report = map_strings(report, visible)
     failures = skipped = 0
     suite = ET.Element("testsuite", name=SUITE)
     properties = ET.SubElement(suite, "properties")
@@ -97,4 +100,5 @@ def render(report: Report, catalogue: Mapping[str, Check]) -> str:
     """`catalogue`: the checks that ran (id -> Check); those without findings become passing testcases."""
     root = to_element(report, catalogue)
     ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    # the CLI writes UTF-8 whatever the locale; ElementTree would declare the locale's encoding
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -5,35 +5,24 @@ spans and their fixes (files in fenced blocks, commands in sh blocks); waived fi
 
 from __future__ import annotations
 
-import re
-
 from pciback_doctor.model import Finding, Report, Severity, Verdict
+from pciback_doctor.render.escape import (
+    map_strings,
+    md_block,
+    md_cell_code,
+    md_code,
+    md_line,
+    md_text,
+    visible,
+)
 
 _HEADINGS = {Severity.ERROR: "Errors", Severity.WARNING: "Warnings", Severity.INFO: "Notes"}
-
-
-def text(s: str) -> str:
-    """Prose: Markdown's inline specials escaped (`|` too, so it can go in a table cell)."""
-    return re.sub(r"([\\`*_\[\]<>|])", r"\\\1", s).replace("\r", "")
+text, code, block = md_text, md_code, md_block
 
 
 def cell(s: str) -> str:
     """A table cell is one line: a line break inside it becomes <br>."""
     return text(s).replace("\n", "<br>")
-
-
-def code(s: str) -> str:
-    """A code span that survives backticks in `s` (CommonMark: a longer backtick run as the fence)."""
-    one_line = s.replace("\n", " ")
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", one_line)), default=0) + 1)
-    pad = " " if one_line.startswith("`") or one_line.endswith("`") else ""
-    return f"{fence}{pad}{one_line}{pad}{fence}"
-
-
-def block(content: str, info: str = "") -> str:
-    fence = "`" * max(3, max((len(run) + 1 for run in re.findall(r"`{3,}", content)), default=0))
-    body = content.rstrip("\n")
-    return f"{fence}{info}\n{body}\n{fence}\n"
 
 
 def _row(cells: list[str]) -> str:
@@ -50,7 +39,7 @@ def _devices(report: Report) -> str:
         won = f" → {p.winner}" if p.verdict is Verdict.NOT_CLAIMED and p.winner else ""
         out += _row(
             [
-                code(d.bdf),
+                md_cell_code(code(d.bdf)),
                 cell(d.id or "?"),
                 cell(f"{d.native_driver or '-'} ({d.native_mode})"),
                 f"**{cell(p.verdict.value)}**{cell(won)}",
@@ -62,17 +51,18 @@ def _devices(report: Report) -> str:
 
 
 def _finding(f: Finding) -> str:
-    out = f"#### {f.id} {text(f.title)}" + (f" — {code(f.device)}" if f.device else "") + "\n\n"
-    out += text(f.message).replace("\n", "  \n") + "\n\n"  # a hard line break per message line
+    out = f"#### {f.id} {md_line(f.title)}" + (f" — {code(f.device)}" if f.device else "") + "\n\n"
+    lines = [md_line(line) for line in f.message.splitlines() if line.strip()]
+    out += "  \n".join(lines) + "\n\n"  # a hard line break per message line, one paragraph
     if f.waiver is not None:
-        out += f"Waived: {text(f.waiver)}\n\n"
+        out += f"Waived: {md_line(f.waiver)}\n\n"
     if f.evidence:
         for e in f.evidence:
             where = e.path if e.line is None else f"{e.path}:{e.line}"
             out += f"- {code(where)}" + (f" {code(e.text)}" if e.text else "") + "\n"
         out += "\n"
     for fix in f.fixes:
-        out += f"**Fix ({text(fix.strategy)}):** {text(fix.description)}\n\n"
+        out += f"**Fix ({md_line(fix.strategy)}):** {md_line(fix.description)}\n\n"
         for change in fix.files:
             mode = " (executable)" if change.executable else ""
             out += f"{code(change.path)}{mode}:\n\n" + block(change.content) + "\n"
@@ -82,6 +72,7 @@ def _finding(f: Finding) -> str:
 
 
 def render(report: Report) -> str:
+    report = map_strings(report, visible)  # every string from the system: shown, never interpreted
     t = report.target
     out = "# pciback-doctor\n\n"
     facts = [

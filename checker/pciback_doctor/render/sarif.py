@@ -11,10 +11,10 @@ import re
 from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from pciback_doctor import __version__
 from pciback_doctor.model import Evidence, Finding, Report, Severity
+from pciback_doctor.render.escape import json_text, map_strings, uri_path
 
 if TYPE_CHECKING:
     from pciback_doctor.checks import Check
@@ -46,9 +46,9 @@ def _location(e: Evidence) -> dict[str, Any]:
     path = PurePosixPath(image)
     # evidence is relative to the root; a file the user named outside it (--waivers F) is absolute
     artifact: dict[str, Any] = (
-        {"uri": path.as_uri()}
+        {"uri": "file://" + uri_path(image)}
         if path.is_absolute()
-        else {"uri": quote(image, safe="/"), "uriBaseId": ROOT_BASE}
+        else {"uri": uri_path(image), "uriBaseId": ROOT_BASE}
     )
     physical: dict[str, Any] = {"artifactLocation": artifact}
     location: dict[str, Any] = {"physicalLocation": physical, "message": {"text": str(e)}}
@@ -107,9 +107,10 @@ def to_document(report: Report, catalogue: Mapping[str, Check]) -> dict[str, Any
     }
     root = PurePosixPath(report.target.root)
     if root.is_absolute():
-        uri = root.as_uri()
+        uri = "file://" + uri_path(str(root))
         run["originalUriBaseIds"] = {ROOT_BASE: {"uri": uri if uri.endswith("/") else uri + "/"}}
-    return {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}
+    document = {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}
+    return map_strings(document, json_text)  # a byte that was not UTF-8: `\xe9`, never a lone surrogate
 
 
 def render(report: Report, catalogue: Mapping[str, Check]) -> str:

@@ -12,25 +12,22 @@ from rich.table import Table
 from rich.text import Text
 
 from pciback_doctor.model import Report, Severity, Verdict
+from pciback_doctor.render.escape import map_strings, visible
 
 _VERDICT_STYLE = {Verdict.CLAIMED: "green", Verdict.NOT_CLAIMED: "red", Verdict.UNKNOWN: "yellow"}
 _SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 
 def wants_colour(stream: TextIO) -> bool:
-    """Colour only on a terminal, and never with NO_COLOR set to something (no-color.org)."""
-    return not os.environ.get("NO_COLOR") and stream.isatty()
-
-
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c not in (0x09, 0x0A)}
-
-
-def safe(text: str) -> str:
-    """Text from the inspected system, with control characters shown, not sent to the terminal."""
-    return text.translate(_CONTROL)
+    """Colour only on a terminal that can show it: never with NO_COLOR set to something
+    (no-color.org), nor for TERM=dumb (Emacs shells, serial consoles: terminfo `dumb` has no colours)."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return stream.isatty()
 
 
 def render(report: Report, colour: bool = False, width: int | None = None) -> str:
+    report = map_strings(report, visible)  # every string from the system: shown, never interpreted
     buffer = io.StringIO()
     console = Console(
         file=buffer,
@@ -40,26 +37,26 @@ def render(report: Report, colour: bool = False, width: int | None = None) -> st
         width=width or (_terminal_width() if colour else 110),
         highlight=False,
         markup=False,  # file contents are not rich markup: "[/]" in a command line is text
+        emoji=False,  # nor emoji codes: ":thumbs_up:" in a comment is text
         soft_wrap=not colour,  # logs and pipes get whole lines, for grep
     )
     t = report.target
     if report.scope == "dom0":
-        console.print(Text("pciback-doctor", style="bold"), Text(safe(f"— root {t.root}")))
-        console.print(
-            f"  kernel     {t.kernel or '?'}" + (f"  (config {t.config})" if t.config else "  (no config)")
-        )
-        console.print(f"  backend    {report.backend.mode} ({report.backend.module})")
-        console.print(
-            safe(
-                f"  cmdline    {t.cmdline if t.cmdline is not None else '-'}"
-                + (f"  [{t.cmdline_source}]" if t.cmdline_source else "")
-            )
-        )
+        # paths and command lines, to copy: whole lines, the terminal wraps them if it must
+        console.print(Text("pciback-doctor", style="bold"), Text(f"— root {t.root}"), soft_wrap=True)
+        header = [
+            f"  kernel     {t.kernel or '?'}" + (f"  (config {t.config})" if t.config else "  (no config)"),
+            f"  backend    {report.backend.mode} ({report.backend.module})",
+            f"  cmdline    {t.cmdline if t.cmdline is not None else '-'}"
+            + (f"  [{t.cmdline_source}]" if t.cmdline_source else ""),
+        ]
         if t.xen_cmdline is not None:
-            console.print(safe(f"  xen        {t.xen_cmdline}"))
-        console.print(safe(f"  initramfs  {t.initramfs or '-'}"))
+            header.append(f"  xen        {t.xen_cmdline}")
+        header.append(f"  initramfs  {t.initramfs or '-'}")
         if t.boot_entry:
-            console.print(safe(f"  boot entry {t.boot_entry}"))
+            header.append(f"  boot entry {t.boot_entry}")
+        for line in header:
+            console.print(Text(line), soft_wrap=True)
         console.print()
         _devices(console, report)
     elif report.scope == "kernel":
@@ -73,24 +70,25 @@ def render(report: Report, colour: bool = False, width: int | None = None) -> st
         head = Text()
         head.append(f"{f.severity.label.upper():7} ", style=_SEVERITY_STYLE[f.severity])
         head.append(f"{f.id} ", style="bold")
-        head.append(safe(f.title))
+        head.append(f.title)
         if f.device:
             head.append(f"  [{f.device}]")
         console.print(head)
-        for line in safe(f.message).splitlines():
+        for line in f.message.splitlines():
             console.print(Text("    " + line))
         if f.waiver is not None:
             console.print(Text(f"    waived: {f.waiver}", style="dim"))
-        for e in f.evidence:
-            console.print(Text(safe(f"    at {e}"), style="dim"))
+        for e in f.evidence:  # a quoted line of a file: whole, like the file bodies below
+            console.print(Text(f"    at {e}", style="dim"), soft_wrap=True)
         for fix in f.fixes:
-            console.print(Text(safe(f"    fix ({fix.strategy}): {fix.description}"), style="green"))
+            console.print(Text(f"    fix ({fix.strategy}): {fix.description}", style="green"))
             for change in fix.files:
                 console.print(Text(f"      {change.path}:", style="green"))
-                for line in safe(change.content).splitlines():
-                    console.print(Text(f"        {line}"))
+                # a file body is pasted as it is: never wrapped or cut at the terminal's width
+                for line in change.content.splitlines():
+                    console.print(Text(f"        {line}"), soft_wrap=True)
             for command in fix.commands:
-                console.print(Text(safe(f"      $ {command}")))
+                console.print(Text(f"      $ {command}"), soft_wrap=True)
     counts = ", ".join(
         f"{report.count(s)} {s.label}{'s' if report.count(s) != 1 else ''}"
         for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)
@@ -116,7 +114,7 @@ def _devices(console: Console, report: Report) -> None:
         table.add_row(d.bdf, d.id or "?", native, verdict, p.phase.value if p.phase else "-")
     console.print(table)
     for d in report.devices:  # the reasons are sentences: below the table, not squeezed into it
-        console.print(Text(f"  {d.bdf}:", style="bold"), Text(safe(d.prediction.reason)))
+        console.print(Text(f"  {d.bdf}:", style="bold"), Text(d.prediction.reason))
 
 
 def _terminal_width() -> int:

@@ -1,13 +1,14 @@
 """The support report as one self-contained HTML file: inline CSS, no scripts, no external assets,
 readable offline and on a phone. Verdicts first, then findings with evidence and fixes, then facts.
-Everything from the report goes through `html.escape`; this module lays out, it decides nothing."""
+Everything from the report goes through `html.escape`, its controls shown (render/escape.py); this module lays out, it decides nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from html import escape
 
 from pciback_doctor.model import Evidence, Finding, Fix
+from pciback_doctor.render.escape import html_text as escape
+from pciback_doctor.render.escape import map_strings, visible
 from pciback_doctor.support.facts import DeviceFacts, SupportReport, where
 
 VERDICT_LABEL = {"claimed": "✔ CLAIMED", "not-claimed": "✘ NOT CLAIMED", "unknown": "? UNKNOWN"}
@@ -66,6 +67,7 @@ dl.kv dd{margin-bottom:.4rem}td{min-width:9rem}}
 
 
 def render(sr: SupportReport) -> str:
+    sr = map_strings(sr, visible)  # every string from the system: shown, never interpreted
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',

@@ -4,20 +4,18 @@ in code spans sized to what it contains, so no value can start a link, a tag or 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from pciback_doctor.model import Evidence, Finding, Fix
+from pciback_doctor.render.escape import map_strings, md_cell_code, md_code, md_fence, md_line, visible
 from pciback_doctor.support.facts import DeviceFacts, SupportReport, where
 
 VERDICT_LABEL = {"claimed": "✅ CLAIMED", "not-claimed": "❌ NOT CLAIMED", "unknown": "❓ UNKNOWN"}
 SEVERITY_LABEL = {"error": "🛑 ERROR", "warning": "⚠️ WARNING", "info": "ℹ️ INFO"}  # noqa: RUF001
 
-_PUNCT = re.compile(r"([\\`*_\[\]<>|~&])")
-_LINE_START = re.compile(r"^(\s*(?:\d+)?)([#+=>.)-])")  # would start a heading, list or quote
-
 
 def render(sr: SupportReport) -> str:
+    sr = map_strings(sr, visible)  # every string from the system: shown, never interpreted
     out: list[str] = ["# pciback-doctor support report", ""]
     out += _header(sr)
     out += ["## Devices after the next boot", ""]
@@ -46,36 +44,22 @@ def render(sr: SupportReport) -> str:
 
 def _text(value: str | None) -> str:
     """Plain text with every Markdown-active character backslash-escaped, on one line."""
-    if not value:
-        return "-"
-    return _PUNCT.sub(r"\\\1", " ".join(value.split()))
+    return md_line(value) if value else "-"
 
 
 def _para(value: str) -> str:
     """A line of text that starts a paragraph: also defuse what is only special at line start."""
-    return _LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), _text(value))
+    return md_line(value)
 
 
 def _code(value: str | None) -> str:
-    """A code span whose fence is longer than any backtick run inside (CommonMark 6.1)."""
-    if not value:
-        return "-"
-    value = " ".join(value.splitlines())
-    longest = max((len(m) for m in re.findall(r"`+", value)), default=0)
-    fence = "`" * (longest + 1)
-    pad = " " if value.startswith("`") or value.endswith("`") or value.startswith(" ") else ""
-    return f"{fence}{pad}{value}{pad}{fence}"
-
-
-def _cell(value: str) -> str:
-    # GFM tables: a `|` ends the cell even inside a code span unless escaped
-    return value.replace("|", "\\|")
+    return md_code(value) if value else "-"
 
 
 def _block(content: str) -> list[str]:
-    longest = max((len(m) for m in re.findall(r"^`{3,}", content, re.MULTILINE)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return [fence, content.rstrip("\n"), fence, ""]
+    body = visible(content).rstrip("\n")
+    fence = md_fence(body)  # longer than any backtick run inside, indented ones included
+    return [fence, body, fence, ""]
 
 
 def _kv(rows: Iterable[tuple[str, str]]) -> list[str]:
@@ -91,7 +75,7 @@ def _evidence(items: Iterable[Evidence]) -> list[str]:
 
 
 def _table(head: list[str], rows: Iterable[Iterable[str]]) -> list[str]:
-    body = ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    body = ["| " + " | ".join(md_cell_code(c) for c in row) + " |" for row in rows]
     if not body:
         return ["None.", ""]
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *body, ""]
@@ -129,7 +113,7 @@ def _header(sr: SupportReport) -> list[str]:
 
 
 def _device(d: DeviceFacts) -> list[str]:
-    label = VERDICT_LABEL.get(d.verdict, d.verdict.upper())
+    label = VERDICT_LABEL.get(d.verdict) or _text(d.verdict.upper())
     ident = f" {_code(d.id)}" if d.id else ""
     out = [f"### {label} — {_code(d.bdf)}{ident}", ""]
     out += _kv(

@@ -3,7 +3,7 @@ sos' `postproc`), so collection never has to think about privacy and nothing esc
 collected somewhere new.
 
 Every identifier becomes an obviously fake, numbered token (`uuid-1`, `host-1`, `mac-1`, `ip-1`,
-`serial-1`, `disk-1`, `user-1`, `machine-id-1`), and the same value gets the same token everywhere in
+`serial-1`, `disk-1`, `user-1`, `machine-id-1`, `domain-1`, `email-1`, `iqn-1`), and the same value gets the same token everywhere in
 the report, so a reader can still see that the root= UUID is the one GRUB searches for. What a
 diagnosis needs stays: PCI addresses, vendor:device ids, kernel releases, module names.
 """
@@ -11,25 +11,50 @@ diagnosis needs stays: PCI addresses, vendor:device ids, kernel releases, module
 from __future__ import annotations
 
 import dataclasses
-import enum
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import TypeVar
 
+from pciback_doctor.render.escape import map_strings
 from pciback_doctor.support.facts import SupportReport
 
 T = TypeVar("T")
 
 _HEX = "[0-9A-Fa-f]"
 _UUID = re.compile(rf"(?<!{_HEX}){_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}(?!{_HEX})")
-# root=UUID=ABCD-1234 (a FAT volume serial), PARTUUID=0a1b2c3d-02 (an MBR disk signature)
-_UUID_VALUE = re.compile(rf"(?<=UUID=){_HEX}[0-9A-Fa-f-]*(?![\w-])")
-# six or more hex pairs joined by one separator: a MAC, `01-`+MAC (pxelinux BOOTIF=), EUI-64, IPoIB
+# root=UUID=ABCD-1234 (a FAT volume serial), PARTUUID=0a1b2c3d-02 (an MBR disk signature), and the
+# same values as udev's /dev/disk/by-uuid/ and by-partuuid/ link names
+_UUID_VALUE = re.compile(rf"(?:(?<=UUID=)|(?<=/by-uuid/)|(?<=/by-partuuid/)){_HEX}[0-9A-Fa-f-]*(?![\w-])")
+# a FAT volume serial anywhere (GRUB's `search --fs-uuid --set=root 1A2B-3C4D`, fstab, EFI paths)
+_FAT_SERIAL = re.compile(rf"(?<![\w-]){_HEX}{{4}}-{_HEX}{{4}}(?![\w-])")
+# mdadm's array UUID, four 32-bit words (rd.md.uuid=, mdadm.conf's UUID=, /dev/disk/by-id/md-uuid-)
+_MD_UUID = re.compile(rf"(?<![\w:]){_HEX}{{8}}(?::{_HEX}{{8}}){{3}}(?![\w:])")
+# six or more hex pairs joined by one separator: a MAC, `01-`+MAC (pxelinux BOOTIF=), EUI-64, IPoIB.
+# A `:` may come before (dracut `ifname=eth0:MAC`, `ip=...:MAC`): a longer run is matched whole anyway
 _MAC = re.compile(
-    rf"(?<![0-9A-Fa-f:-]){_HEX}{{2}}([:-]){_HEX}{{2}}(?:\1{_HEX}{{2}}){{4,18}}(?![0-9A-Fa-f:-])"
+    rf"(?<![0-9A-Fa-f-]){_HEX}{{2}}([:-]){_HEX}{{2}}(?:\1{_HEX}{{2}}){{4,18}}"
+    rf"(?![0-9A-Fa-f])(?![:-]{_HEX}{{2}}(?![0-9A-Za-z]))"
 )
+# a MAC without separators: udev's predictable name `enx001122334455`, `hwaddr=001122334455`
+_MAC_BARE = re.compile(rf"(?:(?<=\benx)|(?<![0-9A-Za-z])){_HEX}{{12}}(?![0-9A-Za-z])")
+# systemd's machine id (machine-id(5)): 32 hex digits, in `systemd.machine_id=`, in BLS entry file
+# names (`<machine-id>-<release>.conf`) and ESP folders, even when etc/machine-id is empty
+_MACHINE_ID = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f]{32}(?![0-9A-Za-z])")
+# the kernel's and dracut's `ip=<client>:<peer>:<gateway>:<netmask>:<hostname>:...`: the 5th field
+# (kernel Documentation/admin-guide/nfs/nfsroot.rst, dracut.cmdline(7)); the first field an address
+_IP_FIELD = r"(?:\[[^\]\s]*\]|[^:\s]*)"
+_IP_HOSTNAME = re.compile(
+    rf"(?<![\w.-])ip=(?:\d{{1,3}}(?:\.\d{{1,3}}){{3}}|\[[^\]\s]*\])?:(?:{_IP_FIELD}:){{3}}"
+    r"([A-Za-z0-9][A-Za-z0-9.-]*)(?=[:\s'\"]|$)"
+)
+# systemd's `systemd.hostname=` on the command line (systemd-hostnamed: it wins over etc/hostname),
+# and `HOSTNAME=` / `hostname=` settings
+_SET_HOSTNAME = re.compile(r"(?i)(?<![\w.-])(?:systemd\.)?hostname=[\"']?([A-Za-z0-9][A-Za-z0-9.-]*)")
+_HOST_SETTINGS = (_IP_HOSTNAME, _SET_HOSTNAME)
+# a name with no dot is not a domain anyone owns
+_GENERIC_DOMAINS = frozenset({"localdomain", "local", "lan", "home", "internal", "intranet", "corp"})
 _MAC_DOTTED = re.compile(rf"(?<![\w.]){_HEX}{{4}}\.{_HEX}{{4}}\.{_HEX}{{4}}(?![\w]|\.\w)")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\w)")
 _IPV6 = re.compile(
@@ -41,6 +66,9 @@ _SERIAL = re.compile(
 )
 _NOT_A_SERIAL = re.compile(r"(?i)^(?:pty|vc|null|none|stdio|tty\w*|com\d+|hvc\d*|0|1|yes|no|on|off)$")
 _BY_ID = re.compile(r"(?<=/by-id/)[^\s/'\",;)\]]+?(?=-part\d+\b|[\s/'\",;)\]]|$)")
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# an iSCSI initiator or target name (RFC 3720): `rd.iscsi.initiator=iqn.2004-10.com.ubuntu:01:4f2a...`
+_IQN = re.compile(r"(?i)(?<![\w.])iqn\.\d{4}-\d{2}\.[A-Za-z0-9.-]+(?::[^\s,'\";)\]]+)?")
 _USER_PATH = re.compile(r"(?<![\w.-])/?(?:home|Users)/([^/\s'\",;:)\]]+)")
 # a host called `xen` is not in `boot/xen.gz`; a domain after the name (`xen.example.com`) is
 _FILE_SUFFIX = r"\.(?:cfg|conf|gz|efi|img|ko|xz|zst|cpio|sh|service)\b"
@@ -90,19 +118,37 @@ class Redactor:
         for mid in {m.strip().lower() for m in machine_ids if m and m.strip()}:
             pattern = re.compile(rf"(?<!{_HEX}){re.escape(mid)}(?!{_HEX})", re.IGNORECASE)
             self._literals.append((pattern, "machine-id", mid, False))
-        # host names match case-sensitively, as written and in lower case: a host called `xen`
-        # must not turn "Xen 4.17" into "host-1 4.17"
-        names: set[tuple[str, str]] = set()
+        # host names in any case (`MyHost` in etc/hostname, `myhost` in `ip=`), and the FQDN's domain
+        # (`mail.example.org` -> `mail.domain-1`); but a short plain word matches only as written, in
+        # lower and in upper case: a host called `xen` must not turn "Xen 4.17" into "host-1 4.17"
+        names: dict[str, str] = {}  # spelling -> key
+        domains: set[str] = set()
         for host in hostnames:
             host = host.strip().rstrip(".")
-            for spelling in {host, host.lower()}:
-                short = spelling.split(".", 1)[0]
-                if len(short) > 1 and short.lower() not in ("localhost", "localdomain"):
-                    names.add((spelling, short.lower()))
-                    names.add((short, short.lower()))
-        for value, key in sorted(names, key=lambda n: (-len(n[0]), n[0])):
-            pattern = re.compile(rf"(?<![\w.-]){re.escape(value)}(?![\w-]|{_FILE_SUFFIX})")
+            short, _, domain = host.partition(".")
+            if len(short) < 2 or short.lower() in ("localhost", "localdomain"):
+                continue
+            for spelling in (host, short):
+                names[spelling] = short.lower()
+            if domain and domain.lower() not in _GENERIC_DOMAINS:
+                domains.add(domain.lower())
+        for value, key in sorted(names.items(), key=lambda n: (-len(n[0]), n[0])):
+            if re.fullmatch(r"[A-Za-z]{1,4}", value):
+                body = "|".join(re.escape(v) for v in sorted({value, value.lower(), value.upper()}))
+                pattern = re.compile(rf"(?<![\w.-])(?:{body})(?![\w-]|{_FILE_SUFFIX})")
+            else:
+                # inside names too: anaconda's volume group `fedora_HOST`, and device-mapper's
+                # `/dev/mapper/fedora_my--host-root` (dm doubles a `-` of the VG name)
+                body = "|".join(
+                    re.escape(v) for v in sorted({value, value.replace("-", "--")}, key=len)[::-1]
+                )
+                pattern = re.compile(
+                    rf"(?<![A-Za-z0-9])(?:{body})(?![A-Za-z0-9]|{_FILE_SUFFIX})", re.IGNORECASE
+                )
             self._literals.append((pattern, "host", key, True))
+        for domain in sorted(domains, key=len, reverse=True):
+            pattern = re.compile(rf"(?<![\w-]){re.escape(domain)}(?![\w-]|{_FILE_SUFFIX})", re.IGNORECASE)
+            self._literals.append((pattern, "domain", domain, True))
         words = sorted({k for k in keep if k}, key=len, reverse=True)
         self._keep = (
             re.compile("|".join(rf"(?<![A-Za-z0-9]){re.escape(w)}(?![A-Za-z0-9])" for w in words))
@@ -119,6 +165,21 @@ class Redactor:
             yield _Hit(m.start(), m.end(), "uuid", m.group().lower())
         for m in _UUID_VALUE.finditer(text):
             yield _Hit(m.start(), m.end(), "uuid", m.group().lower())
+        for pattern in (_FAT_SERIAL, _MD_UUID):
+            for m in pattern.finditer(text):
+                yield _Hit(m.start(), m.end(), "uuid", m.group().lower())
+        for m in _MACHINE_ID.finditer(text):
+            yield _Hit(m.start(), m.end(), "machine-id", m.group().lower())
+        for m in _MAC_BARE.finditer(text):
+            flat = m.group().lower()
+            if not flat.isdigit():  # twelve decimal digits are a time or a count before a MAC
+                yield _Hit(m.start(), m.end(), "mac", ":".join(flat[i : i + 2] for i in range(0, 12, 2)))
+        for m in _EMAIL.finditer(text):
+            yield _Hit(m.start(), m.end(), "email", m.group().lower())
+        for m in _IQN.finditer(text):
+            yield _Hit(m.start(), m.end(), "iqn", m.group().lower())
+        for m in (m for pattern in _HOST_SETTINGS for m in pattern.finditer(text)):
+            yield _Hit(m.start(1), m.end(1), "host", m.group(1).split(".", 1)[0].lower(), weak=True)
         for m in _MAC.finditer(text):
             pairs = re.split("[:-]", m.group().lower())
             prefix = ""
@@ -182,28 +243,6 @@ def _is_netmask(address: ipaddress.IPv4Address) -> bool:
     return bits >> 31 == 1 and inverted & (inverted + 1) == 0
 
 
-def map_strings(value: T, fn: Callable[[str], str]) -> T:
-    """The same frozen structure with `fn` applied to every string in it (enums stay as they are)."""
-    return cast(T, _map(value, fn))
-
-
-def _map(value: object, fn: Callable[[str], str]) -> object:
-    if isinstance(value, enum.Enum) or value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, str):
-        return fn(value)
-    if isinstance(value, tuple):
-        return tuple(_map(v, fn) for v in value)
-    if isinstance(value, list):
-        return [_map(v, fn) for v in value]
-    if isinstance(value, dict):
-        return {_map(k, fn): _map(v, fn) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: _map(getattr(value, f.name), fn) for f in dataclasses.fields(value) if f.init}
-        return dataclasses.replace(value, **changes)
-    raise TypeError(f"cannot redact a {type(value).__name__}")
-
-
 def keep_words(sr: SupportReport) -> set[str]:
     """Kernel releases and module names: never mistaken for a host name or an address."""
     words = {sr.kernel.release or "", sr.kernel.running or "", sr.kernel.backend_module}
@@ -215,9 +254,22 @@ def keep_words(sr: SupportReport) -> set[str]:
     return words
 
 
+def discovered_hostnames(sr: SupportReport) -> set[str]:
+    """Host names the report names itself (`ip=...:HOST:...`, `systemd.hostname=HOST`): found
+    everywhere else too, even when etc/hostname is empty."""
+    found: set[str] = set()
+
+    def scan(text: str) -> str:
+        found.update(m.group(1) for pattern in _HOST_SETTINGS for m in pattern.finditer(text))
+        return text
+
+    map_strings(sr, scan)
+    return found
+
+
 def redact(sr: SupportReport) -> SupportReport:
     redactor = Redactor(
-        hostnames=[sr.host.hostname] if sr.host.hostname else [],
+        hostnames=[*([sr.host.hostname] if sr.host.hostname else []), *sorted(discovered_hostnames(sr))],
         machine_ids=[sr.host.machine_id] if sr.host.machine_id else [],
         keep=keep_words(sr),
     )
