@@ -153,6 +153,7 @@ def test_fix_then_rebuild_then_boot(lab_images: dict[str, Path], tmp_path: Path)
         "fix", "--root", str(host), "--kernel", release, "--config", str(tree / "boot" / f"config-{release}"),
         "--modules-dir", str(tree / "lib/modules" / release), "--initramfs", str(lab_images["hide-only"]),
         "--cmdline", control.cmdline(), "--device", f"{E1000E}=8086:10d3:020000", "--write",
+        "--kernel-image", str(tree / "boot" / f"vmlinuz-{release}"),
     )  # fmt: skip
     assert fix.code == 0 and f"dracut -f --kver {release}" in fix.out, fix.out + fix.err
     conf = read_dracut_conf(Root(host))

@@ -30,6 +30,7 @@ def _doctor(command: str, host: Path, scenario: Scenario, image: Path, *more: st
         *([command] if command else []), "--root", str(host), "--kernel", release,
         "--config", str(tree / "boot" / f"config-{release}"), "--modules-dir", str(tree / "lib/modules" / release),
         "--initramfs", str(image), "--cmdline", scenario.cmdline(),
+        "--kernel-image", str(tree / "boot" / f"vmlinuz-{release}"),
         "--device", f"{E1000E}={NIC}", "--device", f"{SECOND}={NIC}", *more,
     )  # fmt: skip
 
