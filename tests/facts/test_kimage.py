@@ -9,6 +9,8 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -405,3 +407,42 @@ def test_debian_kernel_image(flavour: str) -> None:
     ):
         assert (symbol in result.symbols) == (config.get(option) == "y"), option
     assert re.fullmatch(r"\d+\.\d+\.\d+-\d+-[a-z0-9-]+", result.version or "")
+
+
+# --- the gzip backend: ISA-L when installed, the standard library's zlib otherwise ---------------
+
+
+@pytest.fixture(params=["preferred", "zlib"])
+def gzip_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    from pciback_doctor.facts import compression
+
+    if request.param == "zlib":
+        monkeypatch.setitem(sys.modules, "isal", None)  # as if the wheel were missing: import fails
+        name, module = compression.gzip_backend()
+        assert (name, module) == ("zlib", zlib)
+        monkeypatch.setattr(compression, "_ZLIB", module)
+        return name
+    return compression.GZIP_BACKEND
+
+
+def test_the_fast_inflater_is_used_when_installed() -> None:
+    from pciback_doctor.facts import compression
+
+    pytest.importorskip("isal")
+    assert compression.GZIP_BACKEND == "isal"
+
+
+def test_same_answers_with_either_gzip_backend(gzip_backend: str) -> None:
+    vmlinux = make_elf(BANNER + ikconfig_blob(CONFIG) + kallsyms_tables(SYMBOLS, seqs=True))
+    result = inspect_kernel_image(make_bzimage(gzip.compress(vmlinux, 9)), "vmlinuz")
+    assert result.error is None and result.compression == "gzip"
+    assert result.config is not None and result.config.get("CONFIG_XEN_PCIDEV_FRONTEND") == "y"
+    assert result.symbol_source == "kallsyms" and result.symbols == frozenset(SYMBOLS)
+    assert result.version == "6.1.0-test"
+
+
+def test_corrupt_gzip_is_reported_with_either_backend(gzip_backend: str) -> None:
+    packed = bytearray(gzip.compress(make_vmlinux(ikconfig=True, pad=1 << 16)))
+    packed[40:48] = b"\xff" * 8
+    result = inspect_kernel_image(make_bzimage(bytes(packed)), "vmlinuz")
+    assert result.error is not None and "corrupt" in result.error
