@@ -4,9 +4,10 @@ admin has: a config file, a module tree, a bzImage or a vmlinux."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
-from pciback_doctor.facts.kimage import inspect_kernel_image
+from pciback_doctor.facts.kimage import KernelImage, inspect_kernel_file, inspect_kernel_image
 from pciback_doctor.facts.modules import ModuleTree
 from pciback_doctor.model import Evidence
 
@@ -45,7 +46,15 @@ def from_module_tree(tree: ModuleTree) -> DomuKernel:
 
 
 def from_image(data: bytes, path: str) -> DomuKernel:
-    image = inspect_kernel_image(data, path)
+    return _from_kernel_image(inspect_kernel_image(data, path), path)
+
+
+def from_image_file(stream: BinaryIO, path: str) -> DomuKernel:
+    """The same from an open image file, read in pieces (bounded memory whatever its size)."""
+    return _from_kernel_image(inspect_kernel_file(stream, path), path)
+
+
+def _from_kernel_image(image: KernelImage, path: str) -> DomuKernel:
     if image.config is not None:
         return from_config(image.config, image.config.path)
     if image.error and not image.symbols:

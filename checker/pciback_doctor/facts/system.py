@@ -13,7 +13,14 @@ from pathlib import Path
 from pciback_doctor.errors import UsageError
 from pciback_doctor.facts.bootloader import BootEntry, NextBoot, find_next_boot
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
-from pciback_doctor.facts.domu import DomuKernel, from_config, from_config_bytes, from_image, from_module_tree
+from pciback_doctor.facts.domu import (
+    DomuKernel,
+    from_config,
+    from_config_bytes,
+    from_image,
+    from_image_file,
+    from_module_tree,
+)
 from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
 from pciback_doctor.facts.image import ImageFacts, image_facts, wanted_file
 from pciback_doctor.facts.initramfs import Initramfs, open_initramfs
@@ -669,12 +676,15 @@ def domu_inputs(paths: list[str]) -> System:
             if host.is_dir():
                 kernels.append(inspect_domu_kernel(host, path))
                 continue
+            with host.open("rb") as stream:
+                head = stream.read(0x1000)
+                if head[:4] == b"\x7fELF" or head[0x202:0x206] == b"HdrS" or head[:2] == b"MZ":
+                    kernels.append(from_image_file(stream, path))  # read in pieces: memory stays flat
+                    continue
             data = host.read_bytes()
         except OSError as exc:
             raise UsageError(f"{path}: {exc.strerror or exc}") from None
-        if data[:4] == b"\x7fELF" or data[0x202:0x206] == b"HdrS" or data[:2] == b"MZ":
-            kernels.append(from_image(data, path))
-        elif (config := from_config_bytes(data, path)) is not None:
+        if (config := from_config_bytes(data, path)) is not None:
             kernels.append(config)
         elif b"\0" in data[:4096]:
             raise UsageError(f"{path}: not a kernel image, kernel config, module tree or xl config")
