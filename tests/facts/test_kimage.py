@@ -446,3 +446,71 @@ def test_corrupt_gzip_is_reported_with_either_backend(gzip_backend: str) -> None
     packed[40:48] = b"\xff" * 8
     result = inspect_kernel_image(make_bzimage(bytes(packed)), "vmlinuz")
     assert result.error is not None and "corrupt" in result.error
+
+
+# --- decompression bombs as a bzImage payload: stopped at the kernel image size limit -------------
+
+
+@pytest.mark.parametrize("compression", sorted(set(COMPRESSORS) - {"none"}))
+def test_payload_bomb_stops_at_the_kernel_image_limit(
+    compression: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pciback_doctor.facts import kimage
+    from pciback_doctor.facts.limits import Limit
+
+    _need(compression)
+    monkeypatch.setattr(kimage, "KERNEL_IMAGE", Limit("kernel image size", 4 << 20, "test"))
+    vmlinux = make_vmlinux(ikconfig=True) + b"\0" * (12 << 20)
+    result = inspect_kernel_image(make_bzimage(COMPRESSORS[compression](vmlinux)), "vmlinuz")
+    assert result.compression == compression
+    assert result.error == "decompressed past the kernel image size (4 MiB) limit; read stopped there"
+    assert result.config is not None  # what came before the limit is still read
+
+
+def test_uncompressed_vmlinux_past_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pciback_doctor.facts import kimage
+    from pciback_doctor.facts.limits import Limit
+
+    monkeypatch.setattr(kimage, "KERNEL_IMAGE", Limit("kernel image size", 1 << 20, "test"))
+    result = inspect_kernel_image(make_vmlinux(ikconfig=True, pad=2 << 20), "vmlinux")
+    assert result.error is not None and "kernel image size (1 MiB)" in result.error
+
+
+def test_ikconfig_bomb_is_a_note_naming_the_limit() -> None:
+    # 64 MiB of zeros in ~64 KiB of gzip where the config should be: the text file limit stops it
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    blob = b"".join(packer.compress(b"\0" * (1 << 20)) for _ in range(64)) + packer.flush()
+    vmlinux = make_elf(BANNER + b"IKCFG_ST" + blob + b"IKCFG_ED")
+    result = inspect_kernel_image(make_bzimage(gzip.compress(vmlinux)), "vmlinuz")
+    assert result.config is None and result.error is None
+    assert result.notes[0] == "IKCONFIG present but unreadable: over the text file size (16 MiB) limit"
+
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking (pytest) process.
+BOMB_PROBE = """
+import re, sys
+from pciback_doctor.facts.kimage import inspect_kernel_file
+with open(sys.argv[1], "rb") as f:
+    result = inspect_kernel_file(f, "vmlinuz")
+print(result.error)
+with open("/proc/self/status") as status:
+    print(int(re.search(r"VmHWM:\\s*(\\d+) kB", status.read()).group(1)) >> 10)
+"""
+
+
+def test_a_gzip_bomb_past_the_real_limit_stays_flat(tmp_path: Path) -> None:
+    """300 MiB of zeros (past the 256 MiB limit) in 300 KiB: stopped at the limit, memory flat."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+    chunk = b"\0" * (1 << 20)
+    payload = b"".join(packer.compress(chunk) for _ in range(300)) + packer.flush()
+    image = tmp_path / "vmlinuz"
+    image.write_bytes(make_bzimage(payload))
+    probe = subprocess.run(
+        [sys.executable, "-c", BOMB_PROBE, str(image)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    error, peak_mib = probe.stdout.splitlines()
+    assert error == "decompressed past the kernel image size (256 MiB) limit; read stopped there"
+    assert int(peak_mib) < 64
