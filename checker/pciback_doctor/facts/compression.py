@@ -8,19 +8,18 @@ and the kernel image reader (whole payload).
 
 from __future__ import annotations
 
-import bz2
 import io
-import lzma
-import shutil
-import subprocess
-import tempfile
 import zlib
 from collections.abc import Callable, Generator
 from types import ModuleType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import lz4.block
-import zstandard
+if TYPE_CHECKING:
+    import bz2
+    import lzma
+
+# The other codecs' modules are imported by their decoders: most runs meet gzip (or nothing) only,
+# and start-up pays for every import (lz4 and zstandard alone take ~10 ms).
 
 CHUNK = 64 << 10  # bytes read from the input at a time
 OUT = 1 << 20  # bound on one decompressed chunk
@@ -153,7 +152,7 @@ def _gzip(raw: RawStream) -> Generator[bytes, None, None]:
 
 
 def _bounded(
-    raw: RawStream, decoder: bz2.BZ2Decompressor | lzma.LZMADecompressor
+    raw: RawStream, decoder: bz2.BZ2Decompressor | lzma.LZMADecompressor, error: type[Exception] = OSError
 ) -> Generator[bytes, None, None]:
     while not decoder.eof:
         data = b""
@@ -161,22 +160,28 @@ def _bounded(
             raise Corrupt("compressed data cut short")
         try:
             out = decoder.decompress(data, OUT)
-        except (OSError, EOFError, lzma.LZMAError) as exc:  # bz2 reports bad data as OSError
+        except (OSError, EOFError, error) as exc:  # bz2 reports bad data as OSError
             raise Corrupt(f"corrupt compressed data ({exc})") from None
         yield out
     raw.unread(decoder.unused_data)
 
 
 def _bzip2(raw: RawStream) -> Generator[bytes, None, None]:
+    import bz2
+
     return _bounded(raw, bz2.BZ2Decompressor())
 
 
 def _xz(raw: RawStream) -> Generator[bytes, None, None]:
-    return _bounded(raw, lzma.LZMADecompressor(lzma.FORMAT_XZ))
+    import lzma
+
+    return _bounded(raw, lzma.LZMADecompressor(lzma.FORMAT_XZ), lzma.LZMAError)
 
 
 def _lzma(raw: RawStream) -> Generator[bytes, None, None]:
-    return _bounded(raw, lzma.LZMADecompressor(lzma.FORMAT_ALONE))
+    import lzma
+
+    return _bounded(raw, lzma.LZMADecompressor(lzma.FORMAT_ALONE), lzma.LZMAError)
 
 
 _ZSTD_FEED = 128  # a zstd RLE block turns 4 bytes into 128 KiB: 128 in → at most 4 MiB out
@@ -185,6 +190,8 @@ _ZSTD_FEED = 128  # a zstd RLE block turns 4 bytes into 128 KiB: 128 in → at m
 def _zstd(raw: RawStream) -> Generator[bytes, None, None]:
     # zstandard's decompressobj has no max_length: feed it small slices. The kernel reads one
     # frame (lib/decompress_unzstd.c); a following frame is a new stream.
+    import zstandard
+
     decoder = zstandard.ZstdDecompressor().decompressobj()
     out: list[bytes] = []
     size = 0
@@ -216,6 +223,8 @@ _LZ4_BOUND = _LZ4_BLOCK + _LZ4_BLOCK // 255 + 16  # LZ4_compressBound
 def _lz4(raw: RawStream) -> Generator[bytes, None, None]:
     # Legacy frame (lz4 -l): magic, then blocks of <le32 size><data>; the magic may repeat. The
     # stream ends at the end of input or at a "size" no block can have (lz4io.c does the same).
+    import lz4.block
+
     raw.read(4)
     while True:
         head = raw.read(4)
@@ -238,6 +247,10 @@ def _lz4(raw: RawStream) -> Generator[bytes, None, None]:
 def _lzo(raw: RawStream) -> Generator[bytes, None, None]:
     # No lzo in Python's standard library: copy exactly this stream (its length is known only by
     # walking the lzop block framing) to a temporary file and let `lzop -dc` decompress it.
+    import shutil
+    import subprocess
+    import tempfile
+
     lzop = shutil.which("lzop")
     if lzop is None:
         raise Corrupt("reading lzo needs the lzop program, which is not installed")

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from pciback_doctor.boot.analysis import Analysis
-from pciback_doctor.boot.model import DevicePrediction
-from pciback_doctor.facts.pci import Bdf
 from pciback_doctor.model import FileChange, Fix, Verdict
+
+if TYPE_CHECKING:  # annotations only: `--help` needs STRATEGIES without the whole boot model
+    from pciback_doctor.boot.analysis import Analysis
+    from pciback_doctor.boot.model import DevicePrediction
+    from pciback_doctor.facts.pci import Bdf
 
 STRATEGIES = ("modprobe", "cmdline", "dracut", "late-binding")
 
