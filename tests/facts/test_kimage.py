@@ -514,3 +514,40 @@ def test_a_gzip_bomb_past_the_real_limit_stays_flat(tmp_path: Path) -> None:
     error, peak_mib = probe.stdout.splitlines()
     assert error == "decompressed past the kernel image size (256 MiB) limit; read stopped there"
     assert int(peak_mib) < 64
+
+
+@pytest.fixture(params=["preferred", "zstandard"])
+def zstd_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    from pciback_doctor.facts import compression
+
+    if request.param == "zstandard":
+        monkeypatch.setitem(sys.modules, "compression.zstd", None)
+        monkeypatch.setitem(sys.modules, "backports.zstd", None)
+    monkeypatch.setattr(compression, "ZSTD_BACKEND", compression.zstd_backend())
+    return str(compression.ZSTD_BACKEND)
+
+
+def test_zstd_backend_falls_back_to_zstandard(zstd_backend: str) -> None:
+    from pciback_doctor.facts import compression
+
+    if zstd_backend != "zstandard":
+        assert pytest.importorskip("backports.zstd") and zstd_backend == "backports.zstd"
+    vmlinux = make_elf(BANNER + ikconfig_blob(CONFIG) + kallsyms_tables(SYMBOLS, seqs=False))
+    packed = zstandard.ZstdCompressor(level=3).compress(vmlinux)
+    result = inspect_kernel_image(make_bzimage(packed), "vmlinuz")
+    assert (result.compression, result.error) == ("zstd", None)
+    assert result.config is not None and result.symbols == frozenset(SYMBOLS)
+    cut = inspect_kernel_image(make_bzimage(packed[: len(packed) // 2]), "vmlinuz")
+    assert cut.error == "zstd payload corrupt: compressed data cut short"
+    assert cut.version == "6.1.0-test"  # from the header
+    assert zstd_backend == compression.ZSTD_BACKEND
+
+
+def test_zstd_bomb_with_either_backend(zstd_backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pciback_doctor.facts import kimage
+    from pciback_doctor.facts.limits import Limit
+
+    monkeypatch.setattr(kimage, "KERNEL_IMAGE", Limit("kernel image size", 4 << 20, "test"))
+    packed = zstandard.ZstdCompressor().compress(make_vmlinux(ikconfig=True) + b"\0" * (64 << 20))
+    result = inspect_kernel_image(make_bzimage(packed), "vmlinuz")
+    assert result.error == "decompressed past the kernel image size (4 MiB) limit; read stopped there"

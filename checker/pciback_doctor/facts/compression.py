@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     import bz2
     import lzma
 
+    from backports.zstd import ZstdDecompressor
+
+    Bounded = bz2.BZ2Decompressor | lzma.LZMADecompressor | ZstdDecompressor
+
 # The other codecs' modules are imported by their decoders: most runs meet gzip (or nothing) only,
 # and start-up pays for every import (lz4 and zstandard alone take ~10 ms).
 
@@ -152,8 +156,9 @@ def _gzip(raw: RawStream) -> Generator[bytes, None, None]:
 
 
 def _bounded(
-    raw: RawStream, decoder: bz2.BZ2Decompressor | lzma.LZMADecompressor, error: type[Exception] = OSError
+    raw: RawStream, decoder: Bounded, error: type[Exception] = OSError
 ) -> Generator[bytes, None, None]:
+    """A decoder with lzma's API: `decompress(data, max_length)`, `needs_input`, `eof`, `unused_data`."""
     while not decoder.eof:
         data = b""
         if decoder.needs_input and not (data := raw.read1(CHUNK)):
@@ -184,12 +189,46 @@ def _lzma(raw: RawStream) -> Generator[bytes, None, None]:
     return _bounded(raw, lzma.LZMADecompressor(lzma.FORMAT_ALONE), lzma.LZMAError)
 
 
-_ZSTD_FEED = 128  # a zstd RLE block turns 4 bytes into 128 KiB: 128 in → at most 4 MiB out
+def zstd_backend() -> str:
+    """The zstd decoder, chosen here: `compression.zstd` (Python 3.14) or its backport inflate with
+    a bound on each output (`max_length`, like lzma) at about twice the speed of zstandard, which
+    has no such bound and must be fed in slices; zstandard when neither is installed."""
+    try:
+        import compression.zstd  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+    except ImportError:
+        try:
+            import backports.zstd  # noqa: F401
+        except ImportError:
+            return "zstandard"
+        return "backports.zstd"
+    return "compression.zstd"
+
+
+ZSTD_BACKEND: str | None = None  # chosen at the first zstd stream: the import costs start-up time
 
 
 def _zstd(raw: RawStream) -> Generator[bytes, None, None]:
-    # zstandard's decompressobj has no max_length: feed it small slices. The kernel reads one
-    # frame (lib/decompress_unzstd.c); a following frame is a new stream.
+    # The kernel reads one frame (lib/decompress_unzstd.c); a following frame is a new stream.
+    global ZSTD_BACKEND
+    if ZSTD_BACKEND is None:
+        ZSTD_BACKEND = zstd_backend()
+    if ZSTD_BACKEND == "compression.zstd":
+        from compression.zstd import (  # type: ignore[import-not-found,unused-ignore]
+            ZstdDecompressor,
+            ZstdError,
+        )
+    elif ZSTD_BACKEND == "backports.zstd":
+        from backports.zstd import ZstdDecompressor, ZstdError
+    else:
+        return _zstd_sliced(raw)
+    return _bounded(raw, ZstdDecompressor(), ZstdError)
+
+
+_ZSTD_FEED = 128  # a zstd RLE block turns 4 bytes into 128 KiB: 128 in → at most 4 MiB out
+
+
+def _zstd_sliced(raw: RawStream) -> Generator[bytes, None, None]:
+    # zstandard's decompressobj has no max_length: feed it small slices.
     import zstandard
 
     decoder = zstandard.ZstdDecompressor().decompressobj()
