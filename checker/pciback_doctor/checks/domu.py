@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from pciback_doctor.boot.analysis import Analysis, spec_devices
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.domu import FRONTEND
 from pciback_doctor.model import Finding, Fix, Severity, Verdict
+
+if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model and readers
+    from pciback_doctor.boot.analysis import Analysis
 
 
 @check(
@@ -120,6 +123,8 @@ def guest_type(chk: Check, a: Analysis) -> Iterator[Finding]:
     role="domu",
 )
 def not_assignable(chk: Check, a: Analysis) -> Iterator[Finding]:
+    from pciback_doctor.boot.analysis import spec_devices
+
     predictions = {d.bdf: d for d in a.devices}
     known = [d.bdf for d in a.system.devices]
     for config in a.domu_configs:
