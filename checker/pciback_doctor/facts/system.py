@@ -25,7 +25,6 @@ from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
 from pciback_doctor.facts.image import ImageFacts, image_facts, wanted_file
 from pciback_doctor.facts.initramfs import Initramfs, open_initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
-from pciback_doctor.facts.kimage import inspect_kernel_image
 from pciback_doctor.facts.modprobe import (
     CONFIG_DIRS,
     ModprobeConfig,
@@ -196,6 +195,8 @@ def read_config(
         blob = root.read_bytes(rel)
         if blob is None:
             continue
+        from pciback_doctor.facts.kimage import inspect_kernel_image  # only when this fallback runs
+
         image = inspect_kernel_image(blob, rel)
         if image.config is not None:
             return image.config, problems
