@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import platform
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from pciback_doctor.errors import UsageError
 from pciback_doctor.facts.bootloader import BootEntry, NextBoot, find_next_boot
@@ -520,6 +522,33 @@ def _proc_cmdline(root: Root) -> Cmdline | None:
     return None if text is None else parse_cmdline(text.strip(), "proc/cmdline")
 
 
+_T = TypeVar("_T")
+
+
+def _in_background(work: Callable[[], _T]) -> Callable[[], _T]:
+    """Start `work` on a daemon thread (Ctrl-C does not wait for it); the function returned waits
+    for it and gives its result, or raises what it raised."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work()))
+        except BaseException as exc:  # handed to the caller, raised there
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def result() -> _T:
+        thread.join()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return cast("_T", value)
+
+    return result
+
+
 def collect(opts: Options) -> System:
     root_path = Path(opts.root)
     if not root_path.is_dir():
@@ -530,13 +559,15 @@ def collect(opts: Options) -> System:
     if opts.kernel and entry is not None and entry.kernel_release not in (None, opts.kernel):
         entry = None  # the user named another kernel: the default entry does not describe it
     release, why, running = select_release(opts, root, entry)
+    # The initramfs is inflated while the rest is read: ISA-L, zlib and liblzma release the GIL.
+    image_read = _in_background(lambda: read_image(opts, root, release, entry))
     config, problems = read_config(opts, root, release, running)
     modules = read_module_tree(opts, root, release)
     backend_modinfo, more = read_backend_modinfo(root, modules, opts)
     proc_cmdline = _proc_cmdline(root)
     modprobe_files = read_modprobe_files(root)
     cmdline, kind = read_cmdline(opts, entry, proc_cmdline)
-    image, image_problem = read_image(opts, root, release, entry)
+    image, image_problem = image_read()
     domu_configs = read_domu_configs(opts, root)
     if opts.xen_cmdline is not None:
         xen_cmdline: Cmdline | None = parse_cmdline(opts.xen_cmdline, "--xen-cmdline")
