@@ -226,9 +226,9 @@ def _vmlinux(stream: BinaryIO, path: str) -> KernelImage:
 # scripts/link-vmlinux.sh links the kallsyms object last: once its tables are decoded, nothing
 # this reader looks for can follow. Debian's 66 MB amd64 vmlinux has them ~22 MB in.
 
-HISTORY = (
-    3 << 20
-)  # bytes kept behind the newest: kallsyms_names+markers+seqs of a 100k-symbol kernel ~1.6 MiB
+# Bytes kept behind the newest piece: kallsyms_names + markers + seqs of a 100k-symbol kernel take
+# ~1.6 MiB (Debian 6.1: 1.5 MiB), an IKCONFIG blob ~100 KiB.
+HISTORY = 3 << 20
 _LOOKAHEAD = 32 << 10  # after the digit tokens: the rest of the token table and the token index
 _OVERLAP = 4096  # searched again with the next piece: a banner or a marker cut by a piece boundary
 _TRIES = 64  # candidate token tables tried before giving up on kallsyms
