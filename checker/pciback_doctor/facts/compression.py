@@ -2,8 +2,10 @@
 
 One decoder per format (lib/decompress.c names them by magic), each a generator of decompressed
 chunks of bounded size reading from a `RawStream` and handing back the bytes after its stream, so
-a caller can go on with whatever follows. Used by the initramfs reader (streaming, memory flat)
-and the kernel image reader (whole payload).
+a caller can go on with whatever follows. Used by the initramfs reader and the kernel image reader,
+both streaming (memory flat). Where a faster well-kept library than the standard one exists for a
+codec (ISA-L for gzip, compression.zstd / backports.zstd for zstd) it is chosen here, once, with the
+standard one as the fallback.
 """
 
 from __future__ import annotations
@@ -371,7 +373,7 @@ DECODERS: dict[str, Callable[[RawStream], Generator[bytes, None, None]]] = {
 
 
 def decompress_bytes(data: bytes, kind: str, limit: int) -> tuple[bytes, str | None]:
-    """A whole compressed buffer (a bzImage payload): the output, cut at `limit`, and the error
+    """A whole compressed buffer (an embedded IKCONFIG): the output, cut at `limit`, and the error
     that ended it early, if any (what was decoded before it is kept)."""
     raw = RawStream(io.BytesIO(data))
     out: list[bytes] = []
