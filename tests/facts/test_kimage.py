@@ -594,3 +594,30 @@ def test_domu_on_debian_kernel_image_stays_under_64_mib() -> None:
     findings, peak_mib = probe.stdout.splitlines()
     assert "PB507" in findings.split()  # pcifront_init is not in kallsyms: xen-pcifront is a module
     assert int(peak_mib) <= 64  # issue 17: the 66 MB vmlinux is never held whole
+
+
+# --- markers cut by the boundary between two decompressed pieces -----------------------------------
+
+
+@pytest.mark.parametrize("cut", [1, 3, 7, 12])
+def test_markers_cut_by_a_piece_boundary_are_found(cut: int) -> None:
+    """An uncompressed payload is read in pieces of OUT bytes: put the banner, IKCFG_ST and the
+    kallsyms digit tokens across the first three boundaries."""
+    from pciback_doctor.facts.compression import OUT
+
+    tables = kallsyms_tables(SYMBOLS, seqs=True)
+    digits = tables.index(b"0\x001\x002\x00")
+    tables_at = (3 * OUT - digits - cut) & ~7  # the tables are 8-aligned
+    assert tables_at + digits < 3 * OUT < tables_at + digits + 20
+    rodata_at = 64  # make_elf: right after the ELF header
+    rodata = bytearray(tables_at + len(tables) - rodata_at)
+    for at, blob in (
+        (OUT - cut, b"Linux version 6.1.0-cut (builder@example) (gcc 12) #1 SMP\n\0"),
+        (2 * OUT - cut, ikconfig_blob(CONFIG)),
+        (tables_at, tables),
+    ):
+        rodata[at - rodata_at : at - rodata_at + len(blob)] = blob
+    result = inspect_kernel_image(make_bzimage(make_elf(bytes(rodata))), "vmlinuz")
+    assert result.compression == "none" and result.version == "6.1.0-cut"  # the banner, not the header
+    assert result.config is not None and result.config.get("CONFIG_XEN_PCIDEV_FRONTEND") == "y"
+    assert result.symbols == frozenset(SYMBOLS)
