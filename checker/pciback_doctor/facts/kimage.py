@@ -6,7 +6,11 @@ uncompressed size appended as 4 bytes. The embedded config is kernel/configs.c's
 `IKCFG_ST` + gzip + `IKCFG_ED` (what scripts/extract-ikconfig looks for). The payload vmlinux has no
 `.symtab` (`objcopy -S`), so symbols come from the kernel's own kallsyms tables
 (scripts/kallsyms.c), decoded from the raw bytes; an unstripped vmlinux gives its `.symtab`.
-Pure and total: any bytes in, a `KernelImage` out (`error` says what went wrong), never an exception.
+The vmlinux is never held whole: it is scanned in one pass as it is decompressed, with a window of
+the last few MiB, and the pass stops once the kallsyms tables are read; what is decompressed is
+bounded by the kernel image size limit (facts/limits.py).
+Pure and total: any bytes in, a `KernelImage` out (`error` says what went wrong), never an exception
+(but the OSError of reading an open file).
 """
 
 from __future__ import annotations
