@@ -621,3 +621,17 @@ def test_markers_cut_by_a_piece_boundary_are_found(cut: int) -> None:
     assert result.compression == "none" and result.version == "6.1.0-cut"  # the banner, not the header
     assert result.config is not None and result.config.get("CONFIG_XEN_PCIDEV_FRONTEND") == "y"
     assert result.symbols == frozenset(SYMBOLS)
+
+
+# --- kallsyms names expanded when needed: `in` agrees with the whole set ----------------------------
+
+KALLSYMS_IMAGE = make_bzimage(gzip.compress(make_elf(BANNER + kallsyms_tables(SYMBOLS, seqs=True))))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(alphabet="_abcdefghijklmnopqrstuvwxyz0123456789", max_size=40))
+def test_symbol_lookup_agrees_with_the_whole_set(probe: str) -> None:
+    for name in (probe, *SYMBOLS[::150], "pcifront_init", "pcifront_ini", "Tpcifront_init", "init"):
+        lazy = inspect_kernel_image(KALLSYMS_IMAGE, "vmlinuz").symbols  # nothing expanded yet
+        assert bool(lazy) and (name in lazy) == (name in SYMBOLS)
+    assert frozenset(inspect_kernel_image(KALLSYMS_IMAGE, "vmlinuz").symbols) == frozenset(SYMBOLS)
