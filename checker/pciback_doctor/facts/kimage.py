@@ -233,9 +233,10 @@ def _vmlinux(stream: BinaryIO, path: str) -> KernelImage:
 # scripts/link-vmlinux.sh links the kallsyms object last: once its tables are decoded, nothing
 # this reader looks for can follow. Debian's 66 MB amd64 vmlinux has them ~22 MB in.
 
-# Bytes kept behind the newest piece: kallsyms_names + markers + seqs of a 100k-symbol kernel take
-# ~1.6 MiB (Debian 6.1: 1.5 MiB), an IKCONFIG blob ~100 KiB.
-HISTORY = 3 << 20
+# Bytes kept behind the newest piece: kallsyms_names + markers + seqs take 1.5 MiB in Debian 6.1's
+# 94,000-symbol kernel, so 4 MiB holds a kernel with ~250,000; an IKCONFIG blob is ~100 KiB. Each MiB
+# here is ~2 MiB of peak memory (the window and its copy when a table is tried).
+HISTORY = 4 << 20
 _LOOKAHEAD = 32 << 10  # after the digit tokens: the rest of the token table and the token index
 _OVERLAP = 4096  # searched again with the next piece: a banner or a marker cut by a piece boundary
 _TRIES = 64  # candidate token tables tried before giving up on kallsyms
@@ -265,8 +266,10 @@ class _Scan:
         iterator = iter(chunks)
         try:
             for chunk in iterator:
-                if self._feed(chunk):
+                # lz4's legacy blocks are 8 MiB: kept as 1 MiB pieces, the window stays small
+                if any(self._feed(chunk[i : i + OUT]) for i in range(0, len(chunk), OUT)):
                     break
+                del chunk
         except Corrupt as exc:
             self._finish()
             return str(exc)
