@@ -9,19 +9,20 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pciback_doctor import __version__
-from pciback_doctor.boot.analysis import Analysis, analyse
-from pciback_doctor.checks import Check, all_checks, run_checks
 from pciback_doctor.errors import UsageError
-from pciback_doctor.facts.image import image_facts, open_image
-from pciback_doctor.facts.system import Options, collect
 from pciback_doctor.fixes import STRATEGIES
-from pciback_doctor.fixes.apply import pending, unified_diff, write
-from pciback_doctor.model import Fix, Report, Severity
-from pciback_doctor.outcome import FAIL_ON, build_report, selected
-from pciback_doctor.render import image as image_render
+from pciback_doctor.outcome import FAIL_ON
+
+# Each command imports what it uses, in its handler: `--help` and `explain` must not pay for the
+# readers, the boot model and the renderers (start-up budget, issue 17).
+if TYPE_CHECKING:
+    from pciback_doctor.boot.analysis import Analysis
+    from pciback_doctor.checks import Check
+    from pciback_doctor.facts.system import Options
+    from pciback_doctor.model import Report
 
 COMMANDS = ("check", "fix", "report", "kernel", "domu", "initramfs", "explain")
 FORMATS = ("text", "json", "sarif", "junit", "github", "markdown")
@@ -195,6 +196,9 @@ def _emit(text: str, output: str | None = None, exact: bool = False) -> None:
 
 
 def _finish(args: argparse.Namespace, analysis: Analysis, roles: frozenset[str], scope: str = "dom0") -> int:
+    from pciback_doctor.checks import all_checks, run_checks
+    from pciback_doctor.outcome import build_report, selected
+
     known = all_checks()
     for given in [*args.select, *args.ignore]:
         if not any(i.startswith(given) for i in known):
@@ -251,6 +255,8 @@ def _render(fmt: str, report: Report, catalogue: dict[str, Check], colour: bool)
 
 
 def _options(args: argparse.Namespace) -> Options:
+    from pciback_doctor.facts.system import Options
+
     return Options(
         root=args.root,
         kernel=args.kernel,
@@ -275,11 +281,18 @@ def _progress(message: str) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from pciback_doctor.boot.analysis import analyse
+    from pciback_doctor.facts.system import collect
+
     return _finish(args, analyse(collect(_options(args))), frozenset({"dom0", "domu"}))
 
 
 def run_report(args: argparse.Namespace) -> int:
     from pciback_doctor import support
+    from pciback_doctor.boot.analysis import analyse
+    from pciback_doctor.checks import run_checks
+    from pciback_doctor.facts.system import collect
+    from pciback_doctor.outcome import build_report
 
     system = collect(_options(args))
     analysis = analyse(system)
@@ -298,7 +311,12 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_fix(args: argparse.Namespace) -> int:
+    from pciback_doctor.boot.analysis import analyse
+    from pciback_doctor.checks import run_checks
+    from pciback_doctor.facts.system import collect
     from pciback_doctor.fixes import decision, offers
+    from pciback_doctor.fixes.apply import pending, unified_diff, write
+    from pciback_doctor.model import Fix, Severity
 
     system = collect(_options(args))
     analysis = analyse(system)
@@ -371,6 +389,7 @@ def run_fix(args: argparse.Namespace) -> int:
 
 
 def run_kernel(args: argparse.Namespace) -> int:
+    from pciback_doctor.boot.analysis import analyse
     from pciback_doctor.facts.system import kernel_build
 
     system = kernel_build(args.config, args.modules_builtin, args.build_dir, args.source_dir, args.arch)
@@ -379,6 +398,7 @@ def run_kernel(args: argparse.Namespace) -> int:
 
 
 def run_domu(args: argparse.Namespace) -> int:
+    from pciback_doctor.boot.analysis import analyse
     from pciback_doctor.facts.system import domu_inputs
 
     # guest-side checks only: without a dom0 there is no prediction for the pci= devices
@@ -387,6 +407,9 @@ def run_domu(args: argparse.Namespace) -> int:
 
 
 def run_initramfs(args: argparse.Namespace) -> int:
+    from pciback_doctor.facts.image import image_facts, open_image
+    from pciback_doctor.render import image as image_render
+
     path = Path(args.image)
     if not path.is_file():
         raise UsageError(f"{args.image}: no such file")
@@ -404,6 +427,8 @@ def run_initramfs(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    from pciback_doctor.checks import all_checks
+
     checks = all_checks()
     chk = checks.get(args.id.upper())
     if chk is None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.model import DeviceReport, Finding, Report, Severity, Target
+
+if TYPE_CHECKING:  # annotations only: `--help` needs FAIL_ON without the whole boot model
+    from pciback_doctor.boot.analysis import Analysis
 
 FAIL_ON = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Severity.INFO, "never": None}
 

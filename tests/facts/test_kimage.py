@@ -9,6 +9,8 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -405,3 +407,232 @@ def test_debian_kernel_image(flavour: str) -> None:
     ):
         assert (symbol in result.symbols) == (config.get(option) == "y"), option
     assert re.fullmatch(r"\d+\.\d+\.\d+-\d+-[a-z0-9-]+", result.version or "")
+
+
+# --- the gzip backend: ISA-L when installed, the standard library's zlib otherwise ---------------
+
+
+@pytest.fixture(params=["preferred", "zlib"])
+def gzip_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    from pciback_doctor.facts import compression
+
+    if request.param == "zlib":
+        monkeypatch.setitem(sys.modules, "isal", None)  # as if the wheel were missing: import fails
+        name, module = compression.gzip_backend()
+        assert (name, module) == ("zlib", zlib)
+        monkeypatch.setattr(compression, "_ZLIB", module)
+        return name
+    return compression.GZIP_BACKEND
+
+
+def test_the_fast_inflater_is_used_when_installed() -> None:
+    from pciback_doctor.facts import compression
+
+    pytest.importorskip("isal")
+    assert compression.GZIP_BACKEND == "isal"
+
+
+def test_same_answers_with_either_gzip_backend(gzip_backend: str) -> None:
+    vmlinux = make_elf(BANNER + ikconfig_blob(CONFIG) + kallsyms_tables(SYMBOLS, seqs=True))
+    result = inspect_kernel_image(make_bzimage(gzip.compress(vmlinux, 9)), "vmlinuz")
+    assert result.error is None and result.compression == "gzip"
+    assert result.config is not None and result.config.get("CONFIG_XEN_PCIDEV_FRONTEND") == "y"
+    assert result.symbol_source == "kallsyms" and result.symbols == frozenset(SYMBOLS)
+    assert result.version == "6.1.0-test"
+
+
+def test_corrupt_gzip_is_reported_with_either_backend(gzip_backend: str) -> None:
+    packed = bytearray(gzip.compress(make_vmlinux(ikconfig=True, pad=1 << 16)))
+    packed[40:48] = b"\xff" * 8
+    result = inspect_kernel_image(make_bzimage(bytes(packed)), "vmlinuz")
+    assert result.error is not None and "corrupt" in result.error
+
+
+# --- decompression bombs as a bzImage payload: stopped at the kernel image size limit -------------
+
+
+@pytest.mark.parametrize("compression", sorted(set(COMPRESSORS) - {"none"}))
+def test_payload_bomb_stops_at_the_kernel_image_limit(
+    compression: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pciback_doctor.facts import kimage
+    from pciback_doctor.facts.limits import Limit
+
+    _need(compression)
+    monkeypatch.setattr(kimage, "KERNEL_IMAGE", Limit("kernel image size", 4 << 20, "test"))
+    vmlinux = make_vmlinux(ikconfig=True) + b"\0" * (12 << 20)
+    result = inspect_kernel_image(make_bzimage(COMPRESSORS[compression](vmlinux)), "vmlinuz")
+    assert result.compression == compression
+    assert result.error == "decompressed past the kernel image size (4 MiB) limit; read stopped there"
+    assert result.config is not None  # what came before the limit is still read
+
+
+def test_uncompressed_vmlinux_past_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pciback_doctor.facts import kimage
+    from pciback_doctor.facts.limits import Limit
+
+    monkeypatch.setattr(kimage, "KERNEL_IMAGE", Limit("kernel image size", 1 << 20, "test"))
+    result = inspect_kernel_image(make_vmlinux(ikconfig=True, pad=2 << 20), "vmlinux")
+    assert result.error is not None and "kernel image size (1 MiB)" in result.error
+
+
+def test_ikconfig_bomb_is_a_note_naming_the_limit() -> None:
+    # 64 MiB of zeros in ~64 KiB of gzip where the config should be: the text file limit stops it
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    blob = b"".join(packer.compress(b"\0" * (1 << 20)) for _ in range(64)) + packer.flush()
+    vmlinux = make_elf(BANNER + b"IKCFG_ST" + blob + b"IKCFG_ED")
+    result = inspect_kernel_image(make_bzimage(gzip.compress(vmlinux)), "vmlinuz")
+    assert result.config is None and result.error is None
+    assert result.notes[0] == "IKCONFIG present but unreadable: over the text file size (16 MiB) limit"
+
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking (pytest) process.
+BOMB_PROBE = """
+import re, sys
+from pciback_doctor.facts.kimage import inspect_kernel_file
+with open(sys.argv[1], "rb") as f:
+    result = inspect_kernel_file(f, "vmlinuz")
+print(result.error)
+with open("/proc/self/status") as status:
+    print(int(re.search(r"VmHWM:\\s*(\\d+) kB", status.read()).group(1)) >> 10)
+"""
+
+
+def test_a_gzip_bomb_past_the_real_limit_stays_flat(tmp_path: Path) -> None:
+    """300 MiB of zeros (past the 256 MiB limit) in 300 KiB: stopped at the limit, memory flat."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+    chunk = b"\0" * (1 << 20)
+    payload = b"".join(packer.compress(chunk) for _ in range(300)) + packer.flush()
+    image = tmp_path / "vmlinuz"
+    image.write_bytes(make_bzimage(payload))
+    probe = subprocess.run(
+        [sys.executable, "-c", BOMB_PROBE, str(image)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    error, peak_mib = probe.stdout.splitlines()
+    assert error == "decompressed past the kernel image size (256 MiB) limit; read stopped there"
+    assert int(peak_mib) < 64
+
+
+@pytest.fixture(params=["preferred", "zstandard"])
+def zstd_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    from pciback_doctor.facts import compression
+
+    if request.param == "zstandard":
+        monkeypatch.setitem(sys.modules, "compression.zstd", None)
+        monkeypatch.setitem(sys.modules, "backports.zstd", None)
+    monkeypatch.setattr(compression, "ZSTD_BACKEND", compression.zstd_backend())
+    return str(compression.ZSTD_BACKEND)
+
+
+def test_zstd_backend_falls_back_to_zstandard(zstd_backend: str) -> None:
+    from pciback_doctor.facts import compression
+
+    if zstd_backend != "zstandard":
+        assert pytest.importorskip("backports.zstd") and zstd_backend == "backports.zstd"
+    vmlinux = make_elf(BANNER + ikconfig_blob(CONFIG) + kallsyms_tables(SYMBOLS, seqs=False))
+    packed = zstandard.ZstdCompressor(level=3).compress(vmlinux)
+    result = inspect_kernel_image(make_bzimage(packed), "vmlinuz")
+    assert (result.compression, result.error) == ("zstd", None)
+    assert result.config is not None and result.symbols == frozenset(SYMBOLS)
+    cut = inspect_kernel_image(make_bzimage(packed[: len(packed) // 2]), "vmlinuz")
+    assert cut.error == "zstd payload corrupt: compressed data cut short"
+    assert cut.version == "6.1.0-test"  # from the header
+    assert zstd_backend == compression.ZSTD_BACKEND
+
+
+def test_zstd_bomb_with_either_backend(zstd_backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pciback_doctor.facts import kimage
+    from pciback_doctor.facts.limits import Limit
+
+    monkeypatch.setattr(kimage, "KERNEL_IMAGE", Limit("kernel image size", 4 << 20, "test"))
+    packed = zstandard.ZstdCompressor().compress(make_vmlinux(ikconfig=True) + b"\0" * (64 << 20))
+    result = inspect_kernel_image(make_bzimage(packed), "vmlinuz")
+    assert result.error == "decompressed past the kernel image size (4 MiB) limit; read stopped there"
+
+
+# --- `domu IMAGE`: the image file is read in pieces -------------------------------------------------
+
+
+def test_domu_reads_a_bzimage_file(tmp_path: Path) -> None:
+    from helpers import doctor
+
+    vmlinux = make_elf(BANNER + kallsyms_tables(SYMBOLS, seqs=True))
+    image = tmp_path / "vmlinuz"
+    image.write_bytes(make_bzimage(kernel_xz(vmlinux)))
+    run = doctor("domu", str(image), "--format", "json")
+    assert run.code == 0, run.err
+    found = {f["id"]: f["message"] for f in run.json()["findings"]}
+    assert found["PB506"].endswith("the PCI frontend is built in")  # pcifront_init is in kallsyms
+
+
+DOMU_PROBE = """
+import contextlib, io, json, re, sys
+from pciback_doctor.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    main(["domu", sys.argv[1], "--format", "json"])
+print(" ".join(f["id"] for f in json.loads(out.getvalue())["findings"]))
+with open("/proc/self/status") as status:
+    print(int(re.search(r"VmHWM:\\s*(\\d+) kB", status.read()).group(1)) >> 10)
+"""
+
+
+@pytest.mark.realworld
+@pytest.mark.parametrize("flavour", ["amd64", "cloud-amd64"])  # xz and lz4 (8 MiB blocks) payloads
+def test_domu_on_debian_kernel_image_stays_under_64_mib(flavour: str) -> None:
+    from debian import Unavailable, kernel_tree
+
+    try:
+        root, release = kernel_tree(flavour)
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    image = Path(root, "boot", f"vmlinuz-{release}")
+    probe = subprocess.run(
+        [sys.executable, "-c", DOMU_PROBE, str(image)], capture_output=True, text=True, check=True
+    )
+    findings, peak_mib = probe.stdout.splitlines()
+    assert "PB507" in findings.split()  # pcifront_init is not in kallsyms: xen-pcifront is a module
+    assert int(peak_mib) <= 64  # issue 17: the 66 MB vmlinux is never held whole
+
+
+# --- markers cut by the boundary between two decompressed pieces -----------------------------------
+
+
+@pytest.mark.parametrize("cut", [1, 3, 7, 12])
+def test_markers_cut_by_a_piece_boundary_are_found(cut: int) -> None:
+    """An uncompressed payload is read in pieces of OUT bytes: put the banner, IKCFG_ST and the
+    kallsyms digit tokens across the first three boundaries."""
+    from pciback_doctor.facts.compression import OUT
+
+    tables = kallsyms_tables(SYMBOLS, seqs=True)
+    digits = tables.index(b"0\x001\x002\x00")
+    tables_at = (3 * OUT - digits - cut) & ~7  # the tables are 8-aligned
+    assert tables_at + digits < 3 * OUT < tables_at + digits + 20
+    rodata_at = 64  # make_elf: right after the ELF header
+    rodata = bytearray(tables_at + len(tables) - rodata_at)
+    for at, blob in (
+        (OUT - cut, b"Linux version 6.1.0-cut (builder@example) (gcc 12) #1 SMP\n\0"),
+        (2 * OUT - cut, ikconfig_blob(CONFIG)),
+        (tables_at, tables),
+    ):
+        rodata[at - rodata_at : at - rodata_at + len(blob)] = blob
+    result = inspect_kernel_image(make_bzimage(make_elf(bytes(rodata))), "vmlinuz")
+    assert result.compression == "none" and result.version == "6.1.0-cut"  # the banner, not the header
+    assert result.config is not None and result.config.get("CONFIG_XEN_PCIDEV_FRONTEND") == "y"
+    assert result.symbols == frozenset(SYMBOLS)
+
+
+# --- kallsyms names expanded when needed: `in` agrees with the whole set ----------------------------
+
+KALLSYMS_IMAGE = make_bzimage(gzip.compress(make_elf(BANNER + kallsyms_tables(SYMBOLS, seqs=True))))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(alphabet="_abcdefghijklmnopqrstuvwxyz0123456789", max_size=40))
+def test_symbol_lookup_agrees_with_the_whole_set(probe: str) -> None:
+    for name in (probe, *SYMBOLS[::150], "pcifront_init", "pcifront_ini", "Tpcifront_init", "init"):
+        lazy = inspect_kernel_image(KALLSYMS_IMAGE, "vmlinuz").symbols  # nothing expanded yet
+        assert bool(lazy) and (name in lazy) == (name in SYMBOLS)
+    assert frozenset(inspect_kernel_image(KALLSYMS_IMAGE, "vmlinuz").symbols) == frozenset(SYMBOLS)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.model import Evidence, Finding, Fix, Severity
+
+if TYPE_CHECKING:
+    from pciback_doctor.boot.analysis import Analysis
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,7 @@ def guest_type(chk: Check, a: Analysis) -> Iterator[Finding]:
     role="domu",
 )
 def not_assignable(chk: Check, a: Analysis) -> Iterator[Finding]:
+
     predictions = {d.bdf: d for d in a.devices}
     known = [d.bdf for d in a.system.devices]
     for config in a.domu_configs:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from pciback_doctor.boot.analysis import Analysis
-from pciback_doctor.boot.model import malformed_hook_entries
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.cmdline import Cmdline
 from pciback_doctor.facts.image import parse_device_list
 from pciback_doctor.fixes import rebuild_command
 from pciback_doctor.model import Evidence, Finding, Fix, Severity
+
+if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model and readers
+    from pciback_doctor.boot.analysis import Analysis
 
 HOST_LIST = "etc/xen-pciback.conf"
 
@@ -66,6 +68,8 @@ def module_missing(chk: Check, a: Analysis) -> Iterator[Finding]:
     the rest; with rd.xen_pciback.strict=1 a bad entry stops the boot.""",
 )
 def malformed_list(chk: Check, a: Analysis) -> Iterator[Finding]:
+    from pciback_doctor.boot.model import malformed_hook_entries
+
     cmds: list[Cmdline] = [
         c for c in (a.system.cmdline, *(a.image.cmdline_d if a.image else ())) if c is not None
     ]

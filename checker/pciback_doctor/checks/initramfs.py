@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.checks import Check, check
 from pciback_doctor.fixes import rebuild_command
 from pciback_doctor.model import Evidence, Finding, Fix, Severity
+
+if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model and readers
+    from pciback_doctor.boot.analysis import Analysis
 
 
 @check(

@@ -5,11 +5,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.waivers import EXPIRED_ID, EXPIRED_TITLE
 from pciback_doctor.model import Finding, Severity
+
+if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model and readers
+    from pciback_doctor.boot.analysis import Analysis
 
 
 @check(

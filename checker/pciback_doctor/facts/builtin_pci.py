@@ -104,7 +104,9 @@ class _Segment:
     flags: int
 
 
-def read_builtin_pci_drivers(vmlinux: bytes, path: str, id_size: int | None = None) -> BuiltinPciDrivers:
+def read_builtin_pci_drivers(
+    vmlinux: bytes | bytearray, path: str, id_size: int | None = None
+) -> BuiltinPciDrivers:
     """`id_size` is sizeof(struct pci_device_id): 40 since 5.14 (override_only), 32 before; None
     tries both and keeps the layout that finds drivers."""
     try:
@@ -124,7 +126,7 @@ def read_builtin_pci_drivers(vmlinux: bytes, path: str, id_size: int | None = No
     return BuiltinPciDrivers(path, best)
 
 
-def _segments(data: bytes) -> list[_Segment]:
+def _segments(data: bytes | bytearray) -> list[_Segment]:
     """PT_LOAD program headers of a little-endian ELF64 (x86-64, arm64)."""
     if data[:4] != b"\x7fELF" or len(data) < 64:
         raise ValueError("no ELF header")
@@ -144,7 +146,7 @@ def _segments(data: bytes) -> list[_Segment]:
     return out
 
 
-def _drivers(data: bytes, segments: list[_Segment], id_size: int) -> tuple[BuiltinPciDriver, ...]:
+def _drivers(data: bytes | bytearray, segments: list[_Segment], id_size: int) -> tuple[BuiltinPciDriver, ...]:
     def offset_of(addr: int) -> int | None:
         for s in segments:
             if s.vaddr <= addr < s.vaddr + s.size:
@@ -174,7 +176,7 @@ def _drivers(data: bytes, segments: list[_Segment], id_size: int) -> tuple[Built
     return tuple(found)
 
 
-def _c_string(data: bytes, at: int) -> str | None:
+def _c_string(data: bytes | bytearray, at: int) -> str | None:
     end = data.find(b"\0", at, at + _NAME_MAX)
     if end <= at:
         return None
@@ -182,7 +184,7 @@ def _c_string(data: bytes, at: int) -> str | None:
     return raw.decode("ascii") if all(0x20 < c < 0x7F for c in raw) else None
 
 
-def _id_table(data: bytes, at: int, size: int) -> tuple[PciId, ...] | None:
+def _id_table(data: bytes | bytearray, at: int, size: int) -> tuple[PciId, ...] | None:
     ids: list[PciId] = []
     for i in range(_MAX_IDS):
         start = at + i * size

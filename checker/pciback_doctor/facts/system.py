@@ -6,21 +6,29 @@ from __future__ import annotations
 import os
 import platform
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from pciback_doctor.errors import UsageError
 from pciback_doctor.facts.bootloader import BootEntry, NextBoot, find_next_boot
 from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers, read_builtin_pci_drivers
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
 from pciback_doctor.facts.decode import exact
-from pciback_doctor.facts.domu import DomuKernel, from_config, from_config_bytes, from_image, from_module_tree
+from pciback_doctor.facts.domu import (
+    DomuKernel,
+    from_config,
+    from_config_bytes,
+    from_image,
+    from_image_file,
+    from_module_tree,
+)
 from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
 from pciback_doctor.facts.image import ImageFacts, image_facts, open_image
 from pciback_doctor.facts.initramfs import Initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
-from pciback_doctor.facts.kimage import inspect_kernel_image, vmlinux_of
 from pciback_doctor.facts.modprobe import (
     CONFIG_DIRS,
     ModprobeConfig,
@@ -192,6 +200,8 @@ def read_config(
         blob = root.read_bytes(rel)
         if blob is None:
             continue
+        from pciback_doctor.facts.kimage import inspect_kernel_image  # only when this fallback runs
+
         image = inspect_kernel_image(blob, rel)
         if image.config is not None:
             return image.config, problems
@@ -210,14 +220,19 @@ def read_builtin_pci(
     (before 6.x's built-in modaliases): read the id tables from the kernel image itself."""
     if modules is None or any(a.pattern.startswith("pci:") for a in modules.builtin_aliases):
         return None  # nothing to match against, or the module tree already lists them
-    found: list[tuple[str, bytes]] = []
+    from pciback_doctor.facts.kimage import vmlinux_of  # only for such kernels (start-up)
+
     if opts.kernel_image:
-        found = [(opts.kernel_image, _read_explicit(opts.kernel_image, "--kernel-image"))]
-    elif release is not None:
-        found = [(rel, data) for rel in kernel_image_candidates(release) if (data := root.read_bytes(rel))]
-    if not found:
-        return None
-    shown, data = found[0]
+        shown, data = opts.kernel_image, _read_explicit(opts.kernel_image, "--kernel-image")
+    else:
+        found = (
+            next(((rel, d) for rel in kernel_image_candidates(release) if (d := root.read_bytes(rel))), None)
+            if release is not None
+            else None
+        )
+        if found is None:
+            return None
+        shown, data = found
     vmlinux, error = vmlinux_of(data)
     if vmlinux is None:
         return BuiltinPciDrivers(shown, (), error or "no vmlinux in the kernel image")
@@ -549,6 +564,33 @@ def _proc_cmdline(root: Root) -> Cmdline | None:
     return None if text is None else parse_cmdline(text.strip(), "proc/cmdline")
 
 
+_T = TypeVar("_T")
+
+
+def _in_background(work: Callable[[], _T]) -> Callable[[], _T]:
+    """Start `work` on a daemon thread (Ctrl-C does not wait for it); the function returned waits
+    for it and gives its result, or raises what it raised."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work()))
+        except BaseException as exc:  # handed to the caller, raised there
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def result() -> _T:
+        thread.join()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return cast("_T", value)
+
+    return result
+
+
 def collect(opts: Options) -> System:
     root_path = Path(opts.root)
     if not root_path.is_dir():
@@ -559,13 +601,15 @@ def collect(opts: Options) -> System:
     if opts.kernel and entry is not None and entry.kernel_release not in (None, opts.kernel):
         entry = None  # the user named another kernel: the default entry does not describe it
     release, why, running = select_release(opts, root, entry)
+    # The initramfs is inflated while the rest is read: ISA-L, zlib and liblzma release the GIL.
+    image_read = _in_background(lambda: read_image(opts, root, release, entry))
     config, problems = read_config(opts, root, release, running)
     modules = read_module_tree(opts, root, release)
     backend_modinfo, more, broken_backend = read_backend_modinfo(root, modules, opts)
     proc_cmdline = _proc_cmdline(root)
     modprobe_files = read_modprobe_files(root)
     cmdline, kind = read_cmdline(opts, entry, proc_cmdline)
-    image, image_problem = read_image(opts, root, release, entry)
+    image, image_problem = image_read()
     domu_configs = read_domu_configs(opts, root)
     if opts.xen_cmdline is not None:
         xen_cmdline: Cmdline | None = parse_cmdline(opts.xen_cmdline, "--xen-cmdline")
@@ -717,12 +761,15 @@ def domu_inputs(paths: list[str]) -> System:
             if host.is_dir():
                 kernels.append(inspect_domu_kernel(host, path))
                 continue
+            with host.open("rb") as stream:
+                head = stream.read(0x1000)
+                if head[:4] == b"\x7fELF" or head[0x202:0x206] == b"HdrS" or head[:2] == b"MZ":
+                    kernels.append(from_image_file(stream, path))  # read in pieces: memory stays flat
+                    continue
             data = host.read_bytes()
         except OSError as exc:
             raise UsageError(f"{path}: {exc.strerror or exc}") from None
-        if data[:4] == b"\x7fELF" or data[0x202:0x206] == b"HdrS" or data[:2] == b"MZ":
-            kernels.append(from_image(data, path))
-        elif (config := from_config_bytes(data, path)) is not None:
+        if (config := from_config_bytes(data, path)) is not None:
             kernels.append(config)
         elif b"\0" in data[:4096]:
             raise UsageError(f"{path}: not a kernel image, kernel config, module tree or xl config")
