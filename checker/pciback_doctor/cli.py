@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from pciback_doctor import __version__
 from pciback_doctor.errors import UsageError
-from pciback_doctor.fixes import STRATEGIES
+from pciback_doctor.model import STRATEGIES
 from pciback_doctor.outcome import FAIL_ON
 
 # Each command imports what it uses, in its handler: `--help` and `explain` must not pay for the

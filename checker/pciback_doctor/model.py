@@ -29,6 +29,10 @@ class Severity(enum.IntEnum):
         return self.name.lower()
 
 
+# the ways a fix can hand devices to pciback (SPEC §8), in the order they are preferred
+STRATEGIES = ("modprobe", "cmdline", "dracut", "late-binding")
+
+
 @dataclass(frozen=True)
 class FileChange:
     """A file a fix writes, relative to the root, with its whole new content."""

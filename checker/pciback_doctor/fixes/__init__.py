@@ -17,9 +17,7 @@ from pciback_doctor.facts.hide import HIDE_MAX, HideEntry
 from pciback_doctor.facts.pci import Bdf, parse_bdf
 from pciback_doctor.fixes.shell_assignments import with_word, without_words
 from pciback_doctor.fixes.simulate import Outcome, outcome, simulate
-from pciback_doctor.model import FileChange, Fix, Verdict
-
-STRATEGIES = ("modprobe", "cmdline", "dracut", "late-binding")
+from pciback_doctor.model import STRATEGIES, FileChange, Fix, Verdict
 
 MODPROBE_FILE = "etc/modprobe.d/xen-pciback.conf"
 DRACUT_CONF = "etc/dracut.conf.d/xen-pciback.conf"
