@@ -17,6 +17,7 @@ from pciback_doctor.checks import Check, all_checks, run_checks
 from pciback_doctor.errors import UsageError
 from pciback_doctor.facts.image import image_facts, wanted_file
 from pciback_doctor.facts.initramfs import open_initramfs
+from pciback_doctor.facts.root import NotReadable
 from pciback_doctor.facts.system import Options, collect
 from pciback_doctor.fixes import STRATEGIES, applicable, build, failing
 from pciback_doctor.fixes.apply import pending, unified_diff, write
@@ -334,10 +335,10 @@ def run_domu(args: argparse.Namespace) -> int:
 
 def run_initramfs(args: argparse.Namespace) -> int:
     path = Path(args.image)
-    if not path.is_file():
-        raise UsageError(f"{args.image}: no such file")
     try:
         raw = open_initramfs(path, lambda name: False if args.list else wanted_file(name))
+    except NotReadable as exc:
+        raise UsageError(f"{args.image}: {exc}") from None
     except OSError as exc:
         raise UsageError(f"{args.image}: {exc.strerror or exc}") from None
     if raw.error and not raw.entries:  # nothing at all could be read: the named input is unusable

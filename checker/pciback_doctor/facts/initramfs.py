@@ -27,6 +27,7 @@ from pciback_doctor.facts.compression import (
     RawStream,
     compression_of,
 )
+from pciback_doctor.facts.root import open_regular
 
 _PATH_MAX = 4096  # the kernel refuses longer cpio names and symlink bodies
 _HEX = re.compile(rb"[0-9A-Fa-f]{104}")
@@ -91,7 +92,8 @@ class Initramfs:
 
 
 def open_initramfs(path: str | PathLike[str], wanted: Callable[[str], bool]) -> Initramfs:
-    with open(path, "rb") as stream:
+    """The image at the host path `path`: NotReadable if it is not a regular file."""
+    with open_regular(path) as stream:
         return read_initramfs(stream, wanted)
 
 

@@ -16,9 +16,10 @@ from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
 from pciback_doctor.facts.domu import DomuKernel, from_config, from_config_bytes, from_image, from_module_tree
 from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
 from pciback_doctor.facts.image import ImageFacts, image_facts, wanted_file
-from pciback_doctor.facts.initramfs import Initramfs, open_initramfs
+from pciback_doctor.facts.initramfs import Initramfs, read_initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
 from pciback_doctor.facts.kimage import inspect_kernel_image
+from pciback_doctor.facts.limits import KERNEL_IMAGE, MODULE_FILE, TEXT_FILE, Limit
 from pciback_doctor.facts.modprobe import (
     CONFIG_DIRS,
     ModprobeConfig,
@@ -38,7 +39,7 @@ from pciback_doctor.facts.modules import (
     read_modinfo,
 )
 from pciback_doctor.facts.pci import PciDevice, device_from_spec
-from pciback_doctor.facts.root import Root
+from pciback_doctor.facts.root import NotReadable, Root, check_lines, open_regular, read_regular
 from pciback_doctor.facts.services import (
     BackendLoader,
     LateBinding,
@@ -106,14 +107,15 @@ class System:
     problems: tuple[Evidence, ...] = field(default=())  # unreadable discovered inputs
 
 
-def _read_explicit(path: str, what: str) -> bytes:
-    host = Path(path)
-    if host.exists() and not host.is_file() and not host.is_dir():
-        raise UsageError(f"{what} {path}: not a regular file")
+def _read_explicit(path: str, what: str, limit: Limit = TEXT_FILE, *, text: bool = True) -> bytes:
+    """A file named on the command line: a regular file within `limit` (and LINE with `text`)."""
     try:
-        return host.read_bytes()
-    except IsADirectoryError:
-        raise UsageError(f"{what} {path}: is a directory") from None
+        data = read_regular(path, limit)
+        if text:
+            check_lines(data)
+        return data
+    except NotReadable as exc:
+        raise UsageError(f"{what} {path}: {exc}") from None
     except OSError as exc:
         raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
 
@@ -157,7 +159,7 @@ def read_config(
     opts: Options, root: Root, release: str | None, running: str | None
 ) -> tuple[KernelConfig | None, list[Evidence]]:
     if opts.config:
-        data = _read_explicit(opts.config, "--config")
+        data = _read_explicit(opts.config, "--config", text=False)
         try:
             return parse_config(decode_config(data), opts.config), []
         except ConfigError as exc:
@@ -186,7 +188,7 @@ def read_config(
         f"usr/lib/modules/{release}/vmlinuz",
         f"lib/modules/{release}/vmlinuz",
     ):
-        blob = root.read_bytes(rel)
+        blob = root.read_bytes(rel, KERNEL_IMAGE)
         if blob is None:
             continue
         image = inspect_kernel_image(blob, rel)
@@ -255,7 +257,7 @@ def _scan_module_files(tree_root: Root, rel: str) -> dict[str, str]:
 def read_modprobe_files(root: Root) -> dict[str, bytes]:
     """The modprobe.d files kmod reads, in its order (the keys keep that order), read once."""
     listing = {d: root.listdir(d) for d in CONFIG_DIRS}
-    found = {rel: root.read_bytes(rel) for rel in config_files(listing)}
+    found = {rel: root.read_bytes(rel, text=True) for rel in config_files(listing)}
     return {rel: data for rel, data in found.items() if data is not None}
 
 
@@ -316,9 +318,9 @@ def read_backend_modinfo(
         return None, []
     relfile = modules.files[BACKEND]
     if opts.modules_dir:
-        data = Root(opts.modules_dir).read_bytes(relfile)
+        data = Root(opts.modules_dir).read_bytes(relfile, MODULE_FILE)
     else:
-        data = root.read_bytes(f"{modules.path}/{relfile}")
+        data = root.read_bytes(f"{modules.path}/{relfile}", MODULE_FILE)
     shown = f"{modules.path}/{relfile}"
     if data is None:
         return None, [Evidence(shown, None, "listed in modules.dep but missing or unreadable")]
@@ -393,9 +395,6 @@ def read_image(
     """The initramfs of the next boot, streamed once; (facts, or why there are none)."""
     if opts.initramfs:
         host = Path(opts.initramfs)
-        if not host.is_file():
-            why = "not a regular file" if host.exists() else "no such file"
-            raise UsageError(f"--initramfs {opts.initramfs}: {why}")
         shown = opts.initramfs
     else:
         if release is None:
@@ -409,14 +408,24 @@ def read_image(
         resolved = root.resolve(found)
         assert resolved is not None
         host, shown = resolved, found
-    if opts.progress is not None and host.stat().st_size > 8 << 20:
-        opts.progress(f"reading initramfs {shown} ({host.stat().st_size >> 20} MiB)...")
     try:
-        raw = open_initramfs(host, wanted_file)
-    except OSError as exc:
+        stream = open_regular(host)
+    except (OSError, NotReadable) as exc:
+        why = exc if isinstance(exc, NotReadable) else exc.strerror or exc
         if opts.initramfs:
-            raise UsageError(f"--initramfs {opts.initramfs}: {exc.strerror or exc}") from None
-        return image_facts_error(shown, f"cannot be read: {exc.strerror or exc}"), None
+            raise UsageError(f"--initramfs {opts.initramfs}: {why}") from None
+        root.unreadable.setdefault(shown, str(why))  # PB110, as for every discovered input
+        return image_facts_error(shown, f"cannot be read: {why}"), None
+    with stream:
+        size = os.fstat(stream.fileno()).st_size
+        if opts.progress is not None and size > 8 << 20:
+            opts.progress(f"reading initramfs {shown} ({size >> 20} MiB)...")
+        try:
+            raw = read_initramfs(stream, wanted_file)
+        except OSError as exc:
+            if opts.initramfs:
+                raise UsageError(f"--initramfs {opts.initramfs}: {exc.strerror or exc}") from None
+            return image_facts_error(shown, f"cannot be read: {exc.strerror or exc}"), None
     return image_facts(raw, shown), None
 
 
@@ -452,7 +461,7 @@ def inspect_domu_kernel(host: Path, shown: str) -> DomuKernel:
         tree = read_module_tree(tree_opts, Root(host), None)
         assert tree is not None
         return from_module_tree(tree)
-    data = host.read_bytes()
+    data = read_regular(host, KERNEL_IMAGE)
     return from_config_bytes(data, shown) or from_image(data, shown)
 
 
@@ -464,6 +473,8 @@ def read_domu_kernels(opts: Options, root: Root, configs: list[XlConfig]) -> lis
             raise UsageError(f"--domu-kernel {path}: no such file or directory")
         try:
             kernels.append(inspect_domu_kernel(host, path))
+        except NotReadable as exc:
+            raise UsageError(f"--domu-kernel {path}: {exc}") from None
         except OSError as exc:
             raise UsageError(f"--domu-kernel {path}: {exc.strerror or exc}") from None
     for config in configs:
@@ -471,11 +482,13 @@ def read_domu_kernels(opts: Options, root: Root, configs: list[XlConfig]) -> lis
             continue
         rel = config.kernel.lstrip("/")
         resolved = root.resolve(rel)
-        if resolved is None or not resolved.is_file():
+        if resolved is None or resolved.is_dir():
             kernels.append(DomuKernel(rel, "unknown", note=f"kernel= of {config.path} not found in the root"))
             continue
         try:
             kernels.append(inspect_domu_kernel(resolved, rel))
+        except NotReadable as exc:
+            kernels.append(DomuKernel(rel, "unknown", note=f"unreadable: {exc}"))
         except OSError as exc:
             kernels.append(DomuKernel(rel, "unknown", note=f"unreadable: {exc.strerror or exc}"))
     return kernels
@@ -502,7 +515,7 @@ def read_editable(root: Root, modprobe_files: dict[str, bytes]) -> dict[str, str
     # the modprobe fix also retires the admin's dead classic lines, in whatever file they are
     raw = {rel: data for rel, data in modprobe_files.items() if rel.startswith("etc/modprobe.d/")}
     for rel in EDITABLE:
-        if rel not in raw and (data := root.read_bytes(rel)) is not None:
+        if rel not in raw and (data := root.read_bytes(rel, text=True)) is not None:
             raw[rel] = data
     return {rel: data.decode("utf-8", "surrogateescape") for rel, data in raw.items()}
 
@@ -582,7 +595,7 @@ def kernel_build(
             raise UsageError(f"--build-dir {build_dir}: no .config in it (is it a kernel build tree?)")
     if config_path is None:
         raise UsageError("kernel: give --config F or --build-dir D")
-    data = _read_explicit(config_path, "--config")
+    data = _read_explicit(config_path, "--config", text=False)
     try:
         config = parse_config(decode_config(data), config_path)
     except ConfigError as exc:
@@ -669,7 +682,9 @@ def domu_inputs(paths: list[str]) -> System:
             if host.is_dir():
                 kernels.append(inspect_domu_kernel(host, path))
                 continue
-            data = host.read_bytes()
+            data = read_regular(host, KERNEL_IMAGE)
+        except NotReadable as exc:
+            raise UsageError(f"{path}: {exc}") from None
         except OSError as exc:
             raise UsageError(f"{path}: {exc.strerror or exc}") from None
         if data[:4] == b"\x7fELF" or data[0x202:0x206] == b"HdrS" or data[:2] == b"MZ":
@@ -679,5 +694,11 @@ def domu_inputs(paths: list[str]) -> System:
         elif b"\0" in data[:4096]:
             raise UsageError(f"{path}: not a kernel image, kernel config, module tree or xl config")
         else:
+            try:  # an xl config is text: the limits of every text input apply
+                if len(data) > TEXT_FILE.value:
+                    raise NotReadable(f"larger than the {TEXT_FILE.describe()} limit for an xl config")
+                check_lines(data)
+            except NotReadable as exc:
+                raise UsageError(f"{path}: {exc}") from None
             configs.append(parse_xl(data.decode("utf-8", "replace"), path))
     return replace(bare_system(Path.cwd()), domu_kernels=tuple(kernels), domu_configs=tuple(configs))
