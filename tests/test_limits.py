@@ -10,11 +10,13 @@ import os
 import shutil
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cpio_writer import file, header, newc
 from helpers import FIXTURES
 
 RELEASE = "6.1.0-56-xendom0"  # the example fixture's kernel (its boot/config-R)
@@ -135,3 +137,63 @@ def test_a_device_inside_the_root_is_never_opened() -> None:
     live = Root("/")
     assert live.read_bytes("dev/zero") is None  # would never end
     assert live.unreadable["dev/zero"] == "a character device, not a regular file"
+
+
+# --- 2. the initramfs reader stops at its limits ------------------------------------------------
+
+
+def gzip_stream(*parts: bytes, repeat_last: int = 1) -> bytes:
+    """One gzip stream of `parts`, the last one `repeat_last` times (streamed: never held whole)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    out = [packer.compress(p) for p in parts[:-1]]
+    out += [packer.compress(parts[-1]) for _ in range(repeat_last)]
+    return b"".join(out) + packer.flush()
+
+
+def entry_head(name: str, size: int, ino: int = 1) -> bytes:
+    raw = name.encode() + b"\0"
+    head = header(len(raw), ino=ino, mode=0o100644, nlink=1, size=size) + raw
+    return head + bytes(-len(head) % 4)
+
+
+def image_check(tmp_path: Path, image: bytes) -> dict[str, list[str]]:
+    path = tmp_path / "initrd.img"
+    path.write_bytes(image)
+    return findings("--root", str(FIXTURES / "example"), "--initramfs", str(path))
+
+
+def test_a_gzip_bomb_stops_at_the_ratio_limit(tmp_path: Path) -> None:
+    # 128 MiB of zeros as one file's data in 130 KB of gzip (the same bomb at 20 GiB took 97 s):
+    # the ratio rule stops it after 64 MiB
+    bomb = gzip_stream(entry_head("usr/lib/firmware/zeros.bin", 128 << 20), bytes(16 << 20), repeat_last=8)
+    (message,) = image_check(tmp_path, bomb)["PB403"]
+    assert "stopped at the initramfs compression ratio (200) limit" in message
+
+
+def test_millions_of_entries_stop_at_the_entry_limit(tmp_path: Path) -> None:
+    heads = b"".join(entry_head(f"d/{i}", 0, ino=i + 2) for i in range((1 << 18) + 10))
+    (message,) = image_check(tmp_path, gzip_stream(heads))["PB403"]
+    assert "stopped at the initramfs entry count (262,144) limit" in message
+
+
+def test_a_huge_wanted_file_is_not_read_into_memory(tmp_path: Path) -> None:
+    # modprobe.d files are read whole; 2 GiB of one was a MemoryError
+    bomb = gzip_stream(entry_head("etc/modprobe.d/x.conf", 2 << 30), b"a" * (1 << 20), repeat_last=5)
+    (message,) = image_check(tmp_path, bomb)["PB403"]
+    assert (
+        "etc/modprobe.d/x.conf is 2147483648 bytes, over the wanted initramfs file size (4 MiB) limit"
+        in message
+    )
+
+
+def test_the_decompressed_size_limit_holds_across_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from pciback_doctor.facts import initramfs
+    from pciback_doctor.facts.limits import Limit
+
+    monkeypatch.setattr(initramfs, "IMAGE_OUTPUT", Limit("initramfs decompressed size", 4 << 20, "test"))
+    one = gzip_stream(newc([file("etc/modprobe.d/a.conf", b"x"), file("big", bytes(range(256)) * 4096)]))
+    result = initramfs.read_initramfs(io.BytesIO(one * 8), lambda name: name.endswith(".conf"))
+    assert result.error is not None and "initramfs decompressed size (4 MiB) limit" in result.error
+    assert result.files["etc/modprobe.d/a.conf"] == b"x"  # what came before the limit is kept

@@ -27,13 +27,20 @@ from pciback_doctor.facts.compression import (
     RawStream,
     compression_of,
 )
+from pciback_doctor.facts.limits import (
+    IMAGE_ENTRIES,
+    IMAGE_OUTPUT,
+    IMAGE_RATIO,
+    IMAGE_RATIO_FLOOR,
+    IMAGE_WANTED_FILE,
+)
 from pciback_doctor.facts.root import open_regular
 
 _PATH_MAX = 4096  # the kernel refuses longer cpio names and symlink bodies
 _HEX = re.compile(rb"[0-9A-Fa-f]{104}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: up to IMAGE_ENTRIES of them are kept
 class Entry:
     name: str  # relative: no leading "./" or "/"; the root directory is "."
     mode: int
@@ -103,7 +110,7 @@ def read_initramfs(stream: BinaryIO, wanted: Callable[[str], bool]) -> Initramfs
     Only an OSError of `stream` itself propagates; bad bytes end up in `error`.
     """
     reader = _Reader(wanted)
-    raw = RawStream(stream)
+    raw = _Counted(stream, reader.budget)
     try:
         if raw.peek(2) == b"MZ":
             _enter_uki(raw)
@@ -120,23 +127,61 @@ def read_initramfs(stream: BinaryIO, wanted: Callable[[str], bool]) -> Initramfs
     )
 
 
-class _Decoded(ByteSource):
-    """The output of one compressed stream of the image."""
+class _Budget:
+    """What reading one image may cost: bytes read and decompressed together (IMAGE_OUTPUT)."""
 
-    def __init__(self, chunks: Generator[bytes, None, None], name: str, offset: int) -> None:
+    def __init__(self) -> None:
+        self.spent = 0
+
+    def spend(self, n: int, where: str) -> None:
+        self.spent += n
+        if self.spent > IMAGE_OUTPUT.value:
+            raise Corrupt(f"{where}: stopped at the {IMAGE_OUTPUT.describe()} limit")
+
+
+class _Counted(RawStream):
+    """The image file, every byte read from it counted against the budget."""
+
+    def __init__(self, stream: BinaryIO, budget: _Budget) -> None:
+        super().__init__(stream)
+        self._budget = budget
+
+    def _fill(self) -> bytes:
+        data = super()._fill()
+        self._budget.spend(len(data), self.where(self.pos))
+        return data
+
+
+class _Decoded(ByteSource):
+    """The output of one compressed stream of the image, counted against the budget and the ratio."""
+
+    def __init__(
+        self, chunks: Generator[bytes, None, None], name: str, raw: RawStream, budget: _Budget
+    ) -> None:
         super().__init__()
         self._chunks = chunks
         self.name = name
-        self.offset = offset
+        self.offset = raw.pos
+        self._raw = raw
+        self._budget = budget
+        self._out = 0
 
     def _fill(self) -> bytes:
         try:
-            for chunk in self._chunks:
-                if chunk:
-                    return chunk
+            chunk = next((c for c in self._chunks if c), b"")
         except Corrupt as exc:
             raise Corrupt(f"{self.name} stream at offset {self.offset}: {exc}") from None
-        return b""
+        self._out += len(chunk)
+        self._budget.spend(len(chunk), self.where(self.pos))
+        # A bomb (20 GiB of zeros in 20 MB of gzip) stops here in a fraction of a second
+        # instead of minutes: no real image comes near this ratio (limits.IMAGE_RATIO).
+        taken = max(1, self._raw.pos - self.offset)
+        if self._out > IMAGE_RATIO_FLOOR.value and self._out > IMAGE_RATIO.value * taken:
+            raise Corrupt(
+                f"{self.name} stream at offset {self.offset}: stopped at the {IMAGE_RATIO.describe()}"
+                f" limit ({self._out} bytes out of {taken}: a decompression bomb?)"
+            )
+        return chunk
 
     def where(self, pos: int) -> str:
         return f"byte {pos} of the {self.name} stream at offset {self.offset}"
@@ -197,6 +242,7 @@ class _Reader:
         self.files: dict[str, bytes] = {}
         self.archives: list[Archive] = []
         self.error: str | None = None
+        self.budget = _Budget()
 
     def read_image(self, raw: RawStream) -> None:
         while True:
@@ -215,7 +261,7 @@ class _Reader:
                 )
             chunks = DECODERS[name](raw)
             try:
-                decoded = _Decoded(chunks, name, at)
+                decoded = _Decoded(chunks, name, raw, self.budget)
                 while True:
                     _skip_nuls(decoded)
                     if not (first := decoded.peek(4)):
@@ -234,6 +280,8 @@ class _Reader:
         while True:
             at = source.pos
             where = source.where(at)
+            if len(self.entries) >= IMAGE_ENTRIES.value:
+                raise Corrupt(f"{where}: stopped at the {IMAGE_ENTRIES.describe()} limit")
             if (at - source.base) % 4:
                 raise Corrupt(f"{where}: cpio header not 4-byte aligned (the kernel rejects it)")
             header = source.read(110)
@@ -288,6 +336,10 @@ class _Reader:
 
     def _data(self, source: ByteSource, size: int, *, keep: bool, what: str) -> bytes | None:
         at = source.pos
+        if keep and size > IMAGE_WANTED_FILE.value:  # read whole, it could exhaust memory
+            raise Corrupt(
+                f"{source.where(at)}: {what} is {size} bytes, over the {IMAGE_WANTED_FILE.describe()} limit"
+            )
         if keep:
             data = source.read(size)
             got = len(data)

@@ -16,9 +16,10 @@ class Limit:
     name: str
     value: int
     why: str
+    is_size: bool = True  # a number of bytes (else a count or a ratio)
 
     def describe(self) -> str:
-        return f"{self.name} ({_size(self.value)})"
+        return f"{self.name} ({_size(self.value) if self.is_size else f'{self.value:,}'})"
 
 
 def _size(n: int) -> str:
@@ -36,12 +37,27 @@ MODULE_FILE = Limit(
 )
 # A kernel image (bzImage, vmlinux) and its decompressed payload.
 KERNEL_IMAGE = Limit("kernel image size", 256 << 20, "a distribution vmlinux is ~60 MiB decompressed")
-# An initramfs: everything decompressed from one image, and the number of cpio entries in it.
+# An initramfs: everything read and decompressed from one image, and the number of cpio entries in it.
 IMAGE_OUTPUT = Limit("initramfs decompressed size", 4 << 30, "the largest real images hold ~1 GiB")
-IMAGE_ENTRIES = Limit("initramfs entry count", 1 << 20, "a full dracut image has ~3,000 entries")
+IMAGE_ENTRIES = Limit(
+    "initramfs entry count",
+    1 << 18,
+    "a full dracut image has ~3,000 entries, a generic one ~20,000",
+    is_size=False,
+)
+# One compressed stream of an initramfs past IMAGE_RATIO_FLOOR of output: output over input.
+IMAGE_RATIO = Limit(
+    "initramfs compression ratio",
+    200,
+    "a real dracut image (gzip, 35 MB) unpacks 3.5:1, never above 4:1 at any point; zeros reach 1000:1",
+    is_size=False,
+)
+IMAGE_RATIO_FLOOR = Limit(
+    "initramfs output before the ratio applies", 64 << 20, "small streams of padding compress well"
+)
 # One file inside an initramfs that the model reads (modprobe.d, cmdline.d, hooks, dracut config).
 IMAGE_WANTED_FILE = Limit("wanted initramfs file size", 4 << 20, "those files are a few KiB")
 # One line of any text input (longer lines are cut there and reported).
 LINE = Limit("line length", 1 << 20, "a kernel command line is at most 4 KiB (COMMAND_LINE_SIZE)")
 # Nesting of brackets/blocks in xl configs and GRUB scripts.
-NESTING = Limit("nesting depth", 64, "real configs nest two or three levels")
+NESTING = Limit("nesting depth", 64, "real configs nest two or three levels", is_size=False)
