@@ -5,9 +5,12 @@ Bombs are generated here at test time, never committed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import lzma
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import zlib
@@ -15,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cpio_writer import file, header, newc
 from helpers import FIXTURES
@@ -197,3 +203,76 @@ def test_the_decompressed_size_limit_holds_across_streams(monkeypatch: pytest.Mo
     result = initramfs.read_initramfs(io.BytesIO(one * 8), lambda name: name.endswith(".conf"))
     assert result.error is not None and "initramfs decompressed size (4 MiB) limit" in result.error
     assert result.files["etc/modprobe.d/a.conf"] == b"x"  # what came before the limit is kept
+
+
+# --- 3. module files ------------------------------------------------------------------------------
+
+
+def tiny_module(modinfo: bytes = b"license=GPL\0parmtype=hide:charp\0") -> bytes:
+    """An ELF64 relocatable with a section table: null, .shstrtab, .modinfo (what kmod looks at)."""
+    names = b"\0.shstrtab\0.modinfo\0"
+    body = names + modinfo
+    shoff = 64 + len(body) + (-len(body) % 8)
+    ehdr = b"\x7fELF\x02\x01\x01" + bytes(9)
+    ehdr += struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, shoff, 0, 64, 0, 0, 64, 3, 1)
+
+    def shdr(name: int, offset: int, size: int) -> bytes:
+        return struct.pack("<IIQQQQIIQQ", name, 1 if size else 0, 0, 0, offset, size, 0, 0, 1, 0)
+
+    table = shdr(0, 0, 0) + shdr(1, 64, len(names)) + shdr(11, 64 + len(names), len(modinfo))
+    return ehdr + body + bytes(shoff - 64 - len(body)) + table
+
+
+def test_the_tiny_module_reads() -> None:
+    from pciback_doctor.facts.modules import read_modinfo
+
+    assert read_modinfo(tiny_module(), "x.ko").params == {"hide": "charp"}
+
+
+@given(
+    field=st.sampled_from([0x28, 0x3A, 0x3C, 0x3E, "name", "offset", "size"]),
+    section=st.integers(0, 2),
+    value=st.sampled_from([0, 1, 63, 64, 0xFFFF, 2**31, 2**32 - 1, 2**62, 2**63, 2**64 - 1]),
+)
+@settings(max_examples=300, deadline=None)
+def test_absurd_elf_header_values_are_a_modinfo_error(field: int | str, section: int, value: int) -> None:
+    from pciback_doctor.facts.modules import ModinfoError, read_modinfo
+
+    data = bytearray(tiny_module())
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    if isinstance(field, int):  # e_shoff (8 bytes), e_shentsize, e_shnum, e_shstrndx (2 bytes)
+        width = 8 if field == 0x28 else 2
+        struct.pack_into("<Q" if width == 8 else "<H", data, field, value % (1 << 8 * width))
+    else:
+        at, fmt = {"name": (0, "<I"), "offset": (0x18, "<Q"), "size": (0x20, "<Q")}[field]
+        struct.pack_into(fmt, data, shoff + 64 * section + at, value % (1 << (32 if fmt == "<I" else 64)))
+    with contextlib.suppress(ModinfoError):
+        read_modinfo(bytes(data), "x.ko")
+
+
+def module_bomb(kind: str) -> bytes:
+    """A module that decompresses to 65 MiB (over MODULE_FILE) of zeros after a real ELF."""
+    zeros, parts = bytes(1 << 20), 65
+    if kind == "zst":
+        packer = zstandard.ZstdCompressor().compressobj()
+        out = [packer.compress(tiny_module())] + [packer.compress(zeros) for _ in range(parts)]
+        return b"".join(out) + packer.flush()
+    if kind == "xz":
+        xz = lzma.LZMACompressor(lzma.FORMAT_XZ, preset=0)
+        return b"".join([xz.compress(tiny_module()), *(xz.compress(zeros) for _ in range(parts)), xz.flush()])
+    return gzip_stream(tiny_module(), zeros, repeat_last=parts)
+
+
+@pytest.mark.parametrize("kind", ["zst", "xz", "gz"])
+def test_a_module_bomb_stops_at_the_module_size_limit(tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "root"
+    modules = root / f"lib/modules/{RELEASE}"
+    (modules / "kernel").mkdir(parents=True)
+    (modules / f"kernel/xen-pciback.ko.{kind}").write_bytes(module_bomb(kind))
+    (modules / "modules.dep").write_text(f"kernel/xen-pciback.ko.{kind}:\n")
+    # no kernel config: PB107 (the module tree is all there is) carries the tree's problems
+    (pb107,) = [
+        f for f in analysis("--root", str(root), "--kernel", RELEASE)["findings"] if f["id"] == "PB107"
+    ]
+    evidence = [e["text"] for e in pb107["evidence"]]
+    assert "unreadable module: decompresses to more than the module size (64 MiB) limit" in evidence
