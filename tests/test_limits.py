@@ -276,3 +276,69 @@ def test_a_module_bomb_stops_at_the_module_size_limit(tmp_path: Path, kind: str)
     ]
     evidence = [e["text"] for e in pb107["evidence"]]
     assert "unreadable module: decompresses to more than the module size (64 MiB) limit" in evidence
+
+
+# --- 4. text inputs -------------------------------------------------------------------------------
+
+
+def grub_root(tmp_path: Path, cfg: bytes) -> Path:
+    root = tmp_path / "root"
+    shutil.copytree(FIXTURES / "boot-debian-grub-xen", root, symlinks=True)
+    (root / "boot/grub/grub.cfg").write_bytes(cfg)
+    return root
+
+
+@pytest.mark.parametrize("word", [b"a", b"=", b"${", b"[", b"\0"])
+def test_a_long_grub_word_is_read_in_linear_time(tmp_path: Path, word: bytes) -> None:
+    # one word of a million characters: joining it character by character took minutes
+    line = b"menuentry 'x' {\n linux /vmlinuz-6.1 " + word * ((1000 << 10) // len(word)) + b"\n}\n"
+    findings("--root", str(grub_root(tmp_path, line)))  # in time, no traceback
+
+
+def test_a_huge_single_line_file_is_reported_not_parsed(tmp_path: Path) -> None:
+    root = grub_root(tmp_path, b"")
+    with open(root / "boot/grub/grub.cfg", "wb") as cfg:
+        cfg.truncate(50 << 20)  # 50 MB, one "line" of NULs
+    found = findings("--root", str(root))
+    assert "boot/grub/grub.cfg: larger than the text file size (16 MiB) limit" in found["PB110"]
+
+
+def test_a_line_over_the_line_limit_is_reported(root: Path) -> None:
+    (root / "etc/modprobe.d/long.conf").write_bytes(b"options xen-pciback hide=" + b"x" * (2 << 20) + b"\n")
+    found = findings("--root", str(root))
+    assert "etc/modprobe.d/long.conf: a line longer than the line length (1 MiB) limit" in found["PB110"]
+
+
+def test_deep_nesting_in_an_xl_config_is_a_finding(root: Path) -> None:
+    (root / "etc/xen/deep.cfg").write_text("pci = " + "[" * 5000 + "]" * 5000 + '\nkernel = "/k"\n')
+    report = json.dumps(analysis("--root", str(root)))
+    assert "lists nested deeper than the nesting depth (64) limit" in report
+
+
+def boot_notes(root: Path) -> list[str]:
+    """What the bootloader reader noted (in-process; the run itself is checked by `findings`)."""
+    from pciback_doctor.facts.bootloader import find_next_boot
+    from pciback_doctor.facts.root import Root
+
+    return [p.message for p in find_next_boot(Root(root)).problems]
+
+
+@pytest.mark.parametrize("nest", ["{ ", "if true; then ", "submenu x { "])
+def test_deep_nesting_in_grub_cfg_is_cut_at_the_limit(tmp_path: Path, nest: str) -> None:
+    root = grub_root(tmp_path, nest.encode() * 5000)  # was a RecursionError
+    findings("--root", str(root))
+    assert "nested deeper than the nesting depth (64) limit; rest ignored" in boot_notes(root)
+
+
+def test_a_default_into_an_empty_submenu_boots_nothing(tmp_path: Path) -> None:
+    cfg = b'set default="0>1"\nsubmenu "empty" {\n}\nmenuentry "b" {\n linux /vmlinuz-6.1 ro\n}\n'
+    root = grub_root(tmp_path, cfg)  # was an IndexError
+    findings("--root", str(root))
+    assert "default '0>1' leads into an empty submenu" in boot_notes(root)
+
+
+def test_deep_nesting_in_the_waivers_file_is_a_usage_error(tmp_path: Path) -> None:
+    waivers = tmp_path / "waivers.toml"
+    waivers.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    err = usage_error("--root", str(FIXTURES / "example"), "--waivers", str(waivers))
+    assert "nested deeper than" in err

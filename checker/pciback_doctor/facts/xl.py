@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from pciback_doctor.facts.limits import NESTING
 from pciback_doctor.model import Evidence
 
 
@@ -261,16 +262,18 @@ class _Parser:
         evidence = Evidence(self.path, name.line, self.line_text(name.line))
         self.settings[name.text] = XlSetting(name.text, value, evidence, appended)
 
-    def value(self) -> XlValue:
+    def value(self, depth: int = 0) -> XlValue:
         tok = self.take()
         if tok.kind in ("string", "number"):
             return XlAtom(tok.value, tok.line)
         if tok.text != "[":
             raise _Syntax(f"expected a value, found {tok.text.strip() or 'nothing'!r}", tok)
+        if depth >= NESTING.value:  # xl's bison parser gives up too (YYMAXDEPTH), far deeper
+            raise _Syntax(f"lists nested deeper than the {NESTING.describe()} limit", tok)
         items: list[XlAtom | XlList] = []
         self.skip_newlines()
         while self.peek().text != "]":
-            items.append(self.value())
+            items.append(self.value(depth + 1))
             self.skip_newlines()
             sep = self.peek()
             if sep.text == ",":
