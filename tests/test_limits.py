@@ -124,17 +124,23 @@ def test_domu_and_initramfs_arguments_must_be_regular_files(
 
 def test_an_oversized_text_file_is_reported_by_its_limit(root: Path) -> None:
     with open(root / "etc/modprobe.d/big.conf", "wb") as big:
-        big.truncate((16 << 20) + 1)  # sparse: costs no disk
+        big.truncate((1 << 20) + 1)  # sparse: costs no disk
+    modules = root / f"lib/modules/{RELEASE}"
+    modules.mkdir(parents=True, exist_ok=True)
+    with open(modules / "modules.alias", "wb") as big:
+        big.truncate((16 << 20) + 1)
     found = findings("--root", str(root))
-    assert "etc/modprobe.d/big.conf: larger than the text file size (16 MiB) limit" in found["PB110"]
+    assert "etc/modprobe.d/big.conf: larger than the configuration file size (1 MiB) limit" in found["PB110"]
+    alias = f"lib/modules/{RELEASE}/modules.alias: larger than the text file size (16 MiB) limit"
+    assert alias in found["PB110"]
 
 
 def test_an_oversized_explicit_input_is_a_usage_error(tmp_path: Path) -> None:
     big = tmp_path / "cmdline"
     with open(big, "wb") as out:
-        out.truncate((16 << 20) + 1)
+        out.truncate((1 << 20) + 1)
     err = usage_error("--root", str(FIXTURES / "example"), "--cmdline-file", str(big))
-    assert err.endswith("larger than the text file size (16 MiB) limit\n")
+    assert err.endswith("larger than the configuration file size (1 MiB) limit\n")
 
 
 def test_a_device_inside_the_root_is_never_opened() -> None:
@@ -300,13 +306,16 @@ def test_a_huge_single_line_file_is_reported_not_parsed(tmp_path: Path) -> None:
     with open(root / "boot/grub/grub.cfg", "wb") as cfg:
         cfg.truncate(50 << 20)  # 50 MB, one "line" of NULs
     found = findings("--root", str(root))
-    assert "boot/grub/grub.cfg: larger than the text file size (16 MiB) limit" in found["PB110"]
+    assert "boot/grub/grub.cfg: larger than the configuration file size (1 MiB) limit" in found["PB110"]
 
 
 def test_a_line_over_the_line_limit_is_reported(root: Path) -> None:
-    (root / "etc/modprobe.d/long.conf").write_bytes(b"options xen-pciback hide=" + b"x" * (2 << 20) + b"\n")
+    modules = root / f"lib/modules/{RELEASE}"
+    modules.mkdir(parents=True, exist_ok=True)
+    (modules / "modules.alias").write_bytes(b"alias pci:v*d* " + b"x" * (2 << 20) + b"\n")
     found = findings("--root", str(root))
-    assert "etc/modprobe.d/long.conf: a line longer than the line length (1 MiB) limit" in found["PB110"]
+    message = f"lib/modules/{RELEASE}/modules.alias: a line longer than the line length (1 MiB) limit"
+    assert message in found["PB110"]
 
 
 def test_deep_nesting_in_an_xl_config_is_a_finding(root: Path) -> None:

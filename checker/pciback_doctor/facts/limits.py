@@ -29,8 +29,12 @@ def _size(n: int) -> str:
     return str(n)
 
 
-# Whole files read into memory through the root (configs, modprobe.d, grub.cfg, unit files, xl configs).
-TEXT_FILE = Limit("text file size", 16 << 20, "the largest grub.cfg or modules.alias seen is a few MiB")
+# Generated text indexes read whole (modules.alias, modules.dep, modules.builtin, a kernel config).
+TEXT_FILE = Limit("text file size", 16 << 20, "modules.alias of a distribution kernel is ~1.3 MiB")
+# Configuration files an admin or a generator writes, parsed into words (grub.cfg, BLS entries,
+# modprobe.d, xl configs, dracut.conf, unit files, waivers): parsing costs ~5 s and ~150 MB a MiB
+# at worst (a word per two bytes), so this bound is what keeps one hostile file from costing minutes.
+CONFIG_FILE = Limit("configuration file size", 1 << 20, "a grub.cfg with dozens of kernels is ~100 KiB")
 # A module (.ko, any compression) decompressed to read its .modinfo section.
 MODULE_FILE = Limit(
     "module size", 64 << 20, "xen-pciback.ko is ~100 KiB; the largest in-tree modules ~20 MiB"

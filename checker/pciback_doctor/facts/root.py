@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from pciback_doctor.facts.limits import LINE, TEXT_FILE, Limit
+from pciback_doctor.facts.limits import CONFIG_FILE, LINE, TEXT_FILE, Limit
 
 _MAX_LINKS = 40  # the kernel's own limit on nested symlinks (MAXSYMLINKS)
 
@@ -143,8 +143,8 @@ class Root:
             self._failed(rel, exc)
             return None
 
-    def read_text(self, rel: str) -> str | None:
-        data = self.read_bytes(rel, text=True)
+    def read_text(self, rel: str, limit: Limit = CONFIG_FILE) -> str | None:
+        data = self.read_bytes(rel, limit, text=True)
         return None if data is None else data.decode("utf-8", "replace")
 
     def is_dir(self, rel: str) -> bool:

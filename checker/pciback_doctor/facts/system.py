@@ -19,7 +19,7 @@ from pciback_doctor.facts.image import ImageFacts, image_facts, wanted_file
 from pciback_doctor.facts.initramfs import Initramfs, read_initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
 from pciback_doctor.facts.kimage import inspect_kernel_image
-from pciback_doctor.facts.limits import KERNEL_IMAGE, MODULE_FILE, TEXT_FILE, Limit
+from pciback_doctor.facts.limits import CONFIG_FILE, KERNEL_IMAGE, MODULE_FILE, TEXT_FILE, Limit
 from pciback_doctor.facts.modprobe import (
     CONFIG_DIRS,
     ModprobeConfig,
@@ -107,7 +107,7 @@ class System:
     problems: tuple[Evidence, ...] = field(default=())  # unreadable discovered inputs
 
 
-def _read_explicit(path: str, what: str, limit: Limit = TEXT_FILE, *, text: bool = True) -> bytes:
+def _read_explicit(path: str, what: str, limit: Limit = CONFIG_FILE, *, text: bool = True) -> bytes:
     """A file named on the command line: a regular file within `limit` (and LINE with `text`)."""
     try:
         data = read_regular(path, limit)
@@ -159,7 +159,7 @@ def read_config(
     opts: Options, root: Root, release: str | None, running: str | None
 ) -> tuple[KernelConfig | None, list[Evidence]]:
     if opts.config:
-        data = _read_explicit(opts.config, "--config", text=False)
+        data = _read_explicit(opts.config, "--config", TEXT_FILE, text=False)
         try:
             return parse_config(decode_config(data), opts.config), []
         except ConfigError as exc:
@@ -214,7 +214,7 @@ def read_module_tree(opts: Options, root: Root, release: str | None) -> ModuleTr
         tree_root, rel, shown = root, found, found
 
     def text(name: str) -> str | None:
-        return tree_root.read_text(f"{rel}/{name}".lstrip("/"))
+        return tree_root.read_text(f"{rel}/{name}".lstrip("/"), TEXT_FILE)
 
     def at(name: str) -> str:
         return f"{shown}/{name}"
@@ -257,7 +257,7 @@ def _scan_module_files(tree_root: Root, rel: str) -> dict[str, str]:
 def read_modprobe_files(root: Root) -> dict[str, bytes]:
     """The modprobe.d files kmod reads, in its order (the keys keep that order), read once."""
     listing = {d: root.listdir(d) for d in CONFIG_DIRS}
-    found = {rel: root.read_bytes(rel, text=True) for rel in config_files(listing)}
+    found = {rel: root.read_bytes(rel, CONFIG_FILE, text=True) for rel in config_files(listing)}
     return {rel: data for rel, data in found.items() if data is not None}
 
 
@@ -515,7 +515,7 @@ def read_editable(root: Root, modprobe_files: dict[str, bytes]) -> dict[str, str
     # the modprobe fix also retires the admin's dead classic lines, in whatever file they are
     raw = {rel: data for rel, data in modprobe_files.items() if rel.startswith("etc/modprobe.d/")}
     for rel in EDITABLE:
-        if rel not in raw and (data := root.read_bytes(rel, text=True)) is not None:
+        if rel not in raw and (data := root.read_bytes(rel, CONFIG_FILE, text=True)) is not None:
             raw[rel] = data
     return {rel: data.decode("utf-8", "surrogateescape") for rel, data in raw.items()}
 
@@ -595,7 +595,7 @@ def kernel_build(
             raise UsageError(f"--build-dir {build_dir}: no .config in it (is it a kernel build tree?)")
     if config_path is None:
         raise UsageError("kernel: give --config F or --build-dir D")
-    data = _read_explicit(config_path, "--config", text=False)
+    data = _read_explicit(config_path, "--config", TEXT_FILE, text=False)
     try:
         config = parse_config(decode_config(data), config_path)
     except ConfigError as exc:
@@ -604,7 +604,7 @@ def kernel_build(
     if build_dir is not None:
         modules = read_build_tree(Path(build_dir))
     elif modules_builtin is not None:
-        text = _read_explicit(modules_builtin, "--modules-builtin").decode("utf-8", "replace")
+        text = _read_explicit(modules_builtin, "--modules-builtin", TEXT_FILE).decode("utf-8", "replace")
         modules = ModuleTree(
             release="build",
             path=str(Path(modules_builtin).parent),
@@ -628,8 +628,8 @@ def read_build_tree(base: Path) -> ModuleTree:
     """A kernel build directory: modules.order lists what `make modules` built (`.o` names in
     newer trees, `.ko` in older ones); the `.ko` files sit next to their objects."""
     tree = Root(base)
-    builtin_text = tree.read_text("modules.builtin") or ""
-    order = tree.read_text("modules.order") or ""
+    builtin_text = tree.read_text("modules.builtin", TEXT_FILE) or ""
+    order = tree.read_text("modules.order", TEXT_FILE) or ""
     files = {}
     for line in order.splitlines():
         rel = line.strip()
@@ -695,8 +695,8 @@ def domu_inputs(paths: list[str]) -> System:
             raise UsageError(f"{path}: not a kernel image, kernel config, module tree or xl config")
         else:
             try:  # an xl config is text: the limits of every text input apply
-                if len(data) > TEXT_FILE.value:
-                    raise NotReadable(f"larger than the {TEXT_FILE.describe()} limit for an xl config")
+                if len(data) > CONFIG_FILE.value:
+                    raise NotReadable(f"larger than the {CONFIG_FILE.describe()} limit")
                 check_lines(data)
             except NotReadable as exc:
                 raise UsageError(f"{path}: {exc}") from None

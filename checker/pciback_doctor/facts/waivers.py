@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from pciback_doctor.facts.limits import TEXT_FILE
+from pciback_doctor.facts.limits import CONFIG_FILE
 from pciback_doctor.facts.root import NotReadable, check_lines, read_regular
 from pciback_doctor.model import Evidence, Finding, Fix, Severity
 
@@ -102,7 +102,7 @@ def parse_waivers(text: str, source: str) -> tuple[Waiver, ...]:
 def read_waivers(path: str) -> tuple[Waiver, ...]:
     """Read and parse the waivers file at `path` (a host path, as the user named it)."""
     try:
-        data = read_regular(path, TEXT_FILE)
+        data = read_regular(path, CONFIG_FILE)
         check_lines(data)
         text = data.decode("utf-8")
     except OSError as exc:
