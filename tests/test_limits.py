@@ -351,3 +351,19 @@ def test_deep_nesting_in_the_waivers_file_is_a_usage_error(tmp_path: Path) -> No
     waivers.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
     err = usage_error("--root", str(FIXTURES / "example"), "--waivers", str(waivers))
     assert "nested deeper than" in err
+
+
+@pytest.mark.parametrize("hostile", ["bomb", "fifo"])
+def test_predictions_that_depend_on_a_hostile_image_are_unknown(tmp_path: Path, hostile: str) -> None:
+    # xen-pciback is a module here and e1000e may load from the image first: the image decides
+    root = tmp_path / "root"
+    shutil.copytree(FIXTURES / "module-modprobe-options", root, symlinks=True)
+    image = root / "boot/initrd.img-6.1.0-56-amd64"
+    if hostile == "fifo":
+        fifo(image)
+    else:
+        image.write_bytes(gzip_stream(entry_head("zeros", 128 << 20), bytes(16 << 20), repeat_last=8))
+    report = analysis("--root", str(root))
+    assert [f["id"] for f in report["findings"]].count("PB403") == 1
+    (device,) = [d for d in report["devices"] if d["bdf"] == "0000:05:00.0"]
+    assert device["prediction"] == "unknown"
