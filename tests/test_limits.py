@@ -193,9 +193,17 @@ def test_a_huge_wanted_file_is_not_read_into_memory(tmp_path: Path) -> None:
     bomb = gzip_stream(entry_head("etc/modprobe.d/x.conf", 2 << 30), b"a" * (1 << 20), repeat_last=5)
     (message,) = image_check(tmp_path, bomb)["PB403"]
     assert (
-        "etc/modprobe.d/x.conf is 2147483648 bytes, over the wanted initramfs file size (4 MiB) limit"
+        "etc/modprobe.d/x.conf is 2147483648 bytes, over the wanted initramfs file size (1 MiB) limit"
         in message
     )
+
+
+def test_many_wanted_files_stop_at_the_kept_limit(tmp_path: Path) -> None:
+    # each modprobe.d file under its own limit, 40 MiB of them together: all would be held in memory
+    conf = b"#" + b"a" * ((1 << 20) - 2) + b"\n"  # 1 MiB: at the limit, not over it
+    image = gzip_stream(*(entry_head(f"etc/modprobe.d/{i}.conf", len(conf)) + conf for i in range(40)))
+    (message,) = image_check(tmp_path, image)["PB403"]
+    assert "stopped at the initramfs names and files kept (32 MiB) limit" in message
 
 
 def test_the_decompressed_size_limit_holds_across_streams(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,7 @@ from pciback_doctor.facts.compression import (
 )
 from pciback_doctor.facts.limits import (
     IMAGE_ENTRIES,
+    IMAGE_KEPT,
     IMAGE_OUTPUT,
     IMAGE_RATIO,
     IMAGE_RATIO_FLOOR,
@@ -243,6 +244,12 @@ class _Reader:
         self.archives: list[Archive] = []
         self.error: str | None = None
         self.budget = _Budget()
+        self.kept = 0  # bytes of names, link targets and file data held (IMAGE_KEPT)
+
+    def hold(self, n: int, where: str) -> None:
+        self.kept += n
+        if self.kept > IMAGE_KEPT.value:
+            raise Corrupt(f"{where}: stopped at the {IMAGE_KEPT.describe()} limit")
 
     def read_image(self, raw: RawStream) -> None:
         while True:
@@ -309,6 +316,7 @@ class _Reader:
                         self.entries[i] = replace(self.entries[i], size=group.size)
                 return
             name = _normalise(name)
+            self.hold(len(name), where)
             target: str | None = None
             if stat.S_ISREG(mode) and nlink >= 2:
                 group = links.setdefault((ino, major, minor, mode), _LinkGroup())
@@ -341,6 +349,7 @@ class _Reader:
                 f"{source.where(at)}: {what} is {size} bytes, over the {IMAGE_WANTED_FILE.describe()} limit"
             )
         if keep:
+            self.hold(size, source.where(at))
             data = source.read(size)
             got = len(data)
         else:

@@ -59,8 +59,14 @@ IMAGE_RATIO = Limit(
 IMAGE_RATIO_FLOOR = Limit(
     "initramfs output before the ratio applies", 64 << 20, "small streams of padding compress well"
 )
-# One file inside an initramfs that the model reads (modprobe.d, cmdline.d, hooks, dracut config).
-IMAGE_WANTED_FILE = Limit("wanted initramfs file size", 4 << 20, "those files are a few KiB")
+# One file inside an initramfs that the model reads (modprobe.d, cmdline.d, hooks, dracut config),
+# and all that is kept of one image: entry names, symlink targets and those files together.
+IMAGE_WANTED_FILE = Limit("wanted initramfs file size", 1 << 20, "those files are a few KiB")
+IMAGE_KEPT = Limit(
+    "initramfs names and files kept",
+    32 << 20,
+    "a generic dracut image's names, links and wanted files are ~1 MiB",
+)
 # One line of any text input (longer lines are cut there and reported).
 LINE = Limit("line length", 1 << 20, "a kernel command line is at most 4 KiB (COMMAND_LINE_SIZE)")
 # Nesting of brackets/blocks in xl configs and GRUB scripts.
