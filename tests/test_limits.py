@@ -375,3 +375,19 @@ def test_predictions_that_depend_on_a_hostile_image_are_unknown(tmp_path: Path, 
     assert [f["id"] for f in report["findings"]].count("PB403") == 1
     (device,) = [d for d in report["devices"] if d["bdf"] == "0000:05:00.0"]
     assert device["prediction"] == "unknown"
+
+
+def test_an_absurd_section_offset_in_the_backend_module_is_no_internal_error(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    modules = root / f"lib/modules/{RELEASE}"
+    (modules / "kernel").mkdir(parents=True)
+    module = bytearray(tiny_module())
+    shoff = struct.unpack_from("<Q", module, 0x28)[0]
+    struct.pack_into("<Q", module, shoff + 2 * 64 + 0x18, 2**63)  # .modinfo's sh_offset: was OverflowError
+    (modules / "kernel/xen-pciback.ko").write_bytes(module)
+    (modules / "modules.dep").write_text("kernel/xen-pciback.ko:\n")
+    (pb107,) = [
+        f for f in analysis("--root", str(root), "--kernel", RELEASE)["findings"] if f["id"] == "PB107"
+    ]
+    evidence = [e["text"] for e in pb107["evidence"]]
+    assert "unreadable module: not a kernel module ELF: a section lies outside the file" in evidence
