@@ -206,6 +206,14 @@ def test_many_wanted_files_stop_at_the_kept_limit(tmp_path: Path) -> None:
     assert "stopped at the initramfs names and files kept (32 MiB) limit" in message
 
 
+def test_an_image_file_over_the_size_limit_is_not_read(tmp_path: Path) -> None:
+    image = tmp_path / "initrd.img"
+    with open(image, "wb") as out:
+        out.truncate(5 << 30)  # sparse: 5 GiB of holes read as NULs took minutes
+    found = findings("--root", str(FIXTURES / "example"), "--initramfs", str(image))
+    assert "over the initramfs decompressed size (4 GiB) limit" in found["PB403"][0]
+
+
 def test_the_decompressed_size_limit_holds_across_streams(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 

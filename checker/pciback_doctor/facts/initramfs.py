@@ -10,6 +10,7 @@ the result carries a one-line `error` and everything read before it.
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 import struct
@@ -111,6 +112,14 @@ def read_initramfs(stream: BinaryIO, wanted: Callable[[str], bool]) -> Initramfs
     Only an OSError of `stream` itself propagates; bad bytes end up in `error`.
     """
     reader = _Reader(wanted)
+    try:  # a file larger than the budget would only be read up to it, slowly (20 GiB of holes)
+        size = os.fstat(stream.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # not a file: an in-memory stream
+        size = 0
+    if size > IMAGE_OUTPUT.value:
+        return Initramfs(
+            (), {}, (), f"offset 0: a {size}-byte file, over the {IMAGE_OUTPUT.describe()} limit"
+        )
     raw = _Counted(stream, reader.budget)
     try:
         if raw.peek(2) == b"MZ":
