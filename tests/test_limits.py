@@ -206,6 +206,20 @@ def test_many_wanted_files_stop_at_the_kept_limit(tmp_path: Path) -> None:
     assert "stopped at the initramfs names and files kept (32 MiB) limit" in message
 
 
+def test_a_wanted_file_with_a_hundred_thousand_hard_links_is_read_in_linear_time(tmp_path: Path) -> None:
+    def link(name: str, data: bytes) -> bytes:
+        raw = name.encode() + b"\0"
+        head = header(len(raw), ino=7, mode=0o100644, nlink=2, size=len(data)) + raw
+        return head + bytes(-len(head) % 4) + data
+
+    # the data comes with the first name; every later name re-linked all the earlier ones (minutes)
+    parts = [link("etc/modprobe.d/x.conf", b"abcd"), *(link(f"l/{i}", b"") for i in range(100_000))]
+    image = tmp_path / "initrd.img"
+    image.write_bytes(b"".join(parts) + newc([]))
+    run = run_doctor("initramfs", str(image))
+    assert run.returncode == 0 and "ERROR" not in run.stdout, run.stdout[:500]
+
+
 def test_an_image_file_over_the_size_limit_is_not_read(tmp_path: Path) -> None:
     image = tmp_path / "initrd.img"
     with open(image, "wb") as out:

@@ -335,8 +335,10 @@ class _Reader:
                 if size:  # newc carries the data once, on the last name (gen_init_cpio, cpio)
                     group.size = size
                     group.data = self._data(source, size, keep=group.keep, what=name)
-                if group.data is not None:
-                    self.files.update(dict.fromkeys(group.names, group.data))
+                    if group.data is not None:
+                        self.files.update(dict.fromkeys(group.names, group.data))
+                elif group.data is not None:  # only the new name: all of them each time was quadratic
+                    self.files[name] = group.data
             elif stat.S_ISREG(mode):
                 data = self._data(source, size, keep=self.wanted(name), what=name)
                 if data is None:
