@@ -413,3 +413,11 @@ def test_an_absurd_section_offset_in_the_backend_module_is_no_internal_error(tmp
     ]
     evidence = [e["text"] for e in pb107["evidence"]]
     assert "unreadable module: not a kernel module ELF: a section lies outside the file" in evidence
+
+
+def test_an_xl_config_of_errors_reports_the_first_ones(root: Path) -> None:
+    # a finding per bad line: half a million of them took longer to render than everything else
+    (root / "etc/xen/bad.cfg").write_text("}\n" * 100_000)
+    found = findings("--root", str(root))
+    assert len(found["PB505"]) == 21
+    assert found["PB505"][-1] == "etc/xen/bad.cfg: and 99980 more errors (only the first 20 are reported)"

@@ -69,5 +69,8 @@ IMAGE_KEPT = Limit(
 )
 # One line of any text input (longer lines are cut there and reported).
 LINE = Limit("line length", 1 << 20, "a kernel command line is at most 4 KiB (COMMAND_LINE_SIZE)")
+# Problems reported for one file (each becomes a finding; more says nothing new, and half a million
+# findings from a file of `}` lines took longer to render than everything else).
+REPORTED_ERRORS = Limit("errors reported per file", 20, "xl itself stops at the first", is_size=False)
 # Nesting of brackets/blocks in xl configs and GRUB scripts.
 NESTING = Limit("nesting depth", 64, "real configs nest two or three levels", is_size=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pciback_doctor.facts.limits import NESTING
+from pciback_doctor.facts.limits import NESTING, REPORTED_ERRORS
 from pciback_doctor.model import Evidence
 
 
@@ -521,6 +521,15 @@ def parse_xl(text: str, path: str) -> XlConfig:
     settings = parser.settings
     errors = parser.errors
     guest_type, guest_evidence = _guest_type(settings, path, errors)
+    pci = _pci_entries(settings, path, errors)
+    if len(errors) > REPORTED_ERRORS.value:
+        more = len(errors) - REPORTED_ERRORS.value
+        errors[REPORTED_ERRORS.value :] = [
+            XlError(
+                f"and {more} more errors (only the first {REPORTED_ERRORS.value} are reported)",
+                Evidence(path, None, ""),
+            )
+        ]
     kernel = settings.get("kernel")
     kernel_path = kernel.value.value if kernel and isinstance(kernel.value, XlAtom) else None
     return XlConfig(
@@ -530,6 +539,6 @@ def parse_xl(text: str, path: str) -> XlConfig:
         guest_type_evidence=guest_evidence,
         kernel=kernel_path,
         kernel_evidence=kernel.evidence if kernel_path is not None and kernel else None,
-        pci=_pci_entries(settings, path, errors),
+        pci=pci,
         errors=tuple(errors),
     )
