@@ -182,6 +182,21 @@ def test_a_gzip_bomb_stops_at_the_ratio_limit(tmp_path: Path) -> None:
     assert "stopped at the initramfs compression ratio (200) limit" in message
 
 
+@pytest.mark.parametrize("codec", ["zstd", "xz", "bzip2"])
+def test_a_bomb_in_any_codec_stops_at_the_ratio_limit(tmp_path: Path, codec: str) -> None:
+    import bz2
+
+    packer: Any = {
+        "zstd": lambda: zstandard.ZstdCompressor().compressobj(),
+        "xz": lambda: lzma.LZMACompressor(lzma.FORMAT_XZ, preset=0),
+        "bzip2": lambda: bz2.BZ2Compressor(1),
+    }[codec]()
+    parts = [packer.compress(entry_head("zeros", 128 << 20))]
+    parts += [packer.compress(bytes(16 << 20)) for _ in range(8)]
+    (message,) = image_check(tmp_path, b"".join([*parts, packer.flush()]))["PB403"]
+    assert f"{codec} stream at offset 0: stopped at the initramfs compression ratio (200) limit" in message
+
+
 def test_millions_of_entries_stop_at_the_entry_limit(tmp_path: Path) -> None:
     heads = b"".join(entry_head(f"d/{i}", 0, ino=i + 2) for i in range((1 << 18) + 10))
     (message,) = image_check(tmp_path, gzip_stream(heads))["PB403"]
