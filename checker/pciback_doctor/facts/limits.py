@@ -67,7 +67,7 @@ IMAGE_KEPT = Limit(
     32 << 20,
     "a generic dracut image's names, links and wanted files are ~1 MiB",
 )
-# One line of any text input (longer lines are cut there and reported).
+# One line of any text input: a file with a longer one is not read, and reported (PB110).
 LINE = Limit("line length", 1 << 20, "a kernel command line is at most 4 KiB (COMMAND_LINE_SIZE)")
 # Problems reported for one file (each becomes a finding; more says nothing new, and half a million
 # findings from a file of `}` lines took longer to render than everything else).

@@ -411,10 +411,10 @@ def read_image(
     try:
         stream = open_regular(host)
     except (OSError, NotReadable) as exc:
-        why = exc if isinstance(exc, NotReadable) else exc.strerror or exc
+        why = str(exc) if isinstance(exc, NotReadable) else exc.strerror or str(exc)
         if opts.initramfs:
             raise UsageError(f"--initramfs {opts.initramfs}: {why}") from None
-        root.unreadable.setdefault(shown, str(why))  # PB110, as for every discovered input
+        root.unreadable.setdefault(shown, why)  # PB110, as for every discovered input
         return image_facts_error(shown, f"cannot be read: {why}"), None
     with stream:
         size = os.fstat(stream.fileno()).st_size
