@@ -436,3 +436,14 @@ def test_an_xl_config_of_errors_reports_the_first_ones(root: Path) -> None:
     found = findings("--root", str(root))
     assert len(found["PB505"]) == 21
     assert found["PB505"][-1] == "etc/xen/bad.cfg: and 99980 more errors (only the first 20 are reported)"
+
+
+def test_too_many_aliases_are_reported_and_long_globs_not_compiled(root: Path) -> None:
+    from pciback_doctor.facts.modules import parse_alias_file
+
+    # a glob of 8,000 unclosed `[` took fnmatch 3 s to translate; 60,000 long globs a minute a device
+    assert parse_alias_file("alias pci:v*" + "[a" * 8000 + " evil\n", "modules.alias") == ()
+    lines = "".join(f"alias pci:v{i:08X}d*sv*sd*bc*sc*i* m{i}\n" for i in range(20_000))
+    (root / f"lib/modules/{RELEASE}/modules.alias").write_text(lines)
+    found = findings("--root", str(root))
+    assert f"lib/modules/{RELEASE}/modules.alias: more than the alias count (16,384) limit" in found["PB110"]

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pciback_doctor.facts.compression import decompress_bytes
-from pciback_doctor.facts.limits import MODULE_FILE
+from pciback_doctor.facts.limits import ALIAS_GLOB, MODULE_FILE
 from pciback_doctor.model import Evidence
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
@@ -91,7 +91,7 @@ def parse_builtin_modinfo(data: bytes, path: str) -> tuple[tuple[Alias, ...], di
         if not (dot and eq):
             continue
         module = normalize(module)
-        if key == "alias":
+        if key == "alias" and len(value) <= ALIAS_GLOB.value:
             aliases.append(Alias(value, module, Evidence(path, None, text)))
         elif key == "parmtype":
             params.setdefault(module, []).append(value.split(":", 1)[0])
@@ -106,7 +106,7 @@ def parse_alias_file(text: str, path: str, prefix: str = "pci:") -> tuple[Alias,
     for number, line in enumerate(text.splitlines(), 1):
         if line.startswith(wanted):
             parts = line.split()
-            if len(parts) == 3:
+            if len(parts) == 3 and len(parts[1]) <= ALIAS_GLOB.value:
                 result.append(Alias(parts[1], normalize(parts[2]), Evidence(path, number, line)))
     return tuple(result)
 

@@ -19,7 +19,7 @@ from pciback_doctor.facts.image import ImageFacts, image_facts, wanted_file
 from pciback_doctor.facts.initramfs import Initramfs, read_initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
 from pciback_doctor.facts.kimage import inspect_kernel_image
-from pciback_doctor.facts.limits import CONFIG_FILE, KERNEL_IMAGE, MODULE_FILE, TEXT_FILE, Limit
+from pciback_doctor.facts.limits import ALIAS_COUNT, CONFIG_FILE, KERNEL_IMAGE, MODULE_FILE, TEXT_FILE, Limit
 from pciback_doctor.facts.modprobe import (
     CONFIG_DIRS,
     ModprobeConfig,
@@ -224,7 +224,16 @@ def read_module_tree(opts: Options, root: Root, release: str | None) -> ModuleTr
         f"{rel}/modules.builtin.modinfo" if rel else "modules.builtin.modinfo"
     )
     b_aliases, b_params = parse_builtin_modinfo(modinfo_bytes or b"", at("modules.builtin.modinfo"))
+    if len(b_aliases) > ALIAS_COUNT.value:
+        tree_root.unreadable.setdefault(
+            at("modules.builtin.modinfo"), f"more than the {ALIAS_COUNT.describe()} limit"
+        )
+        b_aliases = b_aliases[: ALIAS_COUNT.value]
     alias_text = text("modules.alias")
+    aliases = parse_alias_file(alias_text or "", at("modules.alias"))
+    if len(aliases) > ALIAS_COUNT.value:
+        tree_root.unreadable.setdefault(at("modules.alias"), f"more than the {ALIAS_COUNT.describe()} limit")
+        aliases = aliases[: ALIAS_COUNT.value]
     dep_text = text("modules.dep")
     files = parse_dep(dep_text) if dep_text is not None else _scan_module_files(tree_root, rel)
     return ModuleTree(
@@ -233,7 +242,7 @@ def read_module_tree(opts: Options, root: Root, release: str | None) -> ModuleTr
         builtin=builtin,
         builtin_aliases=b_aliases,
         builtin_params=b_params,
-        aliases=parse_alias_file(alias_text or "", at("modules.alias")),
+        aliases=aliases,
         files=files,
         softdep_text=text("modules.softdep") or "",
         has_index=alias_text is not None and dep_text is not None,
