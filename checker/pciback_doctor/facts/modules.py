@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import struct
 from collections.abc import Mapping
@@ -39,7 +40,12 @@ class Alias:
         """fnmatch(pattern, name) as kmod calls it (case-sensitive); the literal head of the
         pattern is checked first, so 25,000 modules.alias globs are not all compiled."""
         head = _GLOB.split(self.pattern, 1)[0]
-        return name.startswith(head) and fnmatch.fnmatchcase(name, self.pattern)
+        return name.startswith(head) and self._regex.match(name) is not None
+
+    @functools.cached_property
+    def _regex(self) -> re.Pattern[str]:
+        # compiled once per alias: fnmatch's own cache holds 32,768 and thrashes beyond
+        return re.compile(fnmatch.translate(self.pattern))
 
 
 _GLOB = re.compile(r"[*?\[]")
