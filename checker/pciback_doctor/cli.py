@@ -408,13 +408,14 @@ def run_domu(args: argparse.Namespace) -> int:
 
 def run_initramfs(args: argparse.Namespace) -> int:
     from pciback_doctor.facts.image import image_facts, open_image
+    from pciback_doctor.facts.root import NotReadable
     from pciback_doctor.render import image as image_render
 
     path = Path(args.image)
-    if not path.is_file():
-        raise UsageError(f"{args.image}: no such file")
     try:
         raw = open_image(path, list_only=args.list)
+    except NotReadable as exc:
+        raise UsageError(f"{args.image}: {exc}") from None
     except OSError as exc:
         raise UsageError(f"{args.image}: {exc.strerror or exc}") from None
     if raw.error and not raw.entries:  # nothing at all could be read: the named input is unusable

@@ -30,7 +30,10 @@ MODULE = "lib/modules/6.1.0-56-amd64/kernel/drivers/xen/xen-pciback/xen-pciback.
     [
         (b"", "empty file: not a kernel module"),
         (b"\x00" * 4096, "unreadable module: not a kernel module ELF"),
-        (b"\x7fELF\x02\x01\x01" + b"\x00" * 57, "unreadable module: no .modinfo section"),
+        (
+            b"\x7fELF\x02\x01\x01" + b"\x00" * 57,
+            "unreadable module: not a kernel module ELF: bad section table",
+        ),
         (b"\x1f\x8b\x08\x00garbage", "unreadable module: corrupt compressed module"),
         (b"\xfd7zXZ\x00garbage", "unreadable module: corrupt compressed module"),
     ],

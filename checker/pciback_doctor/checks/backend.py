@@ -224,7 +224,8 @@ def ignored_modprobe(chk: Check, a: Analysis) -> Iterator[Finding]:
     Severity.ERROR,
     "Part of the system could not be read",
     """A file or directory the doctor needs exists under the root but could not be read (permissions,
-    I/O error). The answer was worked out without it and may be wrong: a modprobe.d file, a bootloader
+    I/O error), is not a regular file (a FIFO or a device is never opened), or is over one of the doctor's
+    size limits (the message names it). The answer was worked out without it and may be wrong: a modprobe.d file, a bootloader
     configuration or a kernel config that cannot be read changes everything. Run as root, or fix the
     permissions, and check again.""",
 )

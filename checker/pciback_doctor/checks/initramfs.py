@@ -31,7 +31,9 @@ def no_image(chk: Check, a: Analysis) -> Iterator[Finding]:
     Severity.ERROR,
     "initramfs unreadable",
     """The image is not a sequence of cpio archives in a compression the kernel knows (gzip, zstd, xz, lzma,
-    bzip2, lz4, lzo), or it is truncated or corrupt. The kernel would fail to unpack it the same way.""",
+    bzip2, lz4, lzo), or it is truncated or corrupt. The kernel would fail to unpack it the same way. Or
+    reading it hit one of the doctor's limits (decompressed size, entry count, compression ratio, size of a
+    file it reads inside): the message names the limit; no real image comes near them.""",
 )
 def unreadable(chk: Check, a: Analysis) -> Iterator[Finding]:
     if a.image is not None and a.image.error:

@@ -16,6 +16,7 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from pciback_doctor.facts.limits import NESTING
 from pciback_doctor.facts.root import Root
 from pciback_doctor.model import Evidence
 
@@ -277,6 +278,7 @@ _VARNAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+|[?#@*]")
 def _grub_lex(text: str, path: str, notes: _Notes) -> list[tuple[_Token, int]]:
     tokens: list[tuple[_Token, int]] = []
     i, n, line = 0, len(text), 1
+    closes = _Closes(text)
     while i < n:
         c = text[i]
         if c == "\\" and text[i + 1 : i + 2] == "\n":
@@ -318,7 +320,7 @@ def _grub_lex(text: str, path: str, notes: _Notes) -> list[tuple[_Token, int]]:
                             else:
                                 line += 1
                             i += 2
-                        elif text[i] == "$" and (m := _grub_var(text, i)):
+                        elif text[i] == "$" and (m := _grub_var(text, i, closes)):
                             parts.append((_LIT, "".join(buf), True))
                             buf = []
                             parts.append((_VAR, m[0], True))
@@ -337,7 +339,7 @@ def _grub_lex(text: str, path: str, notes: _Notes) -> list[tuple[_Token, int]]:
                     else:
                         parts.append((_LIT, text[i + 1], True))
                     i += 2
-                elif c == "$" and (m := _grub_var(text, i)):
+                elif c == "$" and (m := _grub_var(text, i, closes)):
                     parts.append((_VAR, m[0], False))
                     i = m[1]
                 else:
@@ -347,21 +349,48 @@ def _grub_lex(text: str, path: str, notes: _Notes) -> list[tuple[_Token, int]]:
     return tokens
 
 
-def _grub_var(text: str, i: int) -> tuple[str, int] | None:
+class _Closes:
+    """The next `}` at or after a position the lexer reaches (it only moves forward): one scan of
+    the text in all, where a fresh `find` per `${` made a line of them quadratic."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.at = text, -2
+
+    def after(self, i: int) -> int:
+        if self.at != -1 and self.at < i:
+            self.at = self.text.find("}", i)
+        return self.at
+
+
+def _grub_var(text: str, i: int, closes: _Closes) -> tuple[str, int] | None:
     if text[i + 1 : i + 2] == "{":
-        end = text.find("}", i + 2)
+        end = closes.after(i + 2)
         return None if end < 0 else (text[i + 2 : end], end + 1)
     m = _VARNAME.match(text, i + 1)
     return (m.group(0), m.end()) if m else None
 
 
 def _merge(parts: list[tuple[int, str, bool]]) -> tuple[tuple[int, str, bool], ...]:
+    """Adjacent literals of the same quoting joined, once per run: joining them pairwise made a
+    long word (one part per character) quadratic."""
     out: list[tuple[int, str, bool]] = []
-    for part in parts:
-        if out and part[0] == _LIT and out[-1][0] == _LIT and out[-1][2] == part[2]:
-            out[-1] = (_LIT, out[-1][1] + part[1], part[2])
-        elif part[0] == _VAR or part[1] or part[2]:
-            out.append(part)
+    run: list[str] = []
+    quoted = False
+    for kind, text, q in parts:
+        if kind == _LIT and not text and not q:
+            continue
+        if kind == _LIT and run and q == quoted:
+            run.append(text)
+            continue
+        if run:
+            out.append((_LIT, "".join(run), quoted))
+            run = []
+        if kind == _LIT:
+            run, quoted = [text], q
+        else:
+            out.append((kind, text, q))
+    if run:
+        out.append((_LIT, "".join(run), quoted))
     return tuple(out)
 
 
@@ -386,7 +415,6 @@ class _If:
 
 
 _Node = _Cmd | _Block | _If
-_MAX_DEPTH = 64
 
 
 class _GrubParser:
@@ -415,20 +443,22 @@ class _GrubParser:
                 self.notes.add("unmatched '}'", self.path, self.line())
                 self.pos += 1
                 continue
+            kw = tok.keyword if isinstance(tok, _Word) else None
+            if kw is not None and kw in stops:
+                self.pos += 1
+                return nodes, kw
+            if depth > NESTING.value:
+                self.notes.add(
+                    f"nested deeper than the {NESTING.describe()} limit; rest ignored", self.path, self.line()
+                )
+                self.pos = len(self.tokens)
+                return nodes, None
             if tok == _LBRACE:
                 self.notes.add("'{' without menuentry", self.path, self.line())
                 self.pos += 1
                 self.parse(frozenset({"}"}), depth + 1)
                 continue
             assert isinstance(tok, _Word)
-            kw = tok.keyword
-            if kw in stops:
-                self.pos += 1
-                return nodes, kw
-            if depth > _MAX_DEPTH:
-                self.notes.add("nesting too deep; rest ignored", self.path, tok.line)
-                self.pos = len(self.tokens)
-                return nodes, None
             if kw == "if":
                 self.pos += 1
                 nodes.append(self.parse_if(tok.line, depth))
@@ -866,7 +896,7 @@ def _read_grub(root: Root, path: str, notes: _Notes) -> _GrubMenu | None:
             env = dict(script.env)
             env.update({str(k): a for k, a in enumerate(item.args, 1)})
             if item.submenu:
-                if depth < _MAX_DEPTH:
+                if depth < NESTING.value:
                     script.path = item.origin
                     script.run(item.body, item.children, env, False)
                     script.path = path
@@ -921,6 +951,12 @@ def _pick_grub(menu: _GrubMenu, notes: _Notes) -> tuple[_Item | None, str]:
     parts = _split_default(value) if value else ["0"]
     for depth, part in enumerate(parts):
         found: _Item | None = None
+        if not items:  # an empty submenu: GRUB shows an empty menu, nothing boots by itself
+            notes.add(
+                f"default '{value}' leads into an empty submenu", menu.path, chosen.line if chosen else None
+            )
+            trail.append("empty submenu")
+            return None, "; ".join(trail)
         if re.fullmatch(r"\d+", part):
             if int(part) < len(items):
                 found = items[int(part)]
@@ -1124,7 +1160,7 @@ def shell_variables(text: str, path: str = "etc/default/grub") -> dict[str, str 
 def _subst_end(text: str, i: int, depth: int = 0) -> int:
     """Index just past the `)` closing a `$(` whose body starts at `i` (quotes and nesting)."""
     parens = 1
-    while i < len(text) and depth < _MAX_DEPTH:
+    while i < len(text) and depth < NESTING.value:
         c = text[i]
         if c == "\\":
             i += 2

@@ -10,6 +10,7 @@ the result carries a one-line `error` and everything read before it.
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 import struct
@@ -28,14 +29,23 @@ from pciback_doctor.facts.compression import (
     RawStream,
     compression_of,
 )
-from pciback_doctor.facts.limits import IMAGE_NAME_WALK
+from pciback_doctor.facts.limits import (
+    IMAGE_ENTRIES,
+    IMAGE_KEPT,
+    IMAGE_NAME_WALK,
+    IMAGE_OUTPUT,
+    IMAGE_RATIO,
+    IMAGE_RATIO_FLOOR,
+    IMAGE_WANTED_FILE,
+)
+from pciback_doctor.facts.root import open_regular
 
 _PATH_MAX = 4096  # the kernel refuses longer cpio names and symlink bodies
 _MAXSYMLINKS = 40  # fs/namei.c: one path walk follows at most 40 links (ELOOP)
 _HEX = re.compile(rb"[0-9A-Fa-f]{104}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: up to IMAGE_ENTRIES of them are kept
 class Entry:
     name: str  # where the kernel put it (see `_Reader._place`); the root directory is "."
     mode: int
@@ -266,7 +276,8 @@ def _is_dir(entry: Entry | None) -> bool:
 def open_initramfs(
     path: str | PathLike[str], wanted: Callable[[str], bool], needed: Needed | None = None
 ) -> Initramfs:
-    with open(path, "rb") as stream:
+    """The image at the host path `path`: NotReadable if it is not a regular file."""
+    with open_regular(path) as stream:
         return read_initramfs(stream, wanted, needed)
 
 
@@ -281,6 +292,14 @@ def read_initramfs(
     either way; the second pass costs time only for images that need it.
     Only an OSError of `stream` itself propagates; bad bytes end up in `error`.
     """
+    try:  # a file larger than the budget would only be read up to it, slowly (20 GiB of holes)
+        size = os.fstat(stream.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # not a file: an in-memory stream
+        size = 0
+    if size > IMAGE_OUTPUT.value:
+        return Initramfs(
+            (), {}, (), f"offset 0: a {size}-byte file, over the {IMAGE_OUTPUT.describe()} limit"
+        )
     start = stream.tell() if stream.seekable() else None
     image = _read_once(stream, wanted, frozenset())
     if needed is None or start is None:
@@ -301,7 +320,7 @@ def read_initramfs(
 
 def _read_once(stream: BinaryIO, wanted: Callable[[str], bool], keep: frozenset[int]) -> Initramfs:
     reader = _Reader(wanted, keep)
-    raw = RawStream(stream)
+    raw = _Counted(stream, reader.budget)
     try:
         if raw.peek(2) == b"MZ":
             _enter_uki(raw)
@@ -319,23 +338,61 @@ def _read_once(stream: BinaryIO, wanted: Callable[[str], bool], keep: frozenset[
     )
 
 
-class _Decoded(ByteSource):
-    """The output of one compressed stream of the image."""
+class _Budget:
+    """What reading one image may cost: bytes read and decompressed together (IMAGE_OUTPUT)."""
 
-    def __init__(self, chunks: Generator[bytes, None, None], name: str, offset: int) -> None:
+    def __init__(self) -> None:
+        self.spent = 0
+
+    def spend(self, n: int, where: str) -> None:
+        self.spent += n
+        if self.spent > IMAGE_OUTPUT.value:
+            raise Corrupt(f"{where}: stopped at the {IMAGE_OUTPUT.describe()} limit")
+
+
+class _Counted(RawStream):
+    """The image file, every byte read from it counted against the budget."""
+
+    def __init__(self, stream: BinaryIO, budget: _Budget) -> None:
+        super().__init__(stream)
+        self._budget = budget
+
+    def _fill(self) -> bytes:
+        data = super()._fill()
+        self._budget.spend(len(data), self.where(self.pos))
+        return data
+
+
+class _Decoded(ByteSource):
+    """The output of one compressed stream of the image, counted against the budget and the ratio."""
+
+    def __init__(
+        self, chunks: Generator[bytes, None, None], name: str, raw: RawStream, budget: _Budget
+    ) -> None:
         super().__init__()
         self._chunks = chunks
         self.name = name
-        self.offset = offset
+        self.offset = raw.pos
+        self._raw = raw
+        self._budget = budget
+        self._out = 0
 
     def _fill(self) -> bytes:
         try:
-            for chunk in self._chunks:
-                if chunk:
-                    return chunk
+            chunk = next((c for c in self._chunks if c), b"")
         except Corrupt as exc:
             raise Corrupt(f"{self.name} stream at offset {self.offset}: {exc}") from None
-        return b""
+        self._out += len(chunk)
+        self._budget.spend(len(chunk), self.where(self.pos))
+        # A bomb (20 GiB of zeros in 20 MB of gzip) stops here in a fraction of a second
+        # instead of minutes: no real image comes near this ratio (limits.IMAGE_RATIO).
+        taken = max(1, self._raw.pos - self.offset)
+        if self._out > IMAGE_RATIO_FLOOR.value and self._out > IMAGE_RATIO.value * taken:
+            raise Corrupt(
+                f"{self.name} stream at offset {self.offset}: stopped at the {IMAGE_RATIO.describe()}"
+                f" limit ({self._out} bytes out of {taken}: a decompression bomb?)"
+            )
+        return chunk
 
     def where(self, pos: int) -> str:
         return f"byte {pos} of the {self.name} stream at offset {self.offset}"
@@ -397,7 +454,14 @@ class _Reader:
         self.files: dict[str, bytes] = {}
         self.archives: list[Archive] = []
         self.error: str | None = None
+        self.budget = _Budget()
+        self.kept = 0  # bytes of names, link targets and file data held (IMAGE_KEPT)
         self.namespace = Namespace()
+
+    def hold(self, n: int, where: str) -> None:
+        self.kept += n
+        if self.kept > IMAGE_KEPT.value:
+            raise Corrupt(f"{where}: stopped at the {IMAGE_KEPT.describe()} limit")
 
     def _wants(self, path: str | None) -> bool:
         return len(self.entries) in self.keep or (path is not None and self.wanted(path))
@@ -445,7 +509,7 @@ class _Reader:
                 )
             chunks = DECODERS[name](raw)
             try:
-                decoded = _Decoded(chunks, name, at)
+                decoded = _Decoded(chunks, name, raw, self.budget)
                 while True:
                     _skip_nuls(decoded)
                     if not (first := decoded.peek(4)):
@@ -464,6 +528,8 @@ class _Reader:
         while True:
             at = source.pos
             where = source.where(at)
+            if len(self.entries) >= IMAGE_ENTRIES.value:
+                raise Corrupt(f"{where}: stopped at the {IMAGE_ENTRIES.describe()} limit")
             if (at - source.base) % 4:
                 raise Corrupt(f"{where}: cpio header not 4-byte aligned (the kernel rejects it)")
             header = source.read(110)
@@ -494,6 +560,7 @@ class _Reader:
             if self.namespace.steps > IMAGE_NAME_WALK.value:
                 raise Corrupt(f"{where}: names too hard to resolve: {IMAGE_NAME_WALK.describe()} exceeded")
             path = None if node is None else self.namespace.path[node]
+            self.hold(len(name), where)
             target: str | None = None
             if stat.S_ISREG(mode) and nlink >= 2:
                 group = links.setdefault((ino, major, minor, mode), _LinkGroup())
@@ -504,8 +571,12 @@ class _Reader:
                 if size:  # newc carries the data once, on the last name (gen_init_cpio, cpio)
                     group.size = size
                     group.data = self._data(source, size, keep=group.keep, what=name)
-                if group.data is not None:
-                    self.files.update(dict.fromkeys(group.names, group.data))
+                    if group.data is not None:
+                        self.files.update(dict.fromkeys(group.names, group.data))
+                elif (
+                    group.data is not None and path is not None
+                ):  # only the new name: all each time was quadratic
+                    self.files[path] = group.data
             elif stat.S_ISREG(mode):
                 data = self._data(source, size, keep=self._wants(path), what=name)
                 if path is not None:
@@ -527,7 +598,12 @@ class _Reader:
 
     def _data(self, source: ByteSource, size: int, *, keep: bool, what: str) -> bytes | None:
         at = source.pos
+        if keep and size > IMAGE_WANTED_FILE.value:  # read whole, it could exhaust memory
+            raise Corrupt(
+                f"{source.where(at)}: {what} is {size} bytes, over the {IMAGE_WANTED_FILE.describe()} limit"
+            )
         if keep:
+            self.hold(size, source.where(at))
             data = source.read(size)
             got = len(data)
         else:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
-import gzip
-import io
-import lzma
+import functools
 import re
-import zlib
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pciback_doctor.facts.compression import decompress_bytes
+from pciback_doctor.facts.limits import ALIAS_GLOB, MODULE_FILE
 from pciback_doctor.model import Evidence
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
@@ -40,7 +40,12 @@ class Alias:
         """fnmatch(pattern, name) as kmod calls it (case-sensitive); the literal head of the
         pattern is checked first, so 25,000 modules.alias globs are not all compiled."""
         head = _GLOB.split(self.pattern, 1)[0]
-        return name.startswith(head) and fnmatch.fnmatchcase(name, self.pattern)
+        return name.startswith(head) and self._regex.match(name) is not None
+
+    @functools.cached_property
+    def _regex(self) -> re.Pattern[str]:
+        # compiled once per alias: fnmatch's own cache holds 32,768 and thrashes beyond
+        return re.compile(fnmatch.translate(self.pattern))
 
 
 _GLOB = re.compile(r"[*?\[]")
@@ -92,7 +97,7 @@ def parse_builtin_modinfo(data: bytes, path: str) -> tuple[tuple[Alias, ...], di
         if not (dot and eq):
             continue
         module = normalize(module)
-        if key == "alias":
+        if key == "alias" and len(value) <= ALIAS_GLOB.value:
             aliases.append(Alias(value, module, Evidence(path, None, text)))
         elif key == "parmtype":
             params.setdefault(module, []).append(value.split(":", 1)[0])
@@ -107,7 +112,7 @@ def parse_alias_file(text: str, path: str, prefix: str = "pci:") -> tuple[Alias,
     for number, line in enumerate(text.splitlines(), 1):
         if line.startswith(wanted):
             parts = line.split()
-            if len(parts) == 3:
+            if len(parts) == 3 and len(parts[1]) <= ALIAS_GLOB.value:
                 result.append(Alias(parts[1], normalize(parts[2]), Evidence(path, number, line)))
     return tuple(result)
 
@@ -145,38 +150,64 @@ class ModuleInfo:
         return out
 
 
-def decompress_module(data: bytes) -> bytes:
-    """A module file's ELF bytes: plain, xz, gzip or zstd (kmod: libkmod-file.c)."""
-    try:
-        if data[:6] == b"\xfd7zXZ\x00":
-            return lzma.decompress(data)
-        if data[:2] == b"\x1f\x8b":
-            return gzip.decompress(data)
-        if data[:4] == b"\x28\xb5\x2f\xfd":
-            import zstandard
+_MODULE_COMPRESSIONS = ((b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"))
 
-            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
-                return bytes(reader.read())
-    except (lzma.LZMAError, OSError, EOFError, zlib.error) as exc:
-        raise ModinfoError(f"corrupt compressed module: {exc}") from None
-    except Exception as exc:  # zstandard.ZstdError has no stable import path across versions
-        raise ModinfoError(f"corrupt compressed module: {exc}") from None
-    return data
+
+def decompress_module(data: bytes) -> bytes:
+    """A module file's ELF bytes: plain, xz, gzip or zstd (kmod: libkmod-file.c), at most
+    MODULE_FILE of them: a module that decompresses to more is a bomb, not a driver."""
+    kind = next((name for magic, name in _MODULE_COMPRESSIONS if data.startswith(magic)), None)
+    if kind is None:
+        return data
+    out, error = decompress_bytes(data, kind, MODULE_FILE.value + 1)
+    if error is not None:
+        raise ModinfoError(f"corrupt compressed module: {error}")
+    if len(out) > MODULE_FILE.value:
+        raise ModinfoError(f"decompresses to more than the {MODULE_FILE.describe()} limit")
+    return out
+
+
+def _modinfo_section(elf: bytes) -> bytes:
+    """The raw `.modinfo` section, found the way kmod does (libkmod-elf.c): the section table and
+    every section must lie inside the file, or the module is refused. Sections are not
+    decompressed (SHF_COMPRESSED): neither kmod nor the kernel's module loader does."""
+    if elf[:4] != b"\x7fELF" or elf[4:5] not in (b"\1", b"\2") or elf[5:6] not in (b"\1", b"\2"):
+        raise ModinfoError("not a kernel module ELF: bad ELF identification")
+    wide, end = elf[4] == 2, "<" if elf[5] == 1 else ">"
+    # e_shoff, e_shentsize, e_shnum, e_shstrndx; then sh_name, sh_offset, sh_size, sh_link
+    header, section = (f"{end}40xQ10xHHH", f"{end}I20xQQI") if wide else (f"{end}32xI10xHHH", f"{end}I12xIII")
+    try:
+        shoff, entsize, count, strndx = struct.unpack_from(header, elf)
+        if entsize < struct.calcsize(section) or shoff > len(elf):
+            raise ModinfoError("not a kernel module ELF: bad section table")
+
+        def entry(i: int) -> tuple[int, int, int, int]:
+            name, offset, size, link = struct.unpack_from(section, elf, shoff + i * entsize)
+            return name, offset, size, link
+
+        first = entry(0) if len(elf) - shoff >= entsize else (0, 0, 0, 0)
+        count = count or first[2]  # e_shnum 0: the count is section 0's sh_size (gABI)
+        strndx = first[3] if strndx == 0xFFFF else strndx  # SHN_XINDEX: it is in sh_link
+        if count * entsize > len(elf) - shoff or strndx >= count:
+            raise ModinfoError("not a kernel module ELF: section table outside the file")
+
+        def body(offset: int, size: int) -> bytes:
+            if offset > len(elf) or size > len(elf) - offset:
+                raise ModinfoError("not a kernel module ELF: a section lies outside the file")
+            return elf[offset : offset + size]
+
+        names = body(*entry(strndx)[1:3])
+        for i in range(count):
+            name, offset, size, _ = entry(i)
+            if names[name : name + 9] == b".modinfo\0":
+                return body(offset, size)
+    except struct.error as exc:
+        raise ModinfoError(f"not a kernel module ELF: {exc}") from None
+    raise ModinfoError("no .modinfo section: not a kernel module")
 
 
 def read_modinfo(data: bytes, path: str) -> ModuleInfo:
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
-    elf_bytes = decompress_module(data)
-    try:
-        elf = ELFFile(io.BytesIO(elf_bytes))
-        section = elf.get_section_by_name(".modinfo")
-        raw: bytes = section.data() if section is not None else b""
-    except (ELFError, ValueError, KeyError, IndexError, AssertionError, OverflowError) as exc:
-        raise ModinfoError(f"not a kernel module ELF: {exc}") from None
-    if section is None:
-        raise ModinfoError("no .modinfo section: not a kernel module")
+    raw = _modinfo_section(decompress_module(data))
     fields = []
     for record in raw.split(b"\0"):
         key, eq, value = record.decode("utf-8", "replace").partition("=")

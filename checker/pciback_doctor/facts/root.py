@@ -5,10 +5,71 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from pciback_doctor.facts.decode import display
+from pciback_doctor.facts.limits import CONFIG_FILE, LINE, TEXT_FILE, Limit
 
 _MAX_LINKS = 40  # the kernel's own limit on nested symlinks (MAXSYMLINKS)
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+class NotReadable(Exception):
+    """An input the doctor will not read: not a regular file, or over a limit (one-line reason)."""
+
+
+def _kind(mode: int) -> str:
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(host: str | os.PathLike[str]) -> BinaryIO:
+    """`host` opened for reading if it is a regular file; NotReadable if not.
+
+    Only regular files are inputs: reading a FIFO blocks forever and /dev/zero never ends. The
+    type is checked before opening (opening a device can have effects: a watchdog starts) and
+    again on the open descriptor; O_NONBLOCK keeps a FIFO swapped in between from blocking.
+    """
+    mode = os.stat(host).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotReadable(f"{_kind(mode)}, not a regular file")
+    fd = os.open(host, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotReadable(f"{_kind(mode)}, not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(host: str | os.PathLike[str], limit: Limit = TEXT_FILE) -> bytes:
+    """The bytes of a regular file of at most `limit`; NotReadable otherwise (OSError propagates).
+    Reads at most one byte more than the limit, whatever the file claims its size is."""
+    with open_regular(host) as stream:
+        data = stream.read(limit.value + 1)
+    if len(data) > limit.value:
+        raise NotReadable(f"larger than the {limit.describe()} limit")
+    return data
+
+
+def check_lines(data: bytes) -> None:
+    """NotReadable if a line is longer than LINE: no real configuration has one, and the line
+    parsers are not built for them."""
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end
+        if end - start > LINE.value:
+            raise NotReadable(f"a line longer than the {LINE.describe()} limit")
+        start = end + 1
 
 
 class Root:
@@ -18,8 +79,9 @@ class Root:
         # without them may be wrong, so they are reported, never silently skipped
         self.unreadable: dict[str, str] = {}
 
-    def _failed(self, rel: str, exc: OSError) -> None:
-        self.unreadable.setdefault(rel, exc.strerror or str(exc))
+    def _failed(self, rel: str, exc: OSError | NotReadable) -> None:
+        why = exc.strerror if isinstance(exc, OSError) else None
+        self.unreadable.setdefault(rel, why or str(exc))
 
     @property
     def is_live(self) -> bool:
@@ -67,18 +129,23 @@ class Root:
         except ValueError:
             return str(host)
 
-    def read_bytes(self, rel: str) -> bytes | None:
+    def read_bytes(self, rel: str, limit: Limit = TEXT_FILE, *, text: bool = False) -> bytes | None:
+        """The file at `rel`, or None: missing, a directory, or not readable (then it is recorded in
+        `unreadable`: a FIFO, a device, over `limit`, with `text` a line over LINE, an I/O error)."""
         host = self.resolve(rel)
-        if host is None or not host.is_file():
+        if host is None or host.is_dir():
             return None
         try:
-            return host.read_bytes()
-        except OSError as exc:
+            data = read_regular(host, limit)
+            if text:
+                check_lines(data)
+            return data
+        except (OSError, NotReadable) as exc:
             self._failed(rel, exc)
             return None
 
-    def read_text(self, rel: str) -> str | None:
-        data = self.read_bytes(rel)
+    def read_text(self, rel: str, limit: Limit = CONFIG_FILE) -> str | None:
+        data = self.read_bytes(rel, limit, text=True)
         return None if data is None else display(data)
 
     def is_dir(self, rel: str) -> bool:

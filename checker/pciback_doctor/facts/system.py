@@ -29,6 +29,7 @@ from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
 from pciback_doctor.facts.image import ImageFacts, image_facts, open_image
 from pciback_doctor.facts.initramfs import Initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
+from pciback_doctor.facts.limits import ALIAS_COUNT, CONFIG_FILE, KERNEL_IMAGE, MODULE_FILE, TEXT_FILE, Limit
 from pciback_doctor.facts.modprobe import (
     CONFIG_DIRS,
     ModprobeConfig,
@@ -48,7 +49,7 @@ from pciback_doctor.facts.modules import (
     read_modinfo,
 )
 from pciback_doctor.facts.pci import PciDevice, device_from_spec
-from pciback_doctor.facts.root import Root
+from pciback_doctor.facts.root import NotReadable, Root, check_lines, open_regular, read_regular
 from pciback_doctor.facts.services import (
     BackendLoader,
     LateBinding,
@@ -121,14 +122,15 @@ class System:
     backend_module_problem: Evidence | None = None
 
 
-def _read_explicit(path: str, what: str) -> bytes:
-    host = Path(path)
-    if host.exists() and not host.is_file() and not host.is_dir():
-        raise UsageError(f"{what} {path}: not a regular file")
+def _read_explicit(path: str, what: str, limit: Limit = CONFIG_FILE, *, text: bool = True) -> bytes:
+    """A file named on the command line: a regular file within `limit` (and LINE with `text`)."""
     try:
-        return host.read_bytes()
-    except IsADirectoryError:
-        raise UsageError(f"{what} {path}: is a directory") from None
+        data = read_regular(path, limit)
+        if text:
+            check_lines(data)
+        return data
+    except NotReadable as exc:
+        raise UsageError(f"{what} {path}: {exc}") from None
     except OSError as exc:
         raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
 
@@ -172,7 +174,7 @@ def read_config(
     opts: Options, root: Root, release: str | None, running: str | None
 ) -> tuple[KernelConfig | None, list[Evidence]]:
     if opts.config:
-        data = _read_explicit(opts.config, "--config")
+        data = _read_explicit(opts.config, "--config", TEXT_FILE, text=False)
         try:
             return parse_config(decode_config(data), opts.config), []
         except ConfigError as exc:
@@ -197,7 +199,7 @@ def read_config(
             problems.append(Evidence(rel, None, f"unreadable kernel config: {exc}"))
     # last resort: the config the kernel image carries itself (CONFIG_IKCONFIG)
     for rel in kernel_image_candidates(release):
-        blob = root.read_bytes(rel)
+        blob = root.read_bytes(rel, KERNEL_IMAGE)
         if blob is None:
             continue
         from pciback_doctor.facts.kimage import inspect_kernel_image  # only when this fallback runs
@@ -255,7 +257,7 @@ def read_module_tree(opts: Options, root: Root, release: str | None) -> ModuleTr
         tree_root, rel, shown = root, found, found
 
     def text(name: str) -> str | None:
-        return tree_root.read_text(f"{rel}/{name}".lstrip("/"))
+        return tree_root.read_text(f"{rel}/{name}".lstrip("/"), TEXT_FILE)
 
     def at(name: str) -> str:
         return f"{shown}/{name}"
@@ -265,7 +267,16 @@ def read_module_tree(opts: Options, root: Root, release: str | None) -> ModuleTr
         f"{rel}/modules.builtin.modinfo" if rel else "modules.builtin.modinfo"
     )
     b_aliases, b_params = parse_builtin_modinfo(modinfo_bytes or b"", at("modules.builtin.modinfo"))
+    if len(b_aliases) > ALIAS_COUNT.value:
+        tree_root.unreadable.setdefault(
+            at("modules.builtin.modinfo"), f"more than the {ALIAS_COUNT.describe()} limit"
+        )
+        b_aliases = b_aliases[: ALIAS_COUNT.value]
     alias_text = text("modules.alias")
+    aliases = parse_alias_file(alias_text or "", at("modules.alias"))
+    if len(aliases) > ALIAS_COUNT.value:
+        tree_root.unreadable.setdefault(at("modules.alias"), f"more than the {ALIAS_COUNT.describe()} limit")
+        aliases = aliases[: ALIAS_COUNT.value]
     dep_text = text("modules.dep")
     files = parse_dep(dep_text) if dep_text is not None else _scan_module_files(tree_root, rel)
     return ModuleTree(
@@ -274,7 +285,7 @@ def read_module_tree(opts: Options, root: Root, release: str | None) -> ModuleTr
         builtin=builtin,
         builtin_aliases=b_aliases,
         builtin_params=b_params,
-        aliases=parse_alias_file(alias_text or "", at("modules.alias")),
+        aliases=aliases,
         files=files,
         softdep_text=text("modules.softdep") or "",
         has_index=alias_text is not None and dep_text is not None,
@@ -298,7 +309,7 @@ def _scan_module_files(tree_root: Root, rel: str) -> dict[str, str]:
 def read_modprobe_files(root: Root) -> dict[str, bytes]:
     """The modprobe.d files kmod reads, in its order (the keys keep that order), read once."""
     listing = {d: root.listdir(d) for d in CONFIG_DIRS}
-    found = {rel: root.read_bytes(rel) for rel in config_files(listing)}
+    found = {rel: root.read_bytes(rel, CONFIG_FILE, text=True) for rel in config_files(listing)}
     return {rel: data for rel, data in found.items() if data is not None}
 
 
@@ -361,9 +372,9 @@ def read_backend_modinfo(
         return None, [], None
     relfile = modules.files[BACKEND]
     if opts.modules_dir:
-        data = Root(opts.modules_dir).read_bytes(relfile)
+        data = Root(opts.modules_dir).read_bytes(relfile, MODULE_FILE)
     else:
-        data = root.read_bytes(f"{modules.path}/{relfile}")
+        data = root.read_bytes(f"{modules.path}/{relfile}", MODULE_FILE)
     shown = f"{modules.path}/{relfile}"
     if data is None:
         return None, [Evidence(shown, None, "listed in modules.dep but missing or unreadable")], None
@@ -445,9 +456,6 @@ def read_image(
     """The initramfs of the next boot, streamed once; (facts, or why there are none)."""
     if opts.initramfs:
         host = Path(opts.initramfs)
-        if not host.is_file():
-            why = "not a regular file" if host.exists() else "no such file"
-            raise UsageError(f"--initramfs {opts.initramfs}: {why}")
         shown = opts.initramfs
     else:
         if release is None:
@@ -461,14 +469,17 @@ def read_image(
         resolved = root.resolve(found)
         assert resolved is not None
         host, shown = resolved, found
-    if opts.progress is not None and host.stat().st_size > 8 << 20:
-        opts.progress(f"reading initramfs {shown} ({host.stat().st_size >> 20} MiB)...")
     try:
+        size = os.stat(host).st_size
+        if opts.progress is not None and size > 8 << 20 and host.is_file():
+            opts.progress(f"reading initramfs {shown} ({size >> 20} MiB)...")
         raw = open_image(host)
-    except OSError as exc:
+    except (OSError, NotReadable) as exc:
+        why = str(exc) if isinstance(exc, NotReadable) else exc.strerror or str(exc)
         if opts.initramfs:
-            raise UsageError(f"--initramfs {opts.initramfs}: {exc.strerror or exc}") from None
-        return image_facts_error(shown, f"cannot be read: {exc.strerror or exc}"), None
+            raise UsageError(f"--initramfs {opts.initramfs}: {why}") from None
+        root.unreadable.setdefault(shown, why)  # PB110, as for every discovered input
+        return image_facts_error(shown, f"cannot be read: {why}"), None
     return image_facts(raw, shown), None
 
 
@@ -504,7 +515,7 @@ def inspect_domu_kernel(host: Path, shown: str) -> DomuKernel:
         tree = read_module_tree(tree_opts, Root(host), None)
         assert tree is not None
         return from_module_tree(tree)
-    data = host.read_bytes()
+    data = read_regular(host, KERNEL_IMAGE)
     return from_config_bytes(data, shown) or from_image(data, shown)
 
 
@@ -516,6 +527,8 @@ def read_domu_kernels(opts: Options, root: Root, configs: list[XlConfig]) -> lis
             raise UsageError(f"--domu-kernel {path}: no such file or directory")
         try:
             kernels.append(inspect_domu_kernel(host, path))
+        except NotReadable as exc:
+            raise UsageError(f"--domu-kernel {path}: {exc}") from None
         except OSError as exc:
             raise UsageError(f"--domu-kernel {path}: {exc.strerror or exc}") from None
     for config in configs:
@@ -523,11 +536,13 @@ def read_domu_kernels(opts: Options, root: Root, configs: list[XlConfig]) -> lis
             continue
         rel = config.kernel.lstrip("/")
         resolved = root.resolve(rel)
-        if resolved is None or not resolved.is_file():
+        if resolved is None or resolved.is_dir():
             kernels.append(DomuKernel(rel, "unknown", note=f"kernel= of {config.path} not found in the root"))
             continue
         try:
             kernels.append(inspect_domu_kernel(resolved, rel))
+        except NotReadable as exc:
+            kernels.append(DomuKernel(rel, "unknown", note=f"unreadable: {exc}"))
         except OSError as exc:
             kernels.append(DomuKernel(rel, "unknown", note=f"unreadable: {exc.strerror or exc}"))
     return kernels
@@ -554,7 +569,7 @@ def read_editable(root: Root, modprobe_files: dict[str, bytes]) -> dict[str, str
     # the modprobe fix also retires the admin's dead classic lines, in whatever file they are
     raw = {rel: data for rel, data in modprobe_files.items() if rel.startswith("etc/modprobe.d/")}
     for rel in EDITABLE:
-        if rel not in raw and (data := root.read_bytes(rel)) is not None:
+        if rel not in raw and (data := root.read_bytes(rel, CONFIG_FILE, text=True)) is not None:
             raw[rel] = data
     return {rel: exact(data) for rel, data in raw.items()}
 
@@ -669,7 +684,7 @@ def kernel_build(
             raise UsageError(f"--build-dir {build_dir}: no .config in it (is it a kernel build tree?)")
     if config_path is None:
         raise UsageError("kernel: give --config F or --build-dir D")
-    data = _read_explicit(config_path, "--config")
+    data = _read_explicit(config_path, "--config", TEXT_FILE, text=False)
     try:
         text = decode_config(data)
         config = parse_config(text, config_path)
@@ -683,7 +698,7 @@ def kernel_build(
     if build_dir is not None:
         modules = read_build_tree(Path(build_dir))
     elif modules_builtin is not None:
-        text = _read_explicit(modules_builtin, "--modules-builtin").decode("utf-8", "replace")
+        text = _read_explicit(modules_builtin, "--modules-builtin", TEXT_FILE).decode("utf-8", "replace")
         modules = ModuleTree(
             release="build",
             path=str(Path(modules_builtin).parent),
@@ -707,8 +722,8 @@ def read_build_tree(base: Path) -> ModuleTree:
     """A kernel build directory: modules.order lists what `make modules` built (`.o` names in
     newer trees, `.ko` in older ones); the `.ko` files sit next to their objects."""
     tree = Root(base)
-    builtin_text = tree.read_text("modules.builtin") or ""
-    order = tree.read_text("modules.order") or ""
+    builtin_text = tree.read_text("modules.builtin", TEXT_FILE) or ""
+    order = tree.read_text("modules.order", TEXT_FILE) or ""
     files = {}
     for line in order.splitlines():
         rel = line.strip()
@@ -761,12 +776,14 @@ def domu_inputs(paths: list[str]) -> System:
             if host.is_dir():
                 kernels.append(inspect_domu_kernel(host, path))
                 continue
-            with host.open("rb") as stream:
+            with open_regular(host) as stream:
                 head = stream.read(0x1000)
                 if head[:4] == b"\x7fELF" or head[0x202:0x206] == b"HdrS" or head[:2] == b"MZ":
                     kernels.append(from_image_file(stream, path))  # read in pieces: memory stays flat
                     continue
-            data = host.read_bytes()
+            data = read_regular(host, KERNEL_IMAGE)
+        except NotReadable as exc:
+            raise UsageError(f"{path}: {exc}") from None
         except OSError as exc:
             raise UsageError(f"{path}: {exc.strerror or exc}") from None
         if (config := from_config_bytes(data, path)) is not None:
@@ -774,5 +791,11 @@ def domu_inputs(paths: list[str]) -> System:
         elif b"\0" in data[:4096]:
             raise UsageError(f"{path}: not a kernel image, kernel config, module tree or xl config")
         else:
+            try:  # an xl config is text: the limits of every text input apply
+                if len(data) > CONFIG_FILE.value:
+                    raise NotReadable(f"larger than the {CONFIG_FILE.describe()} limit")
+                check_lines(data)
+            except NotReadable as exc:
+                raise UsageError(f"{path}: {exc}") from None
             configs.append(parse_xl(data.decode("utf-8", "replace"), path))
     return replace(bare_system(Path.cwd()), domu_kernels=tuple(kernels), domu_configs=tuple(configs))

@@ -19,9 +19,10 @@ import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
+from pciback_doctor.facts.limits import CONFIG_FILE
+from pciback_doctor.facts.root import NotReadable, check_lines, read_regular
 from pciback_doctor.model import Evidence, Finding, Fix, Severity
 
 EXPIRED_ID = "PB109"
@@ -75,6 +76,8 @@ def parse_waivers(text: str, source: str) -> tuple[Waiver, ...]:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise WaiverError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib descends once per nested array or inline table
+        raise WaiverError(f"{source}: nested deeper than Python's TOML reader can follow") from None
     unknown = sorted(set(document) - {"waiver"})
     if unknown:
         raise WaiverError(
@@ -83,7 +86,12 @@ def parse_waivers(text: str, source: str) -> tuple[Waiver, ...]:
     entries = document.get("waiver", [])
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise WaiverError(f"{source}: 'waiver' must be tables written [[waiver]]")
-    headers = [text.count("\n", 0, m.start()) + 1 for m in _HEADER.finditer(text)]
+    headers = []
+    line, seen = 1, 0
+    for m in _HEADER.finditer(text):  # counted on from the previous header: linear, not quadratic
+        line += text.count("\n", seen, m.start())
+        seen = m.start()
+        headers.append(line)
     lines: list[int | None] = list(headers) if len(headers) == len(entries) else [None] * len(entries)
     return tuple(
         _waiver(entry, Evidence(source, line, "[[waiver]]"))
@@ -94,9 +102,13 @@ def parse_waivers(text: str, source: str) -> tuple[Waiver, ...]:
 def read_waivers(path: str) -> tuple[Waiver, ...]:
     """Read and parse the waivers file at `path` (a host path, as the user named it)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = read_regular(path, CONFIG_FILE)
+        check_lines(data)
+        text = data.decode("utf-8")
     except OSError as exc:
         raise WaiverError(f"{path}: {exc.strerror or exc}") from None
+    except NotReadable as exc:
+        raise WaiverError(f"{path}: {exc}") from None
     except UnicodeDecodeError:
         raise WaiverError(f"{path}: not UTF-8 text") from None
     return parse_waivers(text, path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from pciback_doctor.facts.limits import NESTING, REPORTED_ERRORS
 from pciback_doctor.model import Evidence
 
 
@@ -261,16 +262,18 @@ class _Parser:
         evidence = Evidence(self.path, name.line, self.line_text(name.line))
         self.settings[name.text] = XlSetting(name.text, value, evidence, appended)
 
-    def value(self) -> XlValue:
+    def value(self, depth: int = 0) -> XlValue:
         tok = self.take()
         if tok.kind in ("string", "number"):
             return XlAtom(tok.value, tok.line)
         if tok.text != "[":
             raise _Syntax(f"expected a value, found {tok.text.strip() or 'nothing'!r}", tok)
+        if depth >= NESTING.value:  # xl's bison parser gives up too (YYMAXDEPTH), far deeper
+            raise _Syntax(f"lists nested deeper than the {NESTING.describe()} limit", tok)
         items: list[XlAtom | XlList] = []
         self.skip_newlines()
         while self.peek().text != "]":
-            items.append(self.value())
+            items.append(self.value(depth + 1))
             self.skip_newlines()
             sep = self.peek()
             if sep.text == ",":
@@ -518,6 +521,15 @@ def parse_xl(text: str, path: str) -> XlConfig:
     settings = parser.settings
     errors = parser.errors
     guest_type, guest_evidence = _guest_type(settings, path, errors)
+    pci = _pci_entries(settings, path, errors)
+    if len(errors) > REPORTED_ERRORS.value:
+        more = len(errors) - REPORTED_ERRORS.value
+        errors[REPORTED_ERRORS.value :] = [
+            XlError(
+                f"and {more} more errors (only the first {REPORTED_ERRORS.value} are reported)",
+                Evidence(path, None, ""),
+            )
+        ]
     kernel = settings.get("kernel")
     kernel_path = kernel.value.value if kernel and isinstance(kernel.value, XlAtom) else None
     return XlConfig(
@@ -527,6 +539,6 @@ def parse_xl(text: str, path: str) -> XlConfig:
         guest_type_evidence=guest_evidence,
         kernel=kernel_path,
         kernel_evidence=kernel.evidence if kernel_path is not None and kernel else None,
-        pci=_pci_entries(settings, path, errors),
+        pci=pci,
         errors=tuple(errors),
     )

@@ -18,6 +18,7 @@ from pciback_doctor.facts.bootloader import NextBoot, find_next_boot
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
 from pciback_doctor.facts.dracutconf import DracutConfig
 from pciback_doctor.facts.image import PCIBACK_CONF, ImageFacts, PcibackHook, parse_device_list
+from pciback_doctor.facts.limits import TEXT_FILE, Limit
 from pciback_doctor.facts.modprobe import CONFIG_DIRS, ModprobeConfig, parse_modprobe_file
 from pciback_doctor.facts.modules import normalize
 from pciback_doctor.facts.pci import Bdf
@@ -48,9 +49,9 @@ class Overlay(Root):
             parts = path.split("/")
             self.dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
 
-    def read_bytes(self, rel: str) -> bytes | None:
+    def read_bytes(self, rel: str, limit: Limit = TEXT_FILE, *, text: bool = False) -> bytes | None:
         found = self.files.get(_norm(rel))
-        return found if found is not None else self.base.read_bytes(rel)
+        return found if found is not None else self.base.read_bytes(rel, limit, text=text)
 
     def exists(self, rel: str) -> bool:
         n = _norm(rel)
