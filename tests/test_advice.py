@@ -395,3 +395,13 @@ def test_a_hide_value_too_long_is_not_offered(tmp_path: Path) -> None:
     assert run.code == 0, run.err
     assert run.out.startswith("# late-binding:") and "101 of 101 claimed" in run.out
     assert "# not offered: modprobe: one hide value for all these devices is" in run.out
+
+
+def test_pb105_rename_is_one_value_holding_every_device() -> None:
+    # the example: `options pciback hide=(0000:00:14.0)` on a built-in backend whose command line
+    # already hides 05:00.0 and 01:00.*; a second hide token would drop those (charp: last wins)
+    run = doctor("--root", str(FIXTURES / "example"), "--format", "json")
+    pb105 = next(f for f in run.json()["findings"] if f["id"] == "PB105")
+    (fix,) = pb105["fixes"]
+    assert "xen-pciback.hide=(0000:00:14.0)(0000:05:00.0)(0000:01:00.*)" in fix["description"]
+    assert "replacing every" in fix["description"]

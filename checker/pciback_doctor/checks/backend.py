@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pciback_doctor.arches import backend_exists
 from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.checks import Check, check
+from pciback_doctor.fixes import hide_value
 from pciback_doctor.model import Evidence, Finding, Fix, Severity, Verdict
 
 
@@ -112,10 +113,21 @@ def classic_name(chk: Check, a: Analysis) -> Iterator[Finding]:
         if not source.classic:
             continue
         spelled = "pciback.hide=" if source.origin == "cmdline" else "options pciback"
-        fixed = f"write '{source.evidence.text.replace('pciback', 'xen-pciback', 1)}' instead"
-        if a.backend.backend.mode == "builtin" and source.origin != "cmdline":
+        # `hide` is a charp: a second value would replace the first, so the rename is ONE value
+        # holding every device named anywhere, never a copy of this line next to another
+        value = hide_value(a, [])
+        if a.backend.backend.mode == "builtin" or source.origin == "cmdline":
             # a built-in backend reads the command line only (kmod never applies options to it)
-            fixed = f"put 'xen-pciback.hide={source.value}' on the dom0 kernel command line (a built-in backend reads no modprobe.d)"
+            where = "" if source.origin == "cmdline" else " (a built-in backend reads no modprobe.d)"
+            fixed = (
+                f"one 'xen-pciback.hide={value}' on the dom0 kernel command line{where}, replacing every "
+                "(xen-)pciback.hide= there (pciback-doctor fix --strategy cmdline writes it)"
+            )
+        else:
+            fixed = (
+                f"one 'options xen-pciback hide={value}' in modprobe.d instead of this and any other "
+                "hide= line (pciback-doctor fix --strategy modprobe writes it)"
+            )
         note = (
             " (an 'alias pciback xen_pciback' exists, so it applies only when something runs 'modprobe pciback')"
             if aliased and a.backend.backend.mode == "module"
