@@ -326,3 +326,21 @@ def test_initramfs_command_on_junk_is_a_usage_error(tmp_path: Path) -> None:
     junk.write_bytes(bytes(range(256)) * 64)
     run = doctor("initramfs", str(junk))
     assert run.code == 2 and "neither a cpio archive" in run.err and run.out == ""
+
+
+def test_binary_programs_in_enabled_units_are_not_read(tmp_path: Path) -> None:
+    # a real root: lvm2-monitor.service runs /sbin/lvm, a 2 MB ELF binary; it says nothing
+    # about pciback and must be no PB110 "could not be read" error
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(FIXTURES / "builtin-cmdline-hide", root, symlinks=True)
+    units = root / "etc/systemd/system"
+    (units / "multi-user.target.wants").mkdir(parents=True)
+    (units / "lvm.service").write_text("[Service]\nExecStart=/usr/sbin/lvm vgchange -ay\n")
+    (units / "multi-user.target.wants/lvm.service").symlink_to("../lvm.service")
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "usr/sbin/lvm").write_bytes(b"\x7fELF" + bytes(2 << 20))
+    run = doctor("--root", str(root), "--format", "json")
+    assert run.code == 0, run.out
+    assert "PB110" not in finding_ids(run)

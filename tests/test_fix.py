@@ -75,6 +75,14 @@ def test_late_binding_is_recognised_after_write(tmp_path: Path) -> None:
     assert os.access(script, os.X_OK)
     assert "driver_override" in script.read_text()
     assert "Before=xendomains.service" in (root / "etc/systemd/system/xen-pciback-bind.service").read_text()
+    assert "systemctl enable xen-pciback-bind.service" in run.out
+    # written but not enabled: the unit does not run at boot, so nothing is claimed yet
+    dev = devices(doctor("--root", str(root), "--format", "json"))["0000:05:00.0"]
+    assert dev["prediction"] != "claimed", dev
+    # what `systemctl enable` does (WantedBy=multi-user.target): now the boot runs it
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True)
+    (wants / "xen-pciback-bind.service").symlink_to("/etc/systemd/system/xen-pciback-bind.service")
     dev = devices(doctor("--root", str(root), "--format", "json"))["0000:05:00.0"]
     assert (dev["prediction"], dev["phase"]) == ("claimed", "rootfs")
     if shutil.which("sh"):

@@ -225,10 +225,18 @@ def read_builtin_pci(
     from pciback_doctor.facts.kimage import vmlinux_of  # only for such kernels (start-up)
 
     if opts.kernel_image:
-        shown, data = opts.kernel_image, _read_explicit(opts.kernel_image, "--kernel-image")
+        shown = opts.kernel_image
+        data = _read_explicit(opts.kernel_image, "--kernel-image", KERNEL_IMAGE, text=False)
     else:
         found = (
-            next(((rel, d) for rel in kernel_image_candidates(release) if (d := root.read_bytes(rel))), None)
+            next(
+                (
+                    (rel, d)
+                    for rel in kernel_image_candidates(release)
+                    if (d := root.read_bytes(rel, KERNEL_IMAGE))
+                ),
+                None,
+            )
             if release is not None
             else None
         )
@@ -236,9 +244,14 @@ def read_builtin_pci(
             return None
         shown, data = found
     vmlinux, error = vmlinux_of(data)
-    if vmlinux is None:
-        return BuiltinPciDrivers(shown, (), error or "no vmlinux in the kernel image")
-    return read_builtin_pci_drivers(vmlinux, shown)
+    tables = (
+        BuiltinPciDrivers(shown, (), error or "no vmlinux in the kernel image")
+        if vmlinux is None
+        else read_builtin_pci_drivers(vmlinux, shown)
+    )
+    if opts.kernel_image and tables.error:  # named on the command line: unusable is a usage error
+        raise UsageError(f"--kernel-image {shown}: {tables.error}")
+    return tables
 
 
 def read_module_tree(opts: Options, root: Root, release: str | None) -> ModuleTree | None:
@@ -425,9 +438,8 @@ def read_late_bindings(root: Root) -> list[LateBinding]:
             if name.endswith(".wants") or name.endswith(".requires"):
                 for unit in root.listdir(f"{directory}/{name}"):
                     units.setdefault(unit, "")
-    for name in root.listdir("etc/systemd/system"):
-        if name.endswith(".service"):
-            units.setdefault(name, "")
+    # only enabled units run at boot: a unit file nothing wants (not yet `systemctl enable`d)
+    # hands nothing to pciback
     for name in sorted(units):
         for directory in UNIT_DIRS:
             text = root.read_text(f"{directory}/{name}")
@@ -436,7 +448,7 @@ def read_late_bindings(root: Root) -> list[LateBinding]:
             service = parse_unit(f"{directory}/{name}", text)
             found += late_bindings(service.path, service.inline, service.before_domains)
             for script in service.exec_paths:
-                body = root.read_text(script)
+                body = _script_text(root, script.lstrip("/"))
                 if body is not None:
                     found += late_bindings(script.lstrip("/"), body, service.before_domains)
             break
@@ -444,6 +456,22 @@ def read_late_bindings(root: Root) -> list[LateBinding]:
     if rc_local is not None:
         found += late_bindings("etc/rc.local", rc_local, False)
     return found
+
+
+def _script_text(root: Root, rel: str) -> str | None:
+    """What a unit runs, if it is a script: a text file within CONFIG_FILE. Programs such as
+    /sbin/lvm or systemd-udevd are binaries with nothing to say about pciback — never a finding."""
+    host = root.resolve(rel)
+    if host is not None:  # on disk (a fix's new script is only in the simulation's overlay)
+        try:
+            if not host.is_file() or host.stat().st_size > CONFIG_FILE.value:
+                return None
+            with open_regular(host) as stream:
+                if stream.read(4) == b"\x7fELF":
+                    return None
+        except (OSError, NotReadable):
+            return None
+    return root.read_text(rel)
 
 
 def image_candidates(release: str) -> list[str]:

@@ -98,7 +98,13 @@ def simulate(a: Analysis, fix: Fix, token: str | None = None) -> Analysis:
     """The analysis of the system as `fix` leaves it; `token` is the dom0 command-line token a
     cmdline fix puts there by a command or by hand (grubby, xen.cfg)."""
     system = a.system
-    root = Overlay(system.root, {c.path: c.content for c in fix.files})
+    # `systemctl enable UNIT` links the unit into its target's .wants (WantedBy=multi-user.target)
+    enabled = {
+        f"etc/systemd/system/multi-user.target.wants/{c.split()[2]}": ""
+        for c in fix.commands
+        if c.split()[:2] == ["systemctl", "enable"] and len(c.split()) > 2
+    }
+    root = Overlay(system.root, {**{c.path: c.content for c in fix.files}, **enabled})
     modprobe_files = read_modprobe_files(root)
     modprobe = read_modprobe(root, system.modules, modprobe_files)
     cmdline, next_boot = _cmdline_after(a, fix, root, token)
