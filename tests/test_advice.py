@@ -405,3 +405,28 @@ def test_pb105_rename_is_one_value_holding_every_device() -> None:
     (fix,) = pb105["fixes"]
     assert "xen-pciback.hide=(0000:00:14.0)(0000:05:00.0)(0000:01:00.*)" in fix["description"]
     assert "replacing every" in fix["description"]
+
+
+def test_a_cmdline_step_by_hand_never_drops_the_working_hide(tmp_path: Path) -> None:
+    # no bootloader file the doctor edits: the token goes in by hand; until then the modprobe.d
+    # hide must keep working (from the new-admin trial: it was moved out, and the device lost)
+    root = copy("module-modprobe-options", tmp_path)
+    before = (root / "etc/modprobe.d/xen-pciback.conf").read_text()
+    run = doctor("fix", "--root", str(root), "--strategy", "cmdline", "--write")
+    assert run.code == 0, run.err
+    assert "by hand: put xen-pciback.hide=(0000:05:00.0)" in run.out
+    assert "options xen-pciback hide=(0000:05:00.0)" in (root / "etc/modprobe.d/xen-pciback.conf").read_text()
+    assert before.count("hide=") == (root / "etc/modprobe.d/xen-pciback.conf").read_text().count("hide=")
+
+
+def test_a_second_file_with_the_right_lines_is_edited_once_and_kept_working(tmp_path: Path) -> None:
+    # `softdep e1000e pre: xen-pciback` is no classic `pciback` rule, and both edits of one file
+    # are one change (two diffs of one file could not be written)
+    root = copy("classic-pciback-hide", tmp_path)
+    plain = "# plain\noptions xen-pciback hide=(0000:05:00.0)\nsoftdep e1000e pre: xen-pciback\n"
+    (root / "etc/modprobe.d/zz-plain.conf").write_text(plain)
+    run = doctor("fix", "--root", str(root))
+    assert run.out.count("+++ b/etc/modprobe.d/zz-plain.conf") == 1
+    assert "disabled by pciback-doctor (no module is called pciback): softdep" not in run.out
+    assert doctor("fix", "--root", str(root), "--write").code == 0
+    assert "softdep e1000e pre: xen-pciback\n" in (root / "etc/modprobe.d/zz-plain.conf").read_text()

@@ -5,7 +5,7 @@ file contents the collector kept in `System.files`)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pciback_doctor.boot.analysis import Analysis
@@ -187,11 +187,12 @@ def _without_hide(line: str) -> str | None:
     return f"{m.group(1)}{rest}" if rest.strip() else None
 
 
-def _losers(a: Analysis, skip: str = "") -> list[FileChange]:
+def _losers(a: Analysis, skip: str = "", texts: Mapping[str, str] | None = None) -> list[FileChange]:
     """Rewrite the other `options xen-pciback hide=` lines in etc/modprobe.d (kmod applies every
-    options line in file order, the last hide= wins): one value, in one place."""
+    options line in file order, the last hide= wins): one value, in one place. `texts`: the files
+    as an earlier edit of the same fix leaves them."""
     changes = []
-    for path, text in sorted(a.system.files.items()):
+    for path, text in sorted((texts or a.system.files).items()):
         if path == skip or not path.startswith("etc/modprobe.d/"):
             continue
         lines = _lines(text)
@@ -282,7 +283,10 @@ def _retired(a: Analysis, natives: Sequence[str]) -> list[FileChange]:
             continue
         classic_options = d.command == "options" and d.module == "pciback"
         loads_pciback = (
-            d.command in ("install", "softdep") and d.module in natives and re.search(r"\bpciback\b", d.args)
+            # `pciback` as a word of its own: xen-pciback's `-` is no boundary for kmod
+            d.command in ("install", "softdep")
+            and d.module in natives
+            and re.search(r"(?<![\w-])pciback\b", d.args)
         )
         if classic_options or loads_pciback:
             dead.setdefault(path, set()).add(d.evidence.line)
@@ -297,9 +301,20 @@ def _retired(a: Analysis, natives: Sequence[str]) -> list[FileChange]:
     return changes
 
 
+def _cleaned(a: Analysis, natives: Sequence[str]) -> list[FileChange]:
+    """The admin's modprobe.d files with the dead classic lines retired and the other hide=
+    values moved: both edits of one file in one change (each on top of the other)."""
+    retired = {c.path: c for c in _retired(a, natives)}
+    moved = {
+        c.path: c
+        for c in _losers(a, MODPROBE_FILE, {**a.system.files, **{p: c.content for p, c in retired.items()}})
+    }
+    return [moved.get(p) or retired[p] for p in sorted({*retired, *moved})]
+
+
 def _modprobe(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
     files, commands = _image_changes(a)
-    files = [*_retired(a, _natives(devices)), *_losers(a, skip=MODPROBE_FILE), *files]
+    files = [*_cleaned(a, _natives(devices)), *files]
     natives = ", ".join(_natives(devices)) or "their native drivers"
     return Fix(
         "modprobe",
@@ -347,13 +362,20 @@ def _cmdline(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
     token = cmdline_token(a, devices)
     files: list[FileChange] = []
     commands: list[str] = []
+    entry = a.system.next_boot.entry if a.system.next_boot else None
+    # the token goes in by hand when no file or tool of the doctor's carries it: then the hide
+    # values in modprobe.d stay (composed into one), or a forgotten step would lose every device
+    by_hand = not (
+        (entry is not None and entry.source == "bls")
+        or (DEFAULT_GRUB in a.system.files and not (entry is not None and entry.source == "xen.cfg"))
+    )
     if a.backend.backend.mode == "module":
         # the token only names the devices; the module must still load before the native driver
-        files.append(_modprobe_file(a, devices, with_hide=False))
+        files.append(_modprobe_file(a, devices, with_hide=by_hand))
         more_files, more_commands = _image_changes(a)
-        files += [*_retired(a, _natives(devices)), *_losers(a, skip=MODPROBE_FILE), *more_files]
+        cleaned = _retired(a, _natives(devices)) if by_hand else _cleaned(a, _natives(devices))
+        files += [*cleaned, *more_files]
         commands += more_commands
-    entry = a.system.next_boot.entry if a.system.next_boot else None
     where = "the dom0 kernel command line (by hand, replacing any pciback.hide= there)"
     if entry is not None and entry.source == "bls":
         commands.append(f'grubby --update-kernel=ALL --args="{token}"')
@@ -370,6 +392,8 @@ def _cmdline(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
         files.append(_grub_with_token(text, token, variable, seed))
         commands.append("update-grub")
         where = f"{variable} in etc/default/grub"
+    if by_hand:
+        commands.append(f"by hand: put {token} on {where.split(' (')[0]}, replacing any (xen-)pciback.hide=")
     return Fix("cmdline", f"{token} (one value, every device) on {where}", tuple(files), tuple(commands))
 
 

@@ -86,7 +86,11 @@ class Outcome:
 
     def summary(self, commands: Sequence[str]) -> str:
         steps = [
-            "the initramfs rebuild" if c.startswith("rebuild") else f"`{c.split()[0]}`"
+            "the initramfs rebuild"
+            if c.startswith("rebuild")
+            else "the step by hand"
+            if c.startswith("by hand")
+            else f"`{c.split()[0]}`"
             for c in commands
             if not c.startswith(("make ", "systemctl "))
         ]
