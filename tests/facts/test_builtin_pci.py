@@ -119,3 +119,15 @@ def test_without_the_built_in_ids_a_module_path_is_never_claimed(tmp_path: Path)
         _root(tmp_path / "b", "module-modprobe-options", vmlinux(SERIAL)), "--initramfs", str(img)
     )
     assert (seen["prediction"], seen["phase"]) == ("claimed", "initramfs"), seen
+
+
+def test_an_unknown_built_in_competitor_is_a_warning(tmp_path: Path) -> None:
+    img = tmp_path / "initrd.img"
+    img.write_bytes(gzip.compress(newc(ORDERED)))  # type: ignore[arg-type]
+    root = _root(tmp_path / "a", "module-modprobe-options", None)
+    run = doctor("--root", str(root), "--kernel", K, "--initramfs", str(img), "--format", "json")
+    pb309 = [f for f in run.json()["findings"] if f["id"] == "PB309"]
+    assert [f["device"] for f in pb309] == ["0000:05:00.0"] and pb309[0]["severity"] == "warning"
+    assert (
+        doctor("--root", str(root), "--kernel", K, "--initramfs", str(img), "--fail-on", "warning").code == 1
+    )

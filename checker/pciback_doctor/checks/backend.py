@@ -121,7 +121,7 @@ def classic_name(chk: Check, a: Analysis) -> Iterator[Finding]:
             where = "" if source.origin == "cmdline" else " (a built-in backend reads no modprobe.d)"
             fixed = (
                 f"one 'xen-pciback.hide={value}' on the dom0 kernel command line{where}, replacing every "
-                "(xen-)pciback.hide= there (pciback-doctor fix --strategy cmdline writes it)"
+                "(xen-)pciback.hide= there (`pciback-doctor fix --strategy cmdline` says where it goes)"
             )
         else:
             fixed = (

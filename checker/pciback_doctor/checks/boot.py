@@ -102,6 +102,22 @@ def race(chk: Check, a: Analysis) -> Iterator[Finding]:
 
 
 @check(
+    "PB309",
+    Severity.WARNING,
+    "A built-in driver cannot be ruled out",
+    """A driver built into the kernel binds its devices during kernel init, before any module loads, so
+    nothing in modprobe.d or the initramfs can beat it. Kernels that record no PCI ids for their built-in
+    drivers in modules.builtin.modinfo (Debian 12's 6.1 among them) still carry them in the kernel image,
+    where the doctor reads them; here neither source was there, so a device a module path would claim is
+    predicted unknown. Give the kernel image with --kernel-image F (or have boot/vmlinuz-K in the root).""",
+)
+def builtin_unknown(chk: Check, a: Analysis) -> Iterator[Finding]:
+    for dev in a.devices:
+        if dev.native.builtin_unknown and dev.prediction.verdict is Verdict.UNKNOWN:
+            yield chk.finding(f"{dev.bdf}: {dev.native.note}", device=str(dev.bdf))
+
+
+@check(
     "PB306",
     Severity.INFO,
     "Device currently bound to another driver",

@@ -139,5 +139,11 @@ def hide_on_xen_line(chk: Check, a: Analysis) -> Iterator[Finding]:
             f"{source.evidence.text} is on Xen's command line ({xen.source}), which dom0 never sees",
             evidence=[source.evidence],
             severity=Severity.WARNING if harmless else None,
-            fixes=[Fix("cmdline", "move the token to the dom0 kernel's command line (`pciback-doctor fix`)")],
+            fixes=[
+                Fix(
+                    "cmdline",
+                    "move the token from Xen's line to the dom0 kernel's command line (the module2 / "
+                    "kernel= line; GRUB_CMDLINE_LINUX_XEN_REPLACE in etc/default/grub), as one value",
+                )
+            ],
         )
