@@ -166,8 +166,8 @@ def xen_elf() -> Path:
 def dom0_kernel(flavour: str = "amd64") -> tuple[Path, Path, str]:
     """(kernel tree root, vmlinuz, release) of the extracted Debian kernel package, or of the
     lab's own build (`kernel_build.FLAVOUR`: the backend built in)."""
-    if flavour == kernel_build.FLAVOUR:
-        return kernel_build.built_kernel()
+    if flavour in kernel_build.VARIANTS:
+        return kernel_build.built_kernel(flavour)
     root, release = kernel_tree(flavour)
     vmlinuz = root / "boot" / f"vmlinuz-{release}"
     if not vmlinuz.exists():

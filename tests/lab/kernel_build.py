@@ -21,9 +21,9 @@ from pathlib import Path
 
 from debian import Unavailable, cache_dir, fetch_deb
 
-#: the flavour name `harness.dom0_kernel` knows this kernel by
+#: the flavour names `harness.dom0_kernel` knows these kernels by: e1000e a module, or built in
 FLAVOUR = "lab-builtin"
-LOCALVERSION = "-lab-builtin"
+FLAVOUR_E1000E = "lab-builtin-e1000e"
 
 #: (symbol, value) on top of tinyconfig; olddefconfig fills in what they select
 FRAGMENT: tuple[tuple[str, str], ...] = (
@@ -84,19 +84,28 @@ FRAGMENT: tuple[tuple[str, str], ...] = (
 )
 
 
-def _digest() -> str:
-    text = "\n".join(f"{k}={v}" for k, v in FRAGMENT) + LOCALVERSION
+#: what each flavour changes in FRAGMENT
+VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {FLAVOUR: (), FLAVOUR_E1000E: (("E1000E", "y"),)}
+
+
+def fragment(flavour: str) -> tuple[tuple[str, str], ...]:
+    changed = dict(VARIANTS[flavour])
+    return tuple((k, changed.get(k, v)) for k, v in FRAGMENT)
+
+
+def _digest(flavour: str) -> str:
+    text = "\n".join(f"{k}={v}" for k, v in fragment(flavour)) + f"-{flavour}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def built_kernel() -> tuple[Path, Path, str]:
-    """(tree root, vmlinuz, release) of the lab's own kernel, built once and cached."""
+def built_kernel(flavour: str = FLAVOUR) -> tuple[Path, Path, str]:
+    """(tree root, vmlinuz, release) of one of the lab's own kernels, built once and cached."""
     deb = fetch_deb("linux-source-6.1")
-    base = cache_dir() / "lab" / f"kernel-{deb.stem}-{_digest()}"
+    base = cache_dir() / "lab" / f"kernel-{deb.stem}-{_digest(flavour)}"
     tree = base / "tree"
     stamp = base / ".built"
     if not stamp.exists():
-        _build(deb, base, tree)
+        _build(deb, base, tree, flavour)
         stamp.touch()
     release = (base / "release").read_text().strip()
     return tree, tree / "boot" / f"vmlinuz-{release}", release
@@ -110,7 +119,7 @@ def _need(*tools: str) -> None:
         )
 
 
-def _build(deb: Path, base: Path, tree: Path) -> None:
+def _build(deb: Path, base: Path, tree: Path, flavour: str) -> None:
     _need("gcc", "make", "flex", "bison", "bc", "depmod")
     started = time.monotonic()
     shutil.rmtree(base, ignore_errors=True)
@@ -123,21 +132,22 @@ def _build(deb: Path, base: Path, tree: Path) -> None:
     ).stdout
     subprocess.run(["tar", "-xJ", "-C", str(src), "--strip-components=1"], input=inner, check=True)
     del tarball, inner
-    make = ["make", "-C", str(src), f"O={out}", "ARCH=x86_64", f"LOCALVERSION={LOCALVERSION}"]
+    make = ["make", "-C", str(src), f"O={out}", "ARCH=x86_64", f"LOCALVERSION=-{flavour}"]
     quiet = {"stdout": subprocess.DEVNULL, "check": True}
     subprocess.run([*make, "tinyconfig"], **quiet)  # type: ignore[call-overload]
     config = out / ".config"
     lines = config.read_text().splitlines()
-    names = {f"CONFIG_{k}" for k, _ in FRAGMENT}
+    wanted = fragment(flavour)
+    names = {f"CONFIG_{k}" for k, _ in wanted}
     kept = [ln for ln in lines if not any(ln.startswith((f"{n}=", f"# {n} is not set")) for n in names)]
-    config.write_text("\n".join([*kept, *(f"CONFIG_{k}={v}" for k, v in FRAGMENT)]) + "\n")
+    config.write_text("\n".join([*kept, *(f"CONFIG_{k}={v}" for k, v in wanted)]) + "\n")
     subprocess.run([*make, "olddefconfig"], **quiet)  # type: ignore[call-overload]
     got = dict(
         line.split("=", 1)
         for line in config.read_text().splitlines()
         if line.startswith("CONFIG_") and "=" in line
     )
-    lost = [f"{k}={v}" for k, v in FRAGMENT if got.get(f"CONFIG_{k}") != v]
+    lost = [f"{k}={v}" for k, v in wanted if got.get(f"CONFIG_{k}") != v]
     if lost:
         raise RuntimeError(f"the lab kernel config lost {', '.join(lost)} (unmet dependencies)")
     jobs = str(os.cpu_count() or 2)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness import MINIMAL_MODULES, Scenario
-from kernel_build import FLAVOUR
+from kernel_build import FLAVOUR, FLAVOUR_E1000E
 
 E1000E = "0000:00:04.0"
 SERIAL = "0000:00:05.0"
@@ -113,6 +113,14 @@ SCENARIOS: dict[str, Scenario] = {
             modprobe_d={"xen-pciback.conf": f"options xen-pciback hide=({E1000E})\n"},
             **BUILTIN,
         ),
+        # ... and with e1000e built in too (device_initcall): fs_initcall still comes first
+        Scenario(
+            "builtin-e1000e-builtin",
+            dom0_args=f"xen-pciback.hide=({E1000E})",
+            devices=(E1000E_DEV, SERIAL_DEV),
+            flavour=FLAVOUR_E1000E,
+            add_drivers=(),
+        ),
         # ... and one malformed entry makes pcistub_init fail: the driver never registers
         Scenario(
             "builtin-malformed",
@@ -139,6 +147,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "builtin-classic": {E1000E: "e1000e"},
     "builtin-modprobe-only": {E1000E: "e1000e"},
     "builtin-malformed": {E1000E: "e1000e", SERIAL: "serial"},
+    "builtin-e1000e-builtin": {E1000E: "pciback", SERIAL: "serial"},
 }
 #: Scenarios whose boot is expected to stop in the initramfs (no owners to compare).
 STOPS = ("module-strict",)
