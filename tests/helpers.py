@@ -39,6 +39,15 @@ def doctor(*args: str) -> Run:
     return Run(code, out.getvalue(), err.getvalue())
 
 
+def copy_fixture(name: str, where: Path) -> Path:
+    """A copy of fixture `name` under `where`, for tests that write into the root."""
+    import shutil
+
+    root = where / name
+    shutil.copytree(FIXTURES / name, root, symlinks=True)
+    return root
+
+
 def devices(run: Run) -> dict[str, dict[str, Any]]:
     return {d["bdf"]: d for d in run.json()["devices"]}
 

@@ -11,20 +11,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from helpers import FIXTURES, doctor
+from helpers import FIXTURES, copy_fixture, doctor
 
 BUILTIN = "CONFIG_XEN=y\nCONFIG_XEN_DOM0=y\nCONFIG_XEN_PCIDEV_BACKEND=y\n"
 
 
-def copy(name: str, dest: Path) -> Path:
-    root = dest / name
-    shutil.copytree(FIXTURES / name, root, symlinks=True)
-    return root
-
-
 def test_stale_grub_cfg_only_gets_update_grub(tmp_path: Path) -> None:
     # etc/default/grub already names the device; only grub.cfg is old: the answer is update-grub
-    root = copy("boot-stale-grub", tmp_path)
+    root = copy_fixture("boot-stale-grub", tmp_path)
     (root / "boot/config-6.1.0-18-amd64").write_text(BUILTIN)
     run = doctor("fix", "--root", str(root))
     assert run.code == 0, run.err
@@ -35,7 +29,7 @@ def test_stale_grub_cfg_only_gets_update_grub(tmp_path: Path) -> None:
 def test_cmdline_fix_keeps_the_hidden_device_and_uses_the_xen_only_variable(tmp_path: Path) -> None:
     # GRUB_CMDLINE_LINUX_XEN_REPLACE carries (0000:05:00.0); adding 06:00.0 must keep it, in one token,
     # in the Xen-only variable (not GRUB_CMDLINE_LINUX_DEFAULT, which the non-Xen entries use too)
-    root = copy("boot-debian-grub-xen", tmp_path)
+    root = copy_fixture("boot-debian-grub-xen", tmp_path)
     (root / "boot/config-6.1.0-17-amd64").write_text(BUILTIN)
     run = doctor("fix", "--root", str(root), "--device", "0000:06:00.0", "--write")
     assert run.code == 0, run.err
@@ -48,7 +42,7 @@ def test_cmdline_fix_keeps_the_hidden_device_and_uses_the_xen_only_variable(tmp_
 
 def test_second_token_never_drops_a_device(tmp_path: Path) -> None:
     # (05:00.0) without a domain and (0000:05:00.0) are one device; the fix writes one value
-    root = copy("builtin-cmdline-hide", tmp_path)
+    root = copy_fixture("builtin-cmdline-hide", tmp_path)
     (root / "etc/default").mkdir(parents=True)
     (root / "etc/default/grub").write_text(
         'GRUB_CMDLINE_LINUX="xen-pciback.hide=(05:00.0)"\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
@@ -62,7 +56,7 @@ def test_second_token_never_drops_a_device(tmp_path: Path) -> None:
 
 
 def test_modprobe_fix_keeps_the_admins_other_options(tmp_path: Path) -> None:
-    root = copy("module-modprobe-options", tmp_path)
+    root = copy_fixture("module-modprobe-options", tmp_path)
     conf = root / "etc/modprobe.d/xen-pciback.conf"
     conf.write_text("options xen-pciback permissive=1\noptions xen_pciback passthrough=1 hide=(05:00.0)\n")
     (root / "etc/modprobe.d/zz-late.conf").write_text(
@@ -82,7 +76,7 @@ def test_modprobe_fix_keeps_the_admins_other_options(tmp_path: Path) -> None:
 
 
 def test_late_binding_not_offered_when_pciback_cannot_register(tmp_path: Path) -> None:
-    root = copy("malformed-hide", tmp_path)
+    root = copy_fixture("malformed-hide", tmp_path)
     run = doctor("fix", "--root", str(root), "--strategy", "late-binding")
     assert run.code == 2
     assert "never registers" in run.err
@@ -90,7 +84,7 @@ def test_late_binding_not_offered_when_pciback_cannot_register(tmp_path: Path) -
 
 
 def test_one_fix_per_strategy_printed_once(tmp_path: Path) -> None:
-    root = copy("classic-pciback-hide", tmp_path)
+    root = copy_fixture("classic-pciback-hide", tmp_path)
     run = doctor(
         "--root", str(root), "--device", "0000:01:00.0", "--device", "0000:01:00.1", "--format", "json"
     )
@@ -111,7 +105,7 @@ def _many_devices(root: Path, n: int) -> list[str]:
 
 
 def test_fix_generation_is_linear_in_devices(tmp_path: Path) -> None:
-    root = copy("classic-pciback-hide", tmp_path)
+    root = copy_fixture("classic-pciback-hide", tmp_path)
     timings = []
     for n in (100, 400):
         start = time.perf_counter()
@@ -187,7 +181,7 @@ def test_simulation_agrees_with_a_real_write(
     from pciback_doctor.model import Fix, Verdict
 
     base = tmp_path_factory.mktemp("sim")
-    root = copy(fixture, base)
+    root = copy_fixture(fixture, base)
     if (root / "proc/cmdline").exists():
         (root / "proc/cmdline").write_text("ro quiet" + cmdline_hide + "\n")
     if modprobe_hide:
@@ -245,7 +239,7 @@ def _module_root(tmp_path: Path, modprobe: str) -> tuple[Path, Path]:
 
     from cpio_writer import file, newc
 
-    root = copy("module-modprobe-options", tmp_path)
+    root = copy_fixture("module-modprobe-options", tmp_path)
     (root / "etc/modprobe.d/xen-pciback.conf").write_text(modprobe)
     img = tmp_path / "initrd.img"
     entries = [
@@ -372,7 +366,7 @@ def test_severity_follows_effect(tmp_path: Path) -> None:
 def test_dom0_only_token_gets_a_xen_only_variable(tmp_path: Path) -> None:
     # no *_XEN_REPLACE* variable yet: one is made, holding GRUB_CMDLINE_LINUX_DEFAULT's words (it
     # replaces them for the Xen entries), so the non-Xen entries never get the token
-    root = copy("boot-debian-grub-xen", tmp_path)
+    root = copy_fixture("boot-debian-grub-xen", tmp_path)
     (root / "boot/config-6.1.0-17-amd64").write_text(BUILTIN)
     grub = root / "etc/default/grub"
     grub.write_text(
@@ -390,7 +384,7 @@ def test_dom0_only_token_gets_a_xen_only_variable(tmp_path: Path) -> None:
 
 def test_a_hide_value_too_long_is_not_offered(tmp_path: Path) -> None:
     # 100 devices need 1,400 characters; param_set_charp takes 1,024: late binding is what works
-    root = copy("classic-pciback-hide", tmp_path)
+    root = copy_fixture("classic-pciback-hide", tmp_path)
     run = doctor("fix", "--root", str(root), *_many_devices(root, 100))
     assert run.code == 0, run.err
     assert run.out.startswith("# late-binding:") and "101 of 101 claimed" in run.out
@@ -410,7 +404,7 @@ def test_pb105_rename_is_one_value_holding_every_device() -> None:
 def test_a_cmdline_step_by_hand_never_drops_the_working_hide(tmp_path: Path) -> None:
     # no bootloader file the doctor edits: the token goes in by hand; until then the modprobe.d
     # hide must keep working (from the new-admin trial: it was moved out, and the device lost)
-    root = copy("module-modprobe-options", tmp_path)
+    root = copy_fixture("module-modprobe-options", tmp_path)
     before = (root / "etc/modprobe.d/xen-pciback.conf").read_text()
     run = doctor("fix", "--root", str(root), "--strategy", "cmdline", "--write")
     assert run.code == 0, run.err
@@ -422,7 +416,7 @@ def test_a_cmdline_step_by_hand_never_drops_the_working_hide(tmp_path: Path) -> 
 def test_a_second_file_with_the_right_lines_is_edited_once_and_kept_working(tmp_path: Path) -> None:
     # `softdep e1000e pre: xen-pciback` is no classic `pciback` rule, and both edits of one file
     # are one change (two diffs of one file could not be written)
-    root = copy("classic-pciback-hide", tmp_path)
+    root = copy_fixture("classic-pciback-hide", tmp_path)
     plain = "# plain\noptions xen-pciback hide=(0000:05:00.0)\nsoftdep e1000e pre: xen-pciback\n"
     (root / "etc/modprobe.d/zz-plain.conf").write_text(plain)
     run = doctor("fix", "--root", str(root))

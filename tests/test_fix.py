@@ -9,17 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FIXTURES, devices, doctor, finding_ids
-
-
-def copy(name: str, tmp_path: Path) -> Path:
-    root = tmp_path / name
-    shutil.copytree(FIXTURES / name, root, symlinks=True)
-    return root
+from helpers import copy_fixture, devices, doctor, finding_ids
 
 
 def test_diff_is_printed_and_nothing_written(tmp_path: Path) -> None:
-    root = copy("classic-pciback-hide", tmp_path)
+    root = copy_fixture("classic-pciback-hide", tmp_path)
     run = doctor("fix", "--root", str(root))
     assert run.code == 0
     assert "+++ b/etc/modprobe.d/xen-pciback.conf" in run.out
@@ -29,7 +23,7 @@ def test_diff_is_printed_and_nothing_written(tmp_path: Path) -> None:
 
 
 def test_write_then_claimed_and_second_write_changes_nothing(tmp_path: Path) -> None:
-    root = copy("module-modprobe-options", tmp_path)
+    root = copy_fixture("module-modprobe-options", tmp_path)
     (root / "etc/modprobe.d/xen-pciback.conf").write_text("options xen-pciback hide=(0000:05:00.0)\n")
     (root / "etc/initramfs-tools").mkdir(parents=True)
     (root / "etc/initramfs-tools/modules").write_text("# modules for the initramfs\n")
@@ -56,7 +50,7 @@ def test_write_then_claimed_and_second_write_changes_nothing(tmp_path: Path) -> 
 
 
 def test_cmdline_strategy_edits_etc_default_grub(tmp_path: Path) -> None:
-    root = copy("builtin-cmdline-hide", tmp_path)
+    root = copy_fixture("builtin-cmdline-hide", tmp_path)
     (root / "etc/default").mkdir(parents=True)
     (root / "etc/default/grub").write_text('GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
     (root / "proc/cmdline").write_text("ro quiet\n")
@@ -68,7 +62,7 @@ def test_cmdline_strategy_edits_etc_default_grub(tmp_path: Path) -> None:
 
 
 def test_late_binding_is_recognised_after_write(tmp_path: Path) -> None:
-    root = copy("classic-pciback-hide", tmp_path)
+    root = copy_fixture("classic-pciback-hide", tmp_path)
     run = doctor("fix", "--root", str(root), "--strategy", "late-binding", "--write")
     assert run.code == 0, run.err
     script = root / "usr/local/sbin/xen-pciback-bind"
@@ -90,7 +84,7 @@ def test_late_binding_is_recognised_after_write(tmp_path: Path) -> None:
 
 
 def test_dracut_strategy_only_offered_for_dracut_images(tmp_path: Path) -> None:
-    root = copy("classic-pciback-hide", tmp_path)
+    root = copy_fixture("classic-pciback-hide", tmp_path)
     run = doctor("fix", "--root", str(root), "--strategy", "dracut")
     assert run.code == 2 and "modprobe" in run.err
 
@@ -133,7 +127,7 @@ def test_never_writes_outside_the_root(tmp_path: Path) -> None:
 
 
 def test_read_only_root_is_a_clear_error(tmp_path: Path) -> None:
-    root = copy("classic-pciback-hide", tmp_path)
+    root = copy_fixture("classic-pciback-hide", tmp_path)
     mnt = tmp_path / "ro"
     mnt.mkdir()
     if (
@@ -153,7 +147,7 @@ def test_read_only_root_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_modules_load_d_races_udev(tmp_path: Path) -> None:
-    root = copy("module-modprobe-options", tmp_path)
+    root = copy_fixture("module-modprobe-options", tmp_path)
     (root / "etc/modprobe.d/xen-pciback.conf").write_text("options xen-pciback hide=(0000:05:00.0)\n")
     (root / "etc/modules-load.d").mkdir()
     (root / "etc/modules-load.d/xen.conf").write_text("# Xen\nxen-pciback\n")
@@ -164,7 +158,7 @@ def test_modules_load_d_races_udev(tmp_path: Path) -> None:
 
 
 def test_modprobe_fix_retires_the_classic_lines(tmp_path: Path) -> None:
-    root = copy("classic-pciback-hide", tmp_path)
+    root = copy_fixture("classic-pciback-hide", tmp_path)
     assert doctor("fix", "--root", str(root), "--write").code == 0
     old = (root / "etc/modprobe.d/pciback.conf").read_text().splitlines()
     assert all(line.startswith("#") for line in old)  # kept for the record, commented out
