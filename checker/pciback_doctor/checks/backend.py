@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from pciback_doctor.arches import backend_exists
-from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.checks import Check, check
-from pciback_doctor.fixes import hide_value
 from pciback_doctor.model import Evidence, Finding, Fix, Severity, Verdict
+
+if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model and readers
+    from pciback_doctor.boot.analysis import Analysis
 
 
 @check(
@@ -115,6 +117,8 @@ def classic_name(chk: Check, a: Analysis) -> Iterator[Finding]:
         spelled = "pciback.hide=" if source.origin == "cmdline" else "options pciback"
         # `hide` is a charp: a second value would replace the first, so the rename is ONE value
         # holding every device named anywhere, never a copy of this line next to another
+        from pciback_doctor.fixes import hide_value  # the fix layer, only when a finding needs it
+
         value = hide_value(a, [])
         if a.backend.backend.mode == "builtin" or source.origin == "cmdline":
             # a built-in backend reads the command line only (kmod never applies options to it)

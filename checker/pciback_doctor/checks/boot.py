@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from pciback_doctor.checks import Check, check
-from pciback_doctor.fixes import advice
 from pciback_doctor.model import Finding, Severity, Verdict
 
 if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model and readers
@@ -166,6 +165,8 @@ def not_claimed(chk: Check, a: Analysis) -> Iterator[Finding]:
             )
             first = fixes is None
             if first:
+                from pciback_doctor.fixes import advice  # only when a finding needs it
+
                 fixes = advice(a)
             yield chk.finding(
                 f"{dev.bdf}: {who} ({p.reason})",

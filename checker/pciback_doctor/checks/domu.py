@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import PurePath
+from typing import TYPE_CHECKING
 
 from pciback_doctor.arches import arch_of, pv_symbol
-from pciback_doctor.boot.analysis import Analysis, spec_devices
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.domu import FRONTEND, DomuKernel
 from pciback_doctor.model import Finding, Fix, Severity, Verdict
+
+if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model and readers
+    from pciback_doctor.boot.analysis import Analysis
 
 _RELEASE = re.compile(r"^\d+\.\d+(\.\d+)?([-+.~_][\w.+~-]*)?$")
 
@@ -190,6 +193,7 @@ def guest_type(chk: Check, a: Analysis) -> Iterator[Finding]:
     role="domu",
 )
 def not_assignable(chk: Check, a: Analysis) -> Iterator[Finding]:
+    from pciback_doctor.boot.analysis import spec_devices  # `explain` does not need the model
 
     predictions = {d.bdf: d for d in a.devices}
     known = [d.bdf for d in a.system.devices]

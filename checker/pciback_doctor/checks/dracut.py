@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.cmdline import Cmdline
 from pciback_doctor.facts.image import parse_device_list
-from pciback_doctor.fixes import rebuild_command
 from pciback_doctor.model import Evidence, Finding, Fix, Severity
 
 if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model and readers
@@ -52,7 +51,7 @@ def module_missing(chk: Check, a: Analysis) -> Iterator[Finding]:
                     "install the module and rebuild the image",
                     commands=(
                         "make -C dracut-module install",
-                        rebuild_command(a, "dracut"),
+                        _rebuild(a),
                     ),
                 )
             ],
@@ -80,3 +79,9 @@ def malformed_list(chk: Check, a: Analysis) -> Iterator[Finding]:
         if (text, evidence) not in seen:
             seen.add((text, evidence))
             yield chk.finding(f"'{text}' is not a PCI address the dracut module accepts", evidence=[evidence])
+
+
+def _rebuild(a: Analysis) -> str:
+    from pciback_doctor.fixes import rebuild_command  # the fix layer, only when a finding needs it
+
+    return rebuild_command(a, "dracut")

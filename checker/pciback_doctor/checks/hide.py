@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from packaging.version import InvalidVersion, Version
 
-from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.boot.hide import HideSource, effective_hide
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.hide import HIDE_MAX
 from pciback_doctor.facts.pci import Bdf
 from pciback_doctor.model import Finding, Fix, Severity, Verdict
+
+if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model and readers
+    from pciback_doctor.boot.analysis import Analysis
 
 # Commit c3cb4709 ("xen-pciback: support wild cards in slot specifications") went into Linux 3.7.
 WILDCARD_SINCE = Version("3.7")

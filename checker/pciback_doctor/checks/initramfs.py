@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from pciback_doctor.checks import Check, check
-from pciback_doctor.fixes import rebuild_command
 from pciback_doctor.model import Evidence, Finding, Fix, Severity
 
 if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model and readers
@@ -93,7 +92,7 @@ def stale(chk: Check, a: Analysis) -> Iterator[Finding]:
         yield chk.finding(
             f"{len(missing)} modprobe.d setting(s) that matter are on the host but not in {a.image.path}: it was built before they were written",
             evidence=missing,
-            fixes=[Fix("rebuild", "rebuild the initramfs", commands=(rebuild_command(a),))],
+            fixes=[Fix("rebuild", "rebuild the initramfs", commands=(_rebuild(a),))],
         )
 
 
@@ -130,3 +129,9 @@ def _dracut_config_not_in_image(a: Analysis) -> list[Evidence]:
         if word == "xen-pciback" and image.pciback_hook is None:
             missing.append(evidence)
     return missing
+
+
+def _rebuild(a: Analysis) -> str:
+    from pciback_doctor.fixes import rebuild_command  # the fix layer, only when a finding needs it
+
+    return rebuild_command(a)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from pciback_doctor.boot.analysis import Analysis
 from pciback_doctor.boot.hide import cmdline_hides
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.pci import Bdf
 from pciback_doctor.model import Finding, Fix, Severity, Verdict
+
+if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model and readers
+    from pciback_doctor.boot.analysis import Analysis
 
 
 @check(
