@@ -58,7 +58,7 @@ def resolve_native(
     if modalias is None:
         note = "no modalias or class for the device; give --device BDF=VVVV:DDDD:CCCCCC"
         return NativeDriver(bound, "unknown", note=note)
-    recorded = any(a.pattern.startswith("pci:") for a in tree.builtin_aliases)
+    recorded = tree.records_builtin_pci_ids
     tables = builtin_pci if builtin_pci is not None and builtin_pci.error is None else None
     if not recorded and tables is not None:
         # the kernel's own pci_device_id tables: a built-in match binds at its initcall, before

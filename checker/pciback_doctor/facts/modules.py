@@ -64,6 +64,12 @@ class ModuleTree:
     has_index: bool = True  # modules.dep / modules.alias present (depmod has run)
     problems: tuple[Evidence, ...] = field(default=())
 
+    @property
+    def records_builtin_pci_ids(self) -> bool:
+        """modules.builtin.modinfo lists the PCI ids of built-in drivers (kernels that record
+        built-in modaliases); otherwise only the kernel image itself has them."""
+        return any(a.pattern.startswith("pci:") for a in self.builtin_aliases)
+
     def is_builtin(self, module: str) -> bool:
         return normalize(module) in self.builtin
 

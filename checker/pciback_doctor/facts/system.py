@@ -220,7 +220,7 @@ def read_builtin_pci(
 ) -> BuiltinPciDrivers | None:
     """Kernels that do not record their built-in drivers' PCI ids in modules.builtin.modinfo
     (before 6.x's built-in modaliases): read the id tables from the kernel image itself."""
-    if modules is None or any(a.pattern.startswith("pci:") for a in modules.builtin_aliases):
+    if modules is None or modules.records_builtin_pci_ids:
         return None  # nothing to match against, or the module tree already lists them
     from pciback_doctor.facts.kimage import vmlinux_of  # only for such kernels (start-up)
 
