@@ -107,6 +107,8 @@ class Target:
     cmdline_source: str | None
     boot_entry: str | None = None
     xen_cmdline: str | None = None
+    platform: str | None = None  # os-release id of the root (debian, qubes, xcp-ng, …)
+    platform_name: str | None = None  # as the system names itself
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from pciback_doctor.facts.platform import UNKNOWN
 from pciback_doctor.model import DeviceReport, Finding, Report, Severity, Target
 
 if TYPE_CHECKING:  # annotations only: `--help` needs FAIL_ON without the whole boot model
@@ -39,6 +40,9 @@ def target_of(analysis: Analysis) -> Target:
         cmdline_source=s.cmdline_source,
         boot_entry=_entry(analysis),
         xen_cmdline=s.xen_cmdline.text if s.xen_cmdline else None,
+        # a bare kernel or domU input is no system: it has no platform
+        platform=None if s.platform is UNKNOWN else s.platform.id,
+        platform_name=None if s.platform is UNKNOWN else s.platform.name,
     )
 
 

@@ -49,6 +49,7 @@ from pciback_doctor.facts.modules import (
     read_modinfo,
 )
 from pciback_doctor.facts.pci import PciDevice, device_from_spec
+from pciback_doctor.facts.platform import UNKNOWN, Platform, detect_platform
 from pciback_doctor.facts.root import NotReadable, Root, check_lines, open_regular, read_regular
 from pciback_doctor.facts.services import (
     BackendLoader,
@@ -120,6 +121,7 @@ class System:
     builtin_pci: BuiltinPciDrivers | None = None
     # the backend's module file is listed but empty, garbage or unreadable: modprobe would fail
     backend_module_problem: Evidence | None = None
+    platform: Platform = UNKNOWN  # which distribution: the tools its fixes name
 
 
 def _read_explicit(path: str, what: str, limit: Limit = CONFIG_FILE, *, text: bool = True) -> bytes:
@@ -690,6 +692,7 @@ def collect(opts: Options) -> System:
         problems=(*problems, *more),
         builtin_pci=read_builtin_pci(opts, root, release, modules),
         backend_module_problem=broken_backend,
+        platform=detect_platform(root),
     )
 
 

@@ -227,6 +227,13 @@ def _modprobe_file(a: Analysis, devices: Sequence[DevicePrediction], with_hide: 
     return FileChange(MODPROBE_FILE, _text([*keep, header, *needed]))
 
 
+def grub_update(a: Analysis) -> str:
+    """The platform's command that regenerates the grub.cfg the next boot reads."""
+    entry = a.system.next_boot.entry if a.system.next_boot else None
+    cfg = entry.evidence[0].path if entry is not None and entry.source == "grub" and entry.evidence else None
+    return a.system.platform.grub_update(cfg)
+
+
 def rebuild_command(a: Analysis, generator: str | None = None) -> str:
     """How this system rebuilds the image of the target kernel, by the tool that built it."""
     release = a.system.release or "$(uname -r)"
@@ -390,7 +397,7 @@ def _cmdline(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
             if other != variable:
                 text = _grub_with_token(text, "", other).content
         files.append(_grub_with_token(text, token, variable, seed))
-        commands.append("update-grub")
+        commands.append(grub_update(a))
         where = f"{variable} in etc/default/grub"
     if by_hand:
         commands.append(f"by hand: put {token} on {where.split(' (')[0]}, replacing any (xen-)pciback.hide=")
@@ -513,7 +520,7 @@ def _regenerate(a: Analysis) -> list[Fix]:
     """Fixes made of commands only: regenerate grub.cfg from etc/default/grub, rebuild the image
     from the host's configuration; the smallest first."""
     nb = a.system.next_boot
-    grub = ["update-grub"] if nb is not None and any(s.kind != "default" for s in nb.stale) else []
+    grub = [grub_update(a)] if nb is not None and any(s.kind != "default" for s in nb.stale) else []
     image = [rebuild_command(a)] if a.image is not None and _generator(a) != "unknown" else []
     candidates = [grub, image, grub + image] if grub and image else [grub or image]
     return [
@@ -545,7 +552,7 @@ def offers(a: Analysis, only: str | None = None) -> list[Offer]:
             # due anyway: grub.cfg older than etc/default/grub (PB605), or an image whose rebuild
             # changes the prediction (it is older than the settings it copies)
             if len(commands.commands) == 1 and (
-                "update-grub" in commands.commands or _changes(a, result.after)
+                grub_update(a) in commands.commands or _changes(a, result.after)
             ):
                 due += commands.commands
         if due:

@@ -53,6 +53,7 @@ def to_document(report: Report) -> dict[str, Any]:
             "cmdline_source": t.cmdline_source,
             "boot_entry": t.boot_entry,
             "xen_cmdline": t.xen_cmdline,
+            "platform": None if t.platform is None else {"id": t.platform, "name": t.platform_name},
         },
         "backend": {
             "mode": report.backend.mode,

@@ -77,6 +77,7 @@ def render(report: Report) -> str:
     out = "# pciback-doctor\n\n"
     facts = [
         ("root", t.root),
+        ("platform", t.platform_name and f"{t.platform_name} [{t.platform}]"),
         ("kernel", t.kernel),
         ("config", t.config),
         ("backend", f"{report.backend.mode} ({report.backend.module})"),

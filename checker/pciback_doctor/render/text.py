@@ -45,6 +45,7 @@ def render(report: Report, colour: bool = False, width: int | None = None) -> st
         # paths and command lines, to copy: whole lines, the terminal wraps them if it must
         console.print(Text("pciback-doctor", style="bold"), Text(f"— root {t.root}"), soft_wrap=True)
         header = [
+            *([f"  platform   {t.platform_name} [{t.platform}]"] if t.platform else []),
             f"  kernel     {t.kernel or '?'}" + (f"  (config {t.config})" if t.config else "  (no config)"),
             f"  backend    {report.backend.mode} ({report.backend.module})",
             f"  cmdline    {t.cmdline if t.cmdline is not None else '-'}"

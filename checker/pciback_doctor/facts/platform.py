@@ -1,0 +1,92 @@
+"""Which dom0 platform a root is, and so which tools its fixes name: detected from `etc/os-release`
+(os-release(5): `usr/lib/os-release` when `etc/os-release` is missing) and from the layout a platform
+leaves behind when its os-release says little (XCP-ng/XenServer's `etc/xensource-inventory`, Qubes'
+`etc/qubes-release`). Pure: a Root in, a frozen Platform out."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from pciback_doctor.facts.root import Root
+from pciback_doctor.model import Evidence
+
+OS_RELEASE = ("etc/os-release", "usr/lib/os-release")
+
+
+@dataclass(frozen=True)
+class Platform:
+    id: str  # debian | ubuntu | qubes | xcp-ng | xenserver | fedora | rhel | alpine | arch | unknown
+    name: str  # as the system names itself (PRETTY_NAME), for the output header
+    family: str  # debian | fedora | xenserver | alpine | arch | unknown: whose tools the fixes name
+    evidence: tuple[Evidence, ...] = ()
+
+    def grub_update(self, grub_cfg: str | None) -> str:
+        """The command that regenerates `grub_cfg` (root-relative) from etc/default/grub."""
+        if self.family == "debian":
+            return "update-grub"  # Debian's wrapper: grub-mkconfig -o /boot/grub/grub.cfg
+        tool = "grub2-mkconfig" if self.family == "fedora" else "grub-mkconfig"
+        default = "boot/grub2/grub.cfg" if self.family == "fedora" else "boot/grub/grub.cfg"
+        return f"{tool} -o /{grub_cfg or default}"
+
+
+UNKNOWN = Platform("unknown", "unknown", "unknown")
+
+# os-release ID (or an ID_LIKE word) -> family; the first word of ID, then ID_LIKE, that is known wins
+_FAMILIES = {
+    "debian": "debian",
+    "ubuntu": "debian",
+    "qubes": "fedora",
+    "fedora": "fedora",
+    "rhel": "fedora",
+    "centos": "fedora",
+    "rocky": "fedora",
+    "almalinux": "fedora",
+    "xenenterprise": "xenserver",
+    "xcp-ng": "xenserver",
+    "alpine": "alpine",
+    "arch": "arch",
+}
+# layouts that name the platform when os-release does not (or names only its base): file, the ids
+# under which os-release already names it, the id and name to use otherwise, family
+_LAYOUT = (
+    ("etc/qubes-release", ("qubes",), "qubes", "Qubes OS", "fedora"),
+    (
+        "etc/xensource-inventory",
+        ("xcp-ng", "xenenterprise", "xenserver"),
+        "xenserver",
+        "XenServer/XCP-ng",
+        "xenserver",
+    ),
+)
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """KEY=value lines as os-release(5) writes them: shell-quoted values, `#` comments."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep or not key.isidentifier() or key.startswith("#"):
+            continue
+        try:
+            words = shlex.split(value, comments=False, posix=True)
+        except ValueError:  # unbalanced quote: take it as written
+            words = [value.strip("\"'")]
+        fields[key] = " ".join(words)
+    return fields
+
+
+def detect_platform(root: Root) -> Platform:
+    found = next(((rel, text) for rel in OS_RELEASE if (text := root.read_text(rel)) is not None), None)
+    fields = parse_os_release(found[1]) if found else {}
+    evidence = (Evidence(found[0], None, f"ID={fields.get('ID', '')}"),) if found else ()
+    os_id = fields.get("ID", "").lower()
+    name = fields.get("PRETTY_NAME") or fields.get("NAME") or ""
+    for rel, names, layout_id, layout_name, family in _LAYOUT:
+        if os_id not in names and root.exists(rel):
+            # os-release names the base distribution (or nothing): the layout is more precise
+            return Platform(layout_id, layout_name, family, (*evidence, Evidence(rel, None, "present")))
+    for word in [os_id, *fields.get("ID_LIKE", "").lower().split()]:
+        if word in _FAMILIES:
+            return Platform(os_id or word, name or os_id, _FAMILIES[word], evidence)
+    return Platform(os_id or "unknown", name or "unknown", "unknown", evidence)

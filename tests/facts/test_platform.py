@@ -1,0 +1,73 @@
+"""Platform profiles: which distribution a root is, from os-release and the layout it leaves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pciback_doctor.facts.platform import detect_platform, parse_os_release
+from pciback_doctor.facts.root import Root
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+@pytest.mark.parametrize(
+    ("files", "id_", "family", "grub_update"),
+    [
+        (
+            {"etc/os-release": 'ID=debian\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n'},
+            "debian",
+            "debian",
+            "update-grub",
+        ),
+        ({"usr/lib/os-release": "ID=ubuntu\nID_LIKE=debian\n"}, "ubuntu", "debian", "update-grub"),
+        (
+            {"etc/os-release": "ID=fedora\n"},
+            "fedora",
+            "fedora",
+            "grub2-mkconfig -o /boot/grub2/grub.cfg",
+        ),
+        ({"etc/os-release": 'ID="rocky"\nID_LIKE="rhel centos fedora"\n'}, "rocky", "fedora", None),
+        # a Qubes dom0 that names only its base distribution: its release file says more
+        (
+            {"etc/os-release": "ID=fedora\n", "etc/qubes-release": "Qubes release 4.2.3 (R4.2)\n"},
+            "qubes",
+            "fedora",
+            None,
+        ),
+        (
+            {"etc/os-release": "ID=centos\n", "etc/xensource-inventory": "PRODUCT_BRAND='XCP-ng'\n"},
+            "xenserver",
+            "xenserver",
+            None,
+        ),
+        ({"etc/os-release": "ID=arch\n"}, "arch", "arch", "grub-mkconfig -o /boot/grub/grub.cfg"),
+        ({}, "unknown", "unknown", None),
+        ({"etc/os-release": "ID='unbalanced\n"}, "unbalanced", "unknown", None),
+    ],
+)
+def test_detect(
+    tmp_path: Path, files: dict[str, str], id_: str, family: str, grub_update: str | None
+) -> None:
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    platform = detect_platform(Root(tmp_path))
+    assert (platform.id, platform.family) == (id_, family)
+    if grub_update is not None:
+        assert platform.grub_update(None) == grub_update
+
+
+def test_os_release_quoting() -> None:
+    fields = parse_os_release("# comment\nNAME=\"Fedora Linux\"\nVERSION='39 (Server)'\nBAD LINE\n")
+    assert fields == {"NAME": "Fedora Linux", "VERSION": "39 (Server)"}
+
+
+def test_fedora_fix_regenerates_the_grub_cfg_it_boots(tmp_path: Path) -> None:
+    platform = detect_platform(Root(FIXTURES / "boot-fedora-bls"))
+    assert platform.name == "Fedora Linux 39 (Server Edition)"
+    assert (
+        platform.grub_update("boot/efi/EFI/fedora/grub.cfg")
+        == "grub2-mkconfig -o /boot/efi/EFI/fedora/grub.cfg"
+    )
