@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from pciback_doctor.facts.bootloader import (
     NextBoot,
-    _strverscmp,
     find_next_boot,
     kernel_release_of,
 )
+from pciback_doctor.facts.bootloader.bls import _strverscmp
 from pciback_doctor.facts.root import Root
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
