@@ -495,3 +495,31 @@ def test_plain_linux_entry_staleness(debian: Path) -> None:
     )
     [stale] = boot(debian).stale
     assert stale.kind == "cmdline" and stale.missing == ("splash",)
+
+
+XCPNG = FIXTURES / "xcpng-8.3-malformed-hide"
+
+
+def test_xcpng_uefi_menu_on_the_esp_and_its_symlinked_kernel() -> None:
+    # host-installer writes the whole menu to EFI/xenserver/grub.cfg on UEFI; the entries load
+    # /boot/vmlinuz-4.19-xen, a link to vmlinuz-4.19.0+1 (XCP-ng's kernel.spec)
+    nb = boot(XCPNG)
+    assert nb.bootloader == "grub" and nb.entry is not None
+    assert (nb.entry.title, nb.entry.menu_path, nb.entry.is_xen) == ("XCP-ng", "0", True)
+    assert nb.entry.kernel_path == "boot/vmlinuz-4.19-xen"
+    assert nb.entry.kernel_release == "4.19.0+1"
+    assert nb.entry.cmdline.endswith("xen-pciback.hide=(0000:04:00.0)(82.0.0)")
+    assert nb.entry.xen_cmdline is not None and nb.entry.xen_cmdline.startswith("dom0_mem=8192M")
+    assert nb.entry.evidence[0].path == "boot/efi/EFI/xenserver/grub.cfg"
+    assert [e.title for e in nb.entries][:2] == ["XCP-ng", "XCP-ng (Serial)"]
+    assert not nb.stale
+
+
+def test_xenserver_esp_menu_wins_over_a_leftover_boot_grub(tmp_path: Path) -> None:
+    # xen-cmdline (xcp/bootloader.py loadExisting) edits the ESP file first: the doctor reads the same
+    root = tmp_path / "root"
+    shutil.copytree(XCPNG, root, symlinks=True)
+    write(root, "boot/grub/grub.cfg", "menuentry 'old BIOS menu' {\n\tlinux /boot/vmlinuz-4.19-xen ro\n}\n")
+    nb = boot(root)
+    assert nb.entry is not None and nb.entry.title == "XCP-ng"
+    assert nb.entry.evidence[0].path == "boot/efi/EFI/xenserver/grub.cfg"

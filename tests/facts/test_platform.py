@@ -38,6 +38,31 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
         ),
         (
             {"etc/os-release": "ID=centos\n", "etc/xensource-inventory": "PRODUCT_BRAND='XCP-ng'\n"},
+            "xcp-ng",
+            "xenserver",
+            None,
+        ),
+        # XCP-ng and XenServer both write ID=xenenterprise (PRODUCT_NAME): the brand tells them apart
+        (
+            {
+                "etc/os-release": 'NAME="XCP-ng"\nID="xenenterprise"\nPRETTY_NAME="XCP-ng 8.3.0"\n',
+                "etc/xensource-inventory": "PRODUCT_BRAND='XCP-ng'\nPRODUCT_NAME='xenenterprise'\n",
+            },
+            "xcp-ng",
+            "xenserver",
+            None,
+        ),
+        (
+            {
+                "etc/os-release": 'NAME="XenServer"\nID="xenenterprise"\n',
+                "etc/xensource-inventory": "PRODUCT_BRAND='XenServer'\nPRODUCT_VERSION='8.4.0'\n",
+            },
+            "xenserver",
+            "xenserver",
+            None,
+        ),
+        (
+            {"etc/os-release": 'NAME="Citrix Hypervisor"\nID="xenenterprise"\n'},
             "xenserver",
             "xenserver",
             None,
@@ -71,3 +96,14 @@ def test_fedora_fix_regenerates_the_grub_cfg_it_boots(tmp_path: Path) -> None:
         platform.grub_update("boot/efi/EFI/fedora/grub.cfg")
         == "grub2-mkconfig -o /boot/efi/EFI/fedora/grub.cfg"
     )
+
+
+def test_xcpng_fixture_is_xcpng_with_its_brand() -> None:
+    platform = detect_platform(Root(FIXTURES / "xcpng-8.3-malformed-hide"))
+    assert (platform.id, platform.name, platform.family, platform.brand) == (
+        "xcp-ng",
+        "XCP-ng 8.3.0",
+        "xenserver",
+        "XCP-ng",
+    )
+    assert [e.path for e in platform.evidence] == ["etc/os-release", "etc/xensource-inventory"]

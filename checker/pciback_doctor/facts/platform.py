@@ -20,6 +20,8 @@ class Platform:
     name: str  # as the system names itself (PRETTY_NAME), for the output header
     family: str  # debian | fedora | xenserver | alpine | arch | unknown: whose tools the fixes name
     evidence: tuple[Evidence, ...] = ()
+    # XenServer/XCP-ng: PRODUCT_BRAND, the title of the boot entries xen-cmdline edits
+    brand: str = ""
 
     def grub_update(self, grub_cfg: str | None) -> str:
         """The command that regenerates `grub_cfg` (root-relative) from etc/default/grub."""
@@ -47,18 +49,16 @@ _FAMILIES = {
     "alpine": "alpine",
     "arch": "arch",
 }
+# XenServer and XCP-ng alike: os-release ID is PRODUCT_NAME, `xenenterprise` for both (xcp-ng-release
+# src/xenserver/etc/os-release, branding-xcp-ng branding/branding); the installer writes PRODUCT_BRAND
+# ('XCP-ng', 'XenServer', 'Citrix Hypervisor') into etc/xensource-inventory as KEY='value' lines
+# (host-installer backend.py writeInventory): the brand tells them apart.
+INVENTORY = "etc/xensource-inventory"
+_XENSERVER_IDS = ("xcp-ng", "xenenterprise", "xenserver")
+
 # layouts that name the platform when os-release does not (or names only its base): file, the ids
 # under which os-release already names it, the id and name to use otherwise, family
-_LAYOUT = (
-    ("etc/qubes-release", ("qubes",), "qubes", "Qubes OS", "fedora"),
-    (
-        "etc/xensource-inventory",
-        ("xcp-ng", "xenenterprise", "xenserver"),
-        "xenserver",
-        "XenServer/XCP-ng",
-        "xenserver",
-    ),
-)
+_LAYOUT = (("etc/qubes-release", ("qubes",), "qubes", "Qubes OS", "fedora"),)
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -82,6 +82,8 @@ def detect_platform(root: Root) -> Platform:
     evidence = (Evidence(found[0], None, f"ID={fields.get('ID', '')}"),) if found else ()
     os_id = fields.get("ID", "").lower()
     name = fields.get("PRETTY_NAME") or fields.get("NAME") or ""
+    if os_id in _XENSERVER_IDS or root.exists(INVENTORY):
+        return _xenserver(root, fields, evidence)
     for rel, names, layout_id, layout_name, family in _LAYOUT:
         if os_id not in names and root.exists(rel):
             # os-release names the base distribution (or nothing): the layout is more precise
@@ -90,3 +92,19 @@ def detect_platform(root: Root) -> Platform:
         if word in _FAMILIES:
             return Platform(os_id or word, name or os_id, _FAMILIES[word], evidence)
     return Platform(os_id or "unknown", name or "unknown", "unknown", evidence)
+
+
+def _xenserver(root: Root, os_release: dict[str, str], evidence: tuple[Evidence, ...]) -> Platform:
+    text = root.read_text(INVENTORY)
+    inventory = parse_os_release(text) if text is not None else {}
+    if text is not None:
+        evidence = (
+            *evidence,
+            Evidence(INVENTORY, None, f"PRODUCT_BRAND={inventory.get('PRODUCT_BRAND', '')}"),
+        )
+    # os-release NAME is PRODUCT_BRAND too (the same template)
+    brand = inventory.get("PRODUCT_BRAND") or os_release.get("NAME") or ""
+    version = inventory.get("PRODUCT_VERSION") or os_release.get("VERSION_ID") or ""
+    platform_id = "xcp-ng" if brand.lower().startswith("xcp") else "xenserver"
+    name = os_release.get("PRETTY_NAME") or " ".join(w for w in (brand or "XenServer/XCP-ng", version) if w)
+    return Platform(platform_id, name, "xenserver", evidence, brand)

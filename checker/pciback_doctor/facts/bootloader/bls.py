@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pciback_doctor.facts.bootloader.efivars import _EFI_LOADER, _efivar, _utf16z
-from pciback_doctor.facts.bootloader.entry import BootEntry, _boot_path, _join, _Notes, kernel_release_of
+from pciback_doctor.facts.bootloader.entry import BootEntry, _boot_path, _join, _Notes, release_in
 from pciback_doctor.facts.root import Root
 from pciback_doctor.model import Evidence
 
@@ -159,7 +159,7 @@ def _parse_bls(
             opts,
         )
     version = keys.get("version", ("", 0))[0]
-    release = kernel_release_of(kernel_path)
+    release = release_in(root, kernel_path)
     if release is None and version[:1].isdigit():
         release = version
     evidence = [Evidence(path, kernel_line, f"linux {kernel_written}")]

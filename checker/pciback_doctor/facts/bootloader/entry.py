@@ -71,5 +71,13 @@ def kernel_release_of(path: str | None) -> str | None:
     return m.group(1) if m else None
 
 
+def release_in(root: Root, path: str | None) -> str | None:
+    """The release of the kernel a loader reads at `path`: a symlink's target names it when the
+    link's own name does not (XCP-ng boots `/boot/vmlinuz-4.19-xen`, a link to
+    `vmlinuz-4.19.0+1`: kernel.spec's `ln -sf vmlinuz-%{uname} vmlinuz-%{short_uname}-xen`)."""
+    target = root.readlink(path) if path else None
+    return (target and kernel_release_of(target)) or kernel_release_of(path)
+
+
 def _join(words: Iterable[str]) -> str:
     return " ".join(w for w in words if w)

@@ -12,7 +12,7 @@ from pciback_doctor.facts.bootloader.entry import (
     _boot_path,
     _join,
     _Notes,
-    kernel_release_of,
+    release_in,
 )
 from pciback_doctor.facts.bootloader.grub_defaults import _read_grubenv
 from pciback_doctor.facts.bootloader.grub_script import (
@@ -71,7 +71,7 @@ def _entry_from_loader(
         id=item.id,
         is_xen=is_xen,
         kernel_path=kernel_path,
-        kernel_release=kernel_release_of(kernel_path),
+        kernel_release=release_in(root, kernel_path),
         cmdline=cmdline or "",
         xen_cmdline=xen_cmdline,
         initrd_paths=tuple(initrds),
@@ -220,7 +220,16 @@ def _pick_grub(menu: _GrubMenu, notes: _Notes) -> tuple[_Item | None, str]:
     return chosen, "; ".join(trail)
 
 
+# XenServer/XCP-ng: a UEFI install writes its whole menu to the ESP, a BIOS one to boot/grub/grub.cfg
+# (host-installer backend.py installBootLoader); xen-cmdline edits the ESP one first when it exists
+# (python-libs xcp/bootloader.py Bootloader.loadExisting), so the doctor reads that one first too.
+_XENSERVER_CFG = "boot/efi/EFI/xenserver/grub.cfg"
+
+
 def _grub_cfg_path(root: Root, notes: _Notes) -> str | None:
+    text = root.read_text(_XENSERVER_CFG)
+    if text is not None and re.search(r"^\s*menuentry\b", text, re.M):
+        return _XENSERVER_CFG
     for path in _GRUB_CFGS:
         if root.exists(path):
             return path

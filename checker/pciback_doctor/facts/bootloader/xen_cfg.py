@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pciback_doctor.facts.bootloader.entry import _ESPS, BootEntry, _join, _Notes, kernel_release_of
+from pciback_doctor.facts.bootloader.entry import _ESPS, BootEntry, _join, _Notes, release_in
 from pciback_doctor.facts.root import Root
 from pciback_doctor.model import Evidence
 
@@ -89,7 +89,7 @@ def _read_xen_cfg(
                 id=name,
                 is_xen=True,
                 kernel_path=kernel_path,
-                kernel_release=kernel_release_of(kernel_path),
+                kernel_release=release_in(root, kernel_path),
                 cmdline=_join(k_args.split()),
                 xen_cmdline=_join(options.split()),
                 initrd_paths=tuple(r for r in ramdisks if r),
