@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,11 @@ WILDCARD_SINCE = Version("3.7")
     """pcistub_init() parses hide with sscanf: each entry is (DDDD:BB:SS.F) or (BB:SS.F), hex numbers, slot
     below 0x20, function below 8, wildcards only as (BB:SS.*) or (BB:*.*); whitespace may separate entries but
     nothing else may (no commas). One bad entry and the backend prints 'Error parsing pci_devs_to_hide' and
-    refuses to initialise: no device is hidden at all, and a module load fails.""",
+    refuses to initialise: no device is hidden at all, and a module load fails. A built-in backend then
+    never registers its `pciback` driver, so libxl (xl pci-assignable-list, XenServer/XCP-ng's xapi)
+    reports 'Looks like pciback driver not loaded' (libxl_pci.c: /sys/bus/pci/drivers/pciback is
+    missing). Two spellings seen in the wild: `82.0.0` (dots where BB:SS.F has a colon) and `0:0:0:0`
+    (a SCSI address host:channel:target:lun from lsscsi, not a PCI one).""",
 )
 def malformed(chk: Check, a: Analysis) -> Iterator[Finding]:
     builtin = a.backend.backend.mode == "builtin"
@@ -37,11 +42,22 @@ def malformed(chk: Check, a: Analysis) -> Iterator[Finding]:
         error = source.spec.error
         if error is None or len(source.value) > HIDE_MAX:
             continue
-        good = "".join(f"({e})" for e in source.spec.entries)
+        hint, meant = _misspelt(source.value, error.position, a)
+        good = "".join(f"({e})" for e in source.spec.entries) + (f"({meant})" if meant else "")
         # severity follows effect: a value a later one replaces (hide is a charp) breaks nothing
         replaced = winner is not None and source in applied and source is not winner
+        effect = ""
+        if source is winner:
+            effect = (
+                "\nthe built-in backend never registers its pciback driver: nothing is hidden, and "
+                "xl pci-assignable-list (or xapi) says 'Looks like pciback driver not loaded'"
+                if builtin
+                else "\nloading xen-pciback fails (EINVAL): nothing is hidden"
+            )
         yield chk.finding(
             f"{source.label}: {error.message} at character {error.position + 1}:\n{error.caret(source.value)}"
+            + hint
+            + effect
             + (f"\n(replaced by {winner.label}, so it has no effect)" if replaced and winner else ""),
             severity=Severity.WARNING if replaced else None,
             evidence=[source.evidence],
@@ -53,6 +69,36 @@ def malformed(chk: Check, a: Analysis) -> Iterator[Finding]:
                 )
             ],
         )
+
+
+_SCSI = re.compile(r"\d+:\d+:\d+:\d+")  # host:channel:target:lun, as lsscsi and dmesg print it
+_DOTTED = re.compile(r"(?:([0-9a-fA-F]{1,4})[.:])?([0-9a-fA-F]{1,2})\.([0-9a-fA-F]{1,2})\.([0-7])")
+
+
+def _misspelt(value: str, position: int, a: Analysis) -> tuple[str, Bdf | None]:
+    """What the entry the parse stopped in looks like, when it is a known mistake: (a line for the
+    message, the PCI address it most likely means when that device exists)."""
+    start = value.rfind("(", 0, position + 1)
+    end = value.find(")", position)
+    if start < 0 or end < 0:
+        return "", None
+    inner = value[start + 1 : end].strip()
+    if _SCSI.fullmatch(inner):
+        return (
+            f"\n{inner} is a SCSI address (host:channel:target:lun, as lsscsi prints it), not a PCI one: "
+            "the controller's address is in lspci -D (or readlink /sys/class/scsi_host/hostN/device)",
+            None,
+        )
+    m = _DOTTED.fullmatch(inner)
+    if m is None:
+        return "", None
+    bdf = Bdf(int(m.group(1) or "0", 16), int(m.group(2), 16), int(m.group(3), 16), int(m.group(4), 16))
+    found = a.device(bdf)
+    present = f" — {bdf} is here ({found.id or 'unknown id'}, {found.driver or 'no driver'})" if found else ""
+    return (
+        f"\n{inner} uses dots where a PCI address has colons (DDDD:BB:SS.F): did you mean ({bdf})?{present}",
+        bdf if found else None,
+    )
 
 
 @check(

@@ -15,6 +15,7 @@ from pciback_doctor.facts.bootloader import grub_variables, shell_variables
 from pciback_doctor.facts.cmdline import parse_cmdline
 from pciback_doctor.facts.hide import HIDE_MAX, HideEntry
 from pciback_doctor.facts.pci import Bdf, parse_bdf
+from pciback_doctor.fixes import xen_cmdline
 from pciback_doctor.fixes.shell_assignments import with_word, without_words
 from pciback_doctor.fixes.simulate import Outcome, outcome, simulate
 from pciback_doctor.model import STRATEGIES, FileChange, Fix, Verdict
@@ -374,6 +375,7 @@ def _cmdline(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
     # values in modprobe.d stay (composed into one), or a forgotten step would lose every device
     by_hand = not (
         (entry is not None and entry.source == "bls")
+        or _xenserver_grub(a)
         or (DEFAULT_GRUB in a.system.files and not (entry is not None and entry.source == "xen.cfg"))
     )
     if a.backend.backend.mode == "module":
@@ -389,6 +391,11 @@ def _cmdline(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
         where = "every BLS entry (grubby replaces the old value)"
     elif entry is not None and entry.source == "xen.cfg":
         where = "the kernel= line of the default section of xen.cfg, replacing any hide= there"
+    elif _xenserver_grub(a):
+        # XenServer/XCP-ng edit grub.cfg with their own tool, never grub-mkconfig (fixes/xen_cmdline.py)
+        commands.append(xen_cmdline.set_dom0(token))
+        brand = a.system.platform.brand or a.system.platform.name
+        where = f"the dom0 command line of the {brand} boot entries (xen-cmdline replaces the old value)"
     elif DEFAULT_GRUB in a.system.files:
         variable, seed = grub_variable(a)
         text = a.system.files[DEFAULT_GRUB]
@@ -402,6 +409,12 @@ def _cmdline(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
     if by_hand:
         commands.append(f"by hand: put {token} on {where.split(' (')[0]}, replacing any (xen-)pciback.hide=")
     return Fix("cmdline", f"{token} (one value, every device) on {where}", tuple(files), tuple(commands))
+
+
+def _xenserver_grub(a: Analysis) -> bool:
+    """The next boot is a XenServer/XCP-ng grub.cfg entry, which xen-cmdline edits."""
+    entry = a.system.next_boot.entry if a.system.next_boot else None
+    return a.system.platform.family == "xenserver" and entry is not None and entry.source == "grub"
 
 
 # the words a new hide token replaces: the kernel keeps only the last `xen-pciback.hide=`

@@ -30,6 +30,7 @@ from pciback_doctor.facts.system import (
     read_modprobe,
     read_modprobe_files,
 )
+from pciback_doctor.fixes import xen_cmdline
 from pciback_doctor.model import Evidence, Fix, Verdict
 
 GRUB_COMMANDS = ("update-grub", "grub-mkconfig", "grub2-mkconfig")
@@ -108,7 +109,8 @@ def simulate(a: Analysis, fix: Fix, token: str | None = None) -> Analysis:
         for c in fix.commands
         if c.split()[:2] == ["systemctl", "enable"] and len(c.split()) > 2
     }
-    root = Overlay(system.root, {**{c.path: c.content for c in fix.files}, **enabled})
+    edited = _xen_cmdline_edits(a, fix)
+    root = Overlay(system.root, {**{c.path: c.content for c in fix.files}, **enabled, **edited})
     modprobe_files = read_modprobe_files(root)
     modprobe = read_modprobe(root, system.modules, modprobe_files)
     cmdline, next_boot = _cmdline_after(a, fix, root, token)
@@ -173,6 +175,15 @@ def _cmdline_after(
             entry = replace(fresh.entry, cmdline=cmdline.text)
         kept = tuple(s for s in fresh.stale if s.kind not in ("dom0-cmdline", "cmdline", "xen-cmdline"))
         return cmdline, replace(fresh, entry=entry, stale=kept)
+    if any(xen_cmdline.operations(c) for c in fix.commands) and system.cmdline_kind == "boot-entry":
+        # XenServer/XCP-ng: xen-cmdline rewrote the dom0 arguments in grub.cfg (the Overlay holds
+        # its result): the next boot is read again from it
+        fresh = find_next_boot(root)
+        if fresh.entry is not None and fresh.entry.kernel_path:
+            name = fresh.entry.kernel_path.rsplit("/", 1)[-1]
+            where = next((e for e in fresh.entry.evidence if name in e.text), fresh.entry.evidence[0])
+            cmdline = parse_cmdline(fresh.entry.cmdline, where.path, where.line)
+        return cmdline, fresh
     if token is not None and not regenerates:
         # grubby --args replaces a key's value; by hand (xen.cfg, --cmdline) the old one goes too
         base = cmdline.text if cmdline is not None else ""
@@ -180,6 +191,16 @@ def _cmdline_after(
         source = cmdline.source if cmdline is not None else "--cmdline"
         cmdline = parse_cmdline(" ".join(words), source, cmdline.line if cmdline else None)
     return cmdline, next_boot
+
+
+def _xen_cmdline_edits(a: Analysis, fix: Fix) -> dict[str, str]:
+    """grub.cfg as the fix's xen-cmdline commands leave it (fixes/xen_cmdline.py)."""
+    ops = [op for c in fix.commands for op in xen_cmdline.operations(c)]
+    path = xen_cmdline.target(a.system.root) if ops else None
+    text = a.system.root.read_text(path) if path else None
+    if path is None or text is None:
+        return {}
+    return {path: xen_cmdline.edited(text, a.system.platform.brand, ops)}
 
 
 def _is_hide(word: str) -> bool:

@@ -1,0 +1,163 @@
+"""XCP-ng / XenServer: the dom0 command-line fix is `xen-cmdline --set-dom0`, and the simulation applies
+what that tool does to grub.cfg (fixes/xen_cmdline.py) before it offers the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import FIXTURES, copy_fixture, devices, doctor
+from pciback_doctor.boot.analysis import analyse
+from pciback_doctor.facts.system import Options, collect
+from pciback_doctor.fixes import offers
+from pciback_doctor.fixes.xen_cmdline import XEN_CMDLINE, edited, operations, set_dom0
+from pciback_doctor.model import Verdict
+
+XCPNG = "xcpng-8.3-malformed-hide"
+ESP_CFG = "boot/efi/EFI/xenserver/grub.cfg"
+NVME = "0000:82:00.0"
+WANTED = "xen-pciback.hide=(0000:04:00.0)(0000:82:00.0)"
+
+MENU = """set default=0
+menuentry 'XCP-ng' {
+\tsearch --label --set root root-x
+\tmultiboot2 /boot/xen.gz dom0_mem=4G
+\tmodule2 /boot/vmlinuz-4.19-xen root=LABEL=root-x ro quiet xen-pciback.hide=(82.0.0)
+\tmodule2 /boot/initrd-4.19-xen.img
+}
+menuentry 'XCP-ng (Serial)' {
+\tmultiboot2 /boot/xen.gz com1=115200,8n1 dom0_mem=4G
+\tmodule2 /boot/vmlinuz-4.19-xen root=LABEL=root-x ro   console=hvc0
+\tmodule2 /boot/initrd-4.19-xen.img
+}
+menuentry 'XCP-ng in Safe Mode' {
+\tmultiboot2 /boot/xen.gz nosmp
+\tmodule2 /boot/vmlinuz-4.19-xen root=LABEL=root-x ro xen-pciback.hide=(82.0.0)
+\tmodule2 /boot/initrd-4.19-xen.img
+}
+menuentry 'Other' {
+\txen_hypervisor /boot/xen.gz
+\txen_module /boot/vmlinuz-4.19-xen ro
+}
+"""
+
+
+def _kernel_lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    return [lines[i].strip() for i in (4, 9, 14, 19)]
+
+
+@pytest.mark.parametrize(
+    ("ops", "expected"),
+    [
+        # --set-dom0: the key's old words go, the new one is appended; xe and xe-serial only
+        (
+            [("--set-dom0", ["xen-pciback.hide=(0000:82:00.0)"])],
+            [
+                "module2 /boot/vmlinuz-4.19-xen root=LABEL=root-x ro quiet xen-pciback.hide=(0000:82:00.0)",
+                "module2 /boot/vmlinuz-4.19-xen root=LABEL=root-x ro console=hvc0 xen-pciback.hide=(0000:82:00.0)",
+                "module2 /boot/vmlinuz-4.19-xen root=LABEL=root-x ro xen-pciback.hide=(82.0.0)",
+                "xen_module /boot/vmlinuz-4.19-xen ro",
+            ],
+        ),
+        # --delete-dom0 KEY: `KEY=…` and a bare KEY both go
+        (
+            [("--delete-dom0", ["quiet"]), ("--delete-dom0", ["xen-pciback.hide"])],
+            [
+                "module2 /boot/vmlinuz-4.19-xen root=LABEL=root-x ro",
+                "module2 /boot/vmlinuz-4.19-xen root=LABEL=root-x ro console=hvc0",
+                "module2 /boot/vmlinuz-4.19-xen root=LABEL=root-x ro xen-pciback.hide=(82.0.0)",
+                "xen_module /boot/vmlinuz-4.19-xen ro",
+            ],
+        ),
+    ],
+)
+def test_edits_only_the_entries_xen_cmdline_labels(
+    ops: list[tuple[str, list[str]]], expected: list[str]
+) -> None:
+    after = edited(MENU, "XCP-ng", ops)
+    assert _kernel_lines(after) == expected
+    # the hypervisor lines and the initrd modules are untouched
+    assert [line for line in after.split("\n") if "multiboot2" in line or "initrd" in line] == [
+        line for line in MENU.split("\n") if "multiboot2" in line or "initrd" in line
+    ]
+
+
+def test_the_brand_decides_which_entry_is_xe() -> None:
+    # a XenServer grub.cfg read with XenServer's brand: the 'XCP-ng' entry is no `xe` entry
+    after = edited(MENU, "XenServer", [("--set-dom0", ["a=1"])])
+    kernel = _kernel_lines(after)
+    assert not kernel[0].endswith("a=1") and kernel[1].endswith("a=1")
+
+
+def test_the_printed_command_reads_back_as_its_operation() -> None:
+    command = set_dom0(WANTED)
+    assert command == f"{XEN_CMDLINE} --set-dom0 '{WANTED}'"
+    assert operations(command) == [("--set-dom0", [WANTED])]
+    assert operations("update-grub") == [] and operations(f"{XEN_CMDLINE} --get-dom0 x") == []
+
+
+def test_xcpng_fixture_findings_and_predictions() -> None:
+    """fixtures/xcpng-8.3-malformed-hide/README.md: what the doctor says about that dom0."""
+    run = doctor("--root", str(FIXTURES / XCPNG), "--format", "json")
+    data = run.json()
+    assert data["target"]["platform"] == {"id": "xcp-ng", "name": "XCP-ng 8.3.0"}
+    assert data["target"]["kernel"] == "4.19.0+1"
+    assert data["backend"]["mode"] == "builtin"
+    devs = devices(run)
+    assert devs["0000:04:00.0"]["prediction"] == "not-claimed" and devs["0000:04:00.0"]["winner"] == "igb"
+    pb201 = next(f for f in data["findings"] if f["id"] == "PB201")
+    assert pb201["severity"] == "error"
+    assert "at character 18" in pb201["message"]  # the README's expectations, held here
+    assert "did you mean (0000:82:00.0)? — 0000:82:00.0 is here (144d:a808, nvme)" in pb201["message"]
+    assert "Looks like pciback driver not loaded" in pb201["message"]
+    assert pb201["evidence"][0] == {
+        "path": ESP_CFG,
+        "line": 17,
+        "text": "xen-pciback.hide=(0000:04:00.0)(82.0.0)",
+    }
+    assert pb201["fixes"][0]["description"].endswith("e.g. (0000:04:00.0)(0000:82:00.0)")
+
+
+def test_xcpng_fix_is_xen_cmdline_and_is_proven(tmp_path: Path) -> None:
+    a = analyse(collect(Options(root=str(FIXTURES / XCPNG), devices=(NVME,))))
+    assert {d.prediction.verdict for d in a.devices} == {Verdict.NOT_CLAIMED}
+    found = {o.strategy: o for o in offers(a)}
+    cmdline = found["cmdline"]
+    assert cmdline.offered and cmdline.fix is not None and cmdline.outcome is not None
+    assert cmdline.fix.files == ()  # nothing in etc/default/grub: XCP-ng has no grub-mkconfig workflow
+    assert cmdline.fix.commands == (f"{XEN_CMDLINE} --set-dom0 '{WANTED}'",)
+    assert not any("grub" in c.split()[0] for o in found.values() if o.fix for c in o.fix.commands)
+    after = {str(d.bdf): d.prediction for d in cmdline.outcome.after.devices}
+    assert {b: (p.verdict, p.phase) for b, p in after.items()} == {
+        "0000:04:00.0": (Verdict.CLAIMED, "kernel"),
+        NVME: (Verdict.CLAIMED, "kernel"),
+    }
+    # the simulated next boot is read from the grub.cfg the tool leaves behind
+    assert cmdline.outcome.after.system.cmdline is not None
+    assert cmdline.outcome.after.system.cmdline.text.endswith(WANTED)
+
+    # and the same edit made for real gives the same answer, with PB201 gone
+    root = copy_fixture(XCPNG, tmp_path)
+    cfg = root / ESP_CFG
+    cfg.write_text(edited(cfg.read_text(), "XCP-ng", operations(cmdline.fix.commands[0])))
+    run = doctor("--root", str(root), "--device", NVME, "--format", "json")
+    assert {b: d["prediction"] for b, d in devices(run).items()} == {
+        "0000:04:00.0": "claimed",
+        NVME: "claimed",
+    }
+    assert "PB201" not in [f["id"] for f in run.json()["findings"]]
+    assert run.code == 0 or all(f["severity"] != "error" for f in run.json()["findings"])
+
+
+def test_xen_cmdline_is_not_offered_when_the_default_entry_is_one_it_does_not_edit(tmp_path: Path) -> None:
+    # `set default=2` boots "XCP-ng in Safe Mode": xen-cmdline edits only the xe / xe-serial entries,
+    # so the simulation sees the same command line and the fix is not offered as proven
+    root = copy_fixture(XCPNG, tmp_path)
+    cfg = root / ESP_CFG
+    cfg.write_text(cfg.read_text().replace("set default=0", "set default=2"))
+    a = analyse(collect(Options(root=str(root), devices=(NVME,))))
+    cmdline = next(o for o in offers(a) if o.strategy == "cmdline")
+    assert not cmdline.offered
+    assert cmdline.why_not is not None and cmdline.why_not.startswith("simulated: 0 of 1 claimed")
