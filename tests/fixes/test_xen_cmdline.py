@@ -161,3 +161,49 @@ def test_xen_cmdline_is_not_offered_when_the_default_entry_is_one_it_does_not_ed
     cmdline = next(o for o in offers(a) if o.strategy == "cmdline")
     assert not cmdline.offered
     assert cmdline.why_not is not None and cmdline.why_not.startswith("simulated: 0 of 1 claimed")
+
+
+def test_hide_put_on_xens_line_is_moved_with_xen_cmdline(tmp_path: Path) -> None:
+    # `xen-cmdline --set-xen` instead of `--set-dom0`: the token sits on the multiboot2 line (PB606);
+    # the fix is the same tool, and running its commands leaves both devices claimed
+    root = copy_fixture(XCPNG, tmp_path)
+    cfg = root / ESP_CFG
+    text = cfg.read_text().replace(" xen-pciback.hide=(0000:04:00.0)(82.0.0)", "")
+    cfg.write_text(text.replace("vga=mode-0x0311", f"vga=mode-0x0311 {WANTED}"))
+    run = doctor("--root", str(root), "--format", "json")
+    pb606 = next(f for f in run.json()["findings"] if f["id"] == "PB606")
+    commands = pb606["fixes"][0]["commands"]
+    assert commands == [
+        f"{XEN_CMDLINE} --delete-xen xen-pciback.hide",
+        f"{XEN_CMDLINE} --set-dom0 '{WANTED}'",
+    ]
+    assert not any("etc/default/grub" in f["description"] for f in pb606["fixes"])
+    for command in commands:
+        cfg.write_text(edited(cfg.read_text(), "XCP-ng", operations(command)))
+    after = doctor("--root", str(root), "--format", "json")
+    assert {b: d["prediction"] for b, d in devices(after).items()} == {
+        "0000:04:00.0": "claimed",
+        NVME: "claimed",
+    }
+    assert "PB606" not in [f["id"] for f in after.json()["findings"]]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("(0:0:0:0)", "0:0:0:0 is a SCSI address (host:channel:target:lun, as lsscsi prints it)"),
+        ("(0000:04:00.0)(82.0.0)", "did you mean (0000:82:00.0)? — 0000:82:00.0 is here"),
+        ("(04.00.0)", "did you mean (0000:04:00.0)? — 0000:04:00.0 is here (8086:1521, igb)"),
+        ("(05.00.0)", "did you mean (0000:05:00.0)?"),  # no such device here: no claim that it is
+        ("(0000:04:00.0),(0000:82:00.0)", ""),  # a comma: no misspelt address to name
+    ],
+)
+def test_pb201_names_the_address_mistakes_seen_on_xcpng(value: str, says: str) -> None:
+    run = doctor(
+        "--root", str(FIXTURES / XCPNG), "--cmdline", f"ro xen-pciback.hide={value}", "--format", "json"
+    )
+    message = next(f for f in run.json()["findings"] if f["id"] == "PB201")["message"]
+    assert says in message
+    assert ("is here" in message) == ("is here" in says)
+    assert ("SCSI" in message) == ("SCSI" in says)
+    assert "Looks like pciback driver not loaded" in message  # the backend is built in

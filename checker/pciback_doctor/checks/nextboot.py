@@ -140,15 +140,37 @@ def hide_on_xen_line(chk: Check, a: Analysis) -> Iterator[Finding]:
         ]
         # severity follows effect: harmless when the devices it names are claimed anyway
         harmless = all(b in claimed for b in named)
+        fix = Fix(
+            "cmdline",
+            "move the token from Xen's line to the dom0 kernel's command line (the module2 / "
+            "kernel= line; GRUB_CMDLINE_LINUX_XEN_REPLACE in etc/default/grub), as one value",
+        )
+        if a.system.platform.family == "xenserver":
+            fix = _xen_cmdline_move(a, source.evidence.text)
         yield chk.finding(
             f"{source.evidence.text} is on Xen's command line ({xen.source}), which dom0 never sees",
             evidence=[source.evidence],
             severity=Severity.WARNING if harmless else None,
-            fixes=[
-                Fix(
-                    "cmdline",
-                    "move the token from Xen's line to the dom0 kernel's command line (the module2 / "
-                    "kernel= line; GRUB_CMDLINE_LINUX_XEN_REPLACE in etc/default/grub), as one value",
-                )
-            ],
+            fixes=[fix],
         )
+
+
+def _xen_cmdline_move(a: Analysis, word: str) -> Fix:
+    """XenServer/XCP-ng: `xen-cmdline --set-xen` put it there; the same tool moves it (`--delete-xen`
+    takes it off the xen.gz line, `--set-dom0` puts it on the dom0 one: fixes/xen_cmdline.py)."""
+    from pciback_doctor.fixes.xen_cmdline import XEN_CMDLINE, set_dom0
+
+    key, _, value = word.partition("=")
+    delete = f"{XEN_CMDLINE} --delete-xen {key}"
+    if cmdline_hides(a.system.cmdline):  # the dom0 line has a value already: one value must hold both
+        return Fix(
+            "cmdline",
+            f"take it off Xen's line ({delete}), then put one xen-pciback.hide= holding these devices and "
+            f"the dom0 line's own on the dom0 line with {XEN_CMDLINE} --set-dom0",
+            commands=(delete,),
+        )
+    return Fix(
+        "cmdline",
+        "move the token from Xen's line to the dom0 line with xen-cmdline",
+        commands=(delete, set_dom0(f"xen-pciback.hide={value}")),
+    )

@@ -11,7 +11,8 @@ python-libs xcp/bootloader.py):
   "(Serial)"): safe mode and the fallback entries keep their arguments;
 - `--set-dom0 KEY=VALUE`: the dom0 arguments (the first `module2`/`xen_module` after `multiboot2`/
   `xen_hypervisor`) lose every word whose key is KEY (`KEY=…` or `KEY` alone), then KEY=VALUE is
-  appended; `--delete-dom0 KEY` only removes. Arguments are split as `getKernelArgs` does.
+  appended; `--delete-dom0 KEY` only removes; `--set-xen` / `--delete-xen` do the same to Xen's own
+  arguments (the `multiboot2` line). Arguments are split as `getKernelArgs` does.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from collections.abc import Sequence
 from pciback_doctor.facts.root import Root
 
 XEN_CMDLINE = "/opt/xensource/libexec/xen-cmdline"
-_OPTIONS = ("--set-dom0", "--delete-dom0")
+_DOM0 = ("--set-dom0", "--delete-dom0")
+_XEN = ("--set-xen", "--delete-xen")
 _MENUENTRY = re.compile(r"menuentry ['\"]([^']*)['\"](.*){")  # readGrub2's own pattern
 _ARG = re.compile(r'\S[^ "]*(?:"[^"]*")?\S*')  # MenuEntry.getKernelArgs
 
@@ -56,18 +58,29 @@ def operations(command: str) -> list[tuple[str, list[str]]]:
             ops.append((arg, []))
         elif ops:
             ops[-1][1].append(arg)
-    return [(opt, args) for opt, args in ops if opt in _OPTIONS and args]
+    return [(opt, args) for opt, args in ops if opt in (*_DOM0, *_XEN) and args]
 
 
 def _edited_args(args: Sequence[str], opt: str, values: Sequence[str]) -> list[str]:
     keys = [v.split("=")[0] for v in values]
     kept = [a for a in args if not any(a == k or a.startswith(f"{k}=") for k in keys)]
-    return kept + list(values) if opt == "--set-dom0" else kept
+    return kept + list(values) if opt.startswith("--set") else kept
+
+
+def _line(line: str, title: str, brand: str, ops: Sequence[tuple[str, Sequence[str]]]) -> str:
+    if not ops or not (title == brand or title.endswith("(Serial)")):  # readGrub2's xe, xe-serial
+        return line
+    command, _, rest = line.strip().partition(" ")
+    image, _, args_text = rest.strip().partition(" ")
+    args = _ARG.findall(args_text)
+    for opt, values in ops:
+        args = _edited_args(args, opt, values)
+    return "\t" + " ".join([command, image, *args])  # writeGrub2: "\tmultiboot2 %s %s", "\tmodule2 %s %s"
 
 
 def edited(text: str, brand: str, ops: Sequence[tuple[str, Sequence[str]]]) -> str:
     """grub.cfg after these xen-cmdline edits. The real tool re-writes the whole file from its
-    parse (writeGrub2); only the dom0 lines it changes matter to the boot, so only they change here."""
+    parse (writeGrub2); only the lines it changes matter to the boot, so only they change here."""
     out: list[str] = []
     title: str | None = None
     hypervisor = kernel = False
@@ -79,16 +92,11 @@ def edited(text: str, brand: str, ops: Sequence[tuple[str, Sequence[str]]]) -> s
             title = None
         elif title is not None and stripped.startswith(("multiboot2", "xen_hypervisor")):
             hypervisor = True
+            line = _line(line, title, brand, [op for op in ops if op[0] in _XEN])
         elif (
             title is not None and stripped.startswith(("module2", "xen_module")) and hypervisor and not kernel
         ):
             kernel = True
-            if title == brand or title.endswith("(Serial)"):  # readGrub2 labels: xe, xe-serial
-                command, _, rest = stripped.partition(" ")
-                image, _, args_text = rest.strip().partition(" ")
-                args = _ARG.findall(args_text)
-                for opt, values in ops:
-                    args = _edited_args(args, opt, values)
-                line = "\t" + " ".join([command, image, *args])  # writeGrub2: "\tmodule2 %s %s"
+            line = _line(line, title, brand, [op for op in ops if op[0] in _DOM0])
         out.append(line)
     return "\n".join(out)
