@@ -523,3 +523,13 @@ def test_xenserver_esp_menu_wins_over_a_leftover_boot_grub(tmp_path: Path) -> No
     nb = boot(root)
     assert nb.entry is not None and nb.entry.title == "XCP-ng"
     assert nb.entry.evidence[0].path == "boot/efi/EFI/xenserver/grub.cfg"
+
+
+def test_xcpng_override_entry_in_grubenv_picks_the_entry(tmp_path: Path) -> None:
+    # readGrub2's boilerplate: `if [ -n "$override_entry" ]; then set default=$override_entry; fi`,
+    # with grubenv next to the ESP grub.cfg ($prefix/grubenv)
+    root = tmp_path / "root"
+    shutil.copytree(XCPNG, root, symlinks=True)
+    write(root, "boot/efi/EFI/xenserver/grubenv", grubenv(override_entry="1"))
+    nb = boot(root)
+    assert nb.entry is not None and nb.entry.title == "XCP-ng (Serial)"

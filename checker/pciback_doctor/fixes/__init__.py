@@ -392,7 +392,10 @@ def _cmdline(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
     elif entry is not None and entry.source == "xen.cfg":
         where = "the kernel= line of the default section of xen.cfg, replacing any hide= there"
     elif _xenserver_grub(a):
-        # XenServer/XCP-ng edit grub.cfg with their own tool, never grub-mkconfig (fixes/xen_cmdline.py)
+        # XenServer/XCP-ng edit grub.cfg with their own tool, never grub-mkconfig (fixes/xen_cmdline.py).
+        # `xe pci-disable-dom0-access` (8.3, XenServer 8) ends in the same `xen-cmdline --set-dom0`, but
+        # xapi (pciops.ml get_hidden_pcidevs) first parses the old value as (%04x:%02x:%02x.%01x)
+        # entries and fails on anything else (82.0.0, a wildcard): xen-cmdline works from any state
         commands.append(xen_cmdline.set_dom0(token))
         brand = a.system.platform.brand or a.system.platform.name
         where = f"the dom0 command line of the {brand} boot entries (xen-cmdline replaces the old value)"
