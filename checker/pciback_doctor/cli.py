@@ -390,7 +390,7 @@ def run_fix(args: argparse.Namespace) -> int:
 
 def run_kernel(args: argparse.Namespace) -> int:
     from pciback_doctor.boot.analysis import analyse
-    from pciback_doctor.facts.system import kernel_build
+    from pciback_doctor.facts.standalone import kernel_build
 
     system = kernel_build(args.config, args.modules_builtin, args.build_dir, args.source_dir, args.arch)
     roles = frozenset({"dom0", "domu"}) if args.role == "both" else frozenset({args.role})
@@ -399,7 +399,7 @@ def run_kernel(args: argparse.Namespace) -> int:
 
 def run_domu(args: argparse.Namespace) -> int:
     from pciback_doctor.boot.analysis import analyse
-    from pciback_doctor.facts.system import domu_inputs
+    from pciback_doctor.facts.standalone import domu_inputs
 
     # guest-side checks only: without a dom0 there is no prediction for the pci= devices
     analysis = replace(analyse(domu_inputs(args.inputs)), devices=())

@@ -7,29 +7,21 @@ import os
 import platform
 import re
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from pciback_doctor.errors import UsageError
-from pciback_doctor.facts.bootloader import BootEntry, NextBoot, find_next_boot
+from pciback_doctor.facts.bootloader import BootEntry, find_next_boot
 from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers, read_builtin_pci_drivers
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
 from pciback_doctor.facts.decode import exact
-from pciback_doctor.facts.domu import (
-    DomuKernel,
-    from_config,
-    from_config_bytes,
-    from_image,
-    from_image_file,
-    from_module_tree,
-)
+from pciback_doctor.facts.domu import DomuKernel
 from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
 from pciback_doctor.facts.image import ImageFacts, image_facts, open_image
 from pciback_doctor.facts.initramfs import Initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
-from pciback_doctor.facts.limits import ALIAS_COUNT, CONFIG_FILE, KERNEL_IMAGE, MODULE_FILE, TEXT_FILE, Limit
+from pciback_doctor.facts.limits import ALIAS_COUNT, CONFIG_FILE, KERNEL_IMAGE, MODULE_FILE, TEXT_FILE
 from pciback_doctor.facts.modprobe import (
     CONFIG_DIRS,
     ModprobeConfig,
@@ -49,7 +41,7 @@ from pciback_doctor.facts.modules import (
     read_modinfo,
 )
 from pciback_doctor.facts.pci import PciDevice, device_from_spec
-from pciback_doctor.facts.root import NotReadable, Root, check_lines, open_regular, read_regular
+from pciback_doctor.facts.root import NotReadable, Root, open_regular
 from pciback_doctor.facts.services import (
     BackendLoader,
     LateBinding,
@@ -57,82 +49,14 @@ from pciback_doctor.facts.services import (
     late_bindings,
     parse_unit,
 )
+from pciback_doctor.facts.standalone import inspect_domu_kernel
+from pciback_doctor.facts.standalone import read_explicit as _read_explicit
 from pciback_doctor.facts.sysfs import PCI_DEVICES, read_pci_devices
+from pciback_doctor.facts.target import BACKEND as BACKEND
+from pciback_doctor.facts.target import Options as Options
+from pciback_doctor.facts.target import System as System
 from pciback_doctor.facts.xl import XlConfig, parse_xl
 from pciback_doctor.model import Evidence
-
-BACKEND = "xen_pciback"
-
-
-@dataclass(frozen=True)
-class Options:
-    """What the user named on the command line (explicit paths are host paths)."""
-
-    root: str = "/"
-    kernel: str | None = None
-    config: str | None = None
-    modules_dir: str | None = None
-    initramfs: str | None = None
-    kernel_image: str | None = None
-    cmdline: str | None = None
-    cmdline_file: str | None = None
-    xen_cmdline: str | None = None
-    devices: tuple[str, ...] = ()
-    domu_configs: tuple[str, ...] = ()
-    domu_kernels: tuple[str, ...] = ()
-    progress: Callable[[str], None] | None = None  # told about long work (big images)
-
-
-@dataclass(frozen=True)
-class System:
-    root: Root
-    release: str | None
-    release_source: str
-    running_release: str | None
-    config: KernelConfig | None
-    modules: ModuleTree | None
-    backend_modinfo: ModuleInfo | None
-    modprobe: ModprobeConfig
-    cmdline: Cmdline | None
-    cmdline_kind: str  # "option" | "boot-entry" | "proc" | "none"
-
-    @property
-    def cmdline_source(self) -> str | None:
-        return self.cmdline.source if self.cmdline else None
-
-    devices: tuple[PciDevice, ...]
-    sysfs: bool  # a sysfs PCI tree was there to look at
-    offline_devices: tuple[PciDevice, ...] = ()
-    next_boot: NextBoot | None = None
-    xen_cmdline: Cmdline | None = None
-    domu_configs: tuple[XlConfig, ...] = ()
-    domu_kernels: tuple[DomuKernel, ...] = ()
-    files: Mapping[str, str] = field(default_factory=dict)  # current text of the files fixes may edit
-    dracut_conf: DracutConfig = field(default_factory=DracutConfig)
-    proc_cmdline: Cmdline | None = None  # the running boot's, when the root has one
-    running_dom0: bool = False  # /proc/xen/capabilities says control_d
-    image: ImageFacts | None = None
-    image_problem: str | None = None  # why there is no image to look at
-    loaders: tuple[BackendLoader, ...] = ()
-    late_bindings: tuple[LateBinding, ...] = ()
-    problems: tuple[Evidence, ...] = field(default=())  # unreadable discovered inputs
-    # the built-in PCI drivers read from the kernel image, when the module tree does not list them
-    builtin_pci: BuiltinPciDrivers | None = None
-    # the backend's module file is listed but empty, garbage or unreadable: modprobe would fail
-    backend_module_problem: Evidence | None = None
-
-
-def _read_explicit(path: str, what: str, limit: Limit = CONFIG_FILE, *, text: bool = True) -> bytes:
-    """A file named on the command line: a regular file within `limit` (and LINE with `text`)."""
-    try:
-        data = read_regular(path, limit)
-        if text:
-            check_lines(data)
-        return data
-    except NotReadable as exc:
-        raise UsageError(f"{what} {path}: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
 
 
 def _release_key(release: str) -> list[tuple[int, int | str]]:
@@ -536,17 +460,6 @@ def read_domu_configs(opts: Options, root: Root) -> list[XlConfig]:
     return list(unique.values())
 
 
-def inspect_domu_kernel(host: Path, shown: str) -> DomuKernel:
-    """A domU kernel given as a module tree, a config file, a bzImage or a vmlinux."""
-    if host.is_dir():
-        tree_opts = Options(modules_dir=str(host))
-        tree = read_module_tree(tree_opts, Root(host), None)
-        assert tree is not None
-        return from_module_tree(tree)
-    data = read_regular(host, KERNEL_IMAGE)
-    return from_config_bytes(data, shown) or from_image(data, shown)
-
-
 def read_domu_kernels(opts: Options, root: Root, configs: list[XlConfig]) -> list[DomuKernel]:
     kernels: list[DomuKernel] = []
     for path in opts.domu_kernels:
@@ -691,139 +604,3 @@ def collect(opts: Options) -> System:
         builtin_pci=read_builtin_pci(opts, root, release, modules),
         backend_module_problem=broken_backend,
     )
-
-
-def kernel_build(
-    config_path: str | None,
-    modules_builtin: str | None,
-    build_dir: str | None = None,
-    source_dir: str | None = None,
-    arch: str | None = None,
-) -> System:
-    """A kernel build for the CI gate: its `.config` and `modules.builtin`, or a whole build tree
-    (`make O=DIR`): .config, modules.builtin(.modinfo), modules.order and the built modules."""
-    if build_dir is not None:
-        if not Path(build_dir).is_dir():
-            raise UsageError(f"--build-dir {build_dir}: not a directory")
-        if config_path is not None:
-            raise UsageError("kernel: give --config F or --build-dir D, not both")
-        config_path = str(Path(build_dir) / ".config")
-        if not Path(config_path).is_file():
-            raise UsageError(f"--build-dir {build_dir}: no .config in it (is it a kernel build tree?)")
-    if config_path is None:
-        raise UsageError("kernel: give --config F or --build-dir D")
-    data = _read_explicit(config_path, "--config", TEXT_FILE, text=False)
-    try:
-        text = decode_config(data)
-        config = parse_config(text, config_path)
-    except ConfigError as exc:
-        raise UsageError(f"--config {config_path}: {exc}") from None
-    if config.minimal:  # defconfig form: only the tree's Kconfig knows what is absent
-        from pciback_doctor.facts.kexpand import expand_minimal
-
-        config = expand_minimal(config, text, source_dir, build_dir, arch)
-    modules = None
-    if build_dir is not None:
-        modules = read_build_tree(Path(build_dir))
-    elif modules_builtin is not None:
-        text = _read_explicit(modules_builtin, "--modules-builtin", TEXT_FILE).decode("utf-8", "replace")
-        modules = ModuleTree(
-            release="build",
-            path=str(Path(modules_builtin).parent),
-            builtin=parse_builtin(text, modules_builtin),
-            builtin_aliases=(),
-            builtin_params={},
-            aliases=(),
-            files={},
-            has_index=False,
-        )
-    return replace(
-        bare_system(Path(config_path).absolute().parent),
-        release_source="--config",
-        config=config,
-        modules=modules,
-        domu_kernels=(from_config(config, config_path),),
-    )
-
-
-def read_build_tree(base: Path) -> ModuleTree:
-    """A kernel build directory: modules.order lists what `make modules` built (`.o` names in
-    newer trees, `.ko` in older ones); the `.ko` files sit next to their objects."""
-    tree = Root(base)
-    builtin_text = tree.read_text("modules.builtin", TEXT_FILE) or ""
-    order = tree.read_text("modules.order", TEXT_FILE) or ""
-    files = {}
-    for line in order.splitlines():
-        rel = line.strip()
-        if rel.endswith(".o"):
-            rel = rel[:-2] + ".ko"
-        if rel and tree.exists(rel):
-            files[module_name(rel)] = rel
-    aliases, params = parse_builtin_modinfo(
-        tree.read_bytes("modules.builtin.modinfo") or b"", f"{base}/modules.builtin.modinfo"
-    )
-    return ModuleTree(
-        release="build",
-        path=str(base),
-        builtin=parse_builtin(builtin_text, f"{base}/modules.builtin"),
-        builtin_aliases=aliases,
-        builtin_params=params,
-        aliases=(),
-        files=files,
-        has_index=bool(order),
-    )
-
-
-def bare_system(root: Path) -> System:
-    """A system with no facts yet, for the commands that look at one input (kernel, domu)."""
-    return System(
-        root=Root(root),
-        release=None,
-        release_source="none",
-        running_release=None,
-        config=None,
-        modules=None,
-        backend_modinfo=None,
-        modprobe=ModprobeConfig(()),
-        cmdline=None,
-        cmdline_kind="none",
-        devices=(),
-        sysfs=False,
-    )
-
-
-def domu_inputs(paths: list[str]) -> System:
-    """`pciback-doctor domu ARGS...`: each argument a kernel image, config, module tree or xl config."""
-    kernels: list[DomuKernel] = []
-    configs: list[XlConfig] = []
-    for path in paths:
-        host = Path(path)
-        if not host.exists():
-            raise UsageError(f"{path}: no such file or directory")
-        try:
-            if host.is_dir():
-                kernels.append(inspect_domu_kernel(host, path))
-                continue
-            with open_regular(host) as stream:
-                head = stream.read(0x1000)
-                if head[:4] == b"\x7fELF" or head[0x202:0x206] == b"HdrS" or head[:2] == b"MZ":
-                    kernels.append(from_image_file(stream, path))  # read in pieces: memory stays flat
-                    continue
-            data = read_regular(host, KERNEL_IMAGE)
-        except NotReadable as exc:
-            raise UsageError(f"{path}: {exc}") from None
-        except OSError as exc:
-            raise UsageError(f"{path}: {exc.strerror or exc}") from None
-        if (config := from_config_bytes(data, path)) is not None:
-            kernels.append(config)
-        elif b"\0" in data[:4096]:
-            raise UsageError(f"{path}: not a kernel image, kernel config, module tree or xl config")
-        else:
-            try:  # an xl config is text: the limits of every text input apply
-                if len(data) > CONFIG_FILE.value:
-                    raise NotReadable(f"larger than the {CONFIG_FILE.describe()} limit")
-                check_lines(data)
-            except NotReadable as exc:
-                raise UsageError(f"{path}: {exc}") from None
-            configs.append(parse_xl(data.decode("utf-8", "replace"), path))
-    return replace(bare_system(Path.cwd()), domu_kernels=tuple(kernels), domu_configs=tuple(configs))
