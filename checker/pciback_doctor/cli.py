@@ -283,8 +283,9 @@ def _progress(message: str) -> None:
 def run_check(args: argparse.Namespace) -> int:
     from pciback_doctor.boot.analysis import analyse
     from pciback_doctor.facts.system import collect
+    from pciback_doctor.fixes import EDITABLE
 
-    return _finish(args, analyse(collect(_options(args))), frozenset({"dom0", "domu"}))
+    return _finish(args, analyse(collect(_options(args), EDITABLE)), frozenset({"dom0", "domu"}))
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -292,9 +293,10 @@ def run_report(args: argparse.Namespace) -> int:
     from pciback_doctor.boot.analysis import analyse
     from pciback_doctor.checks import run_checks
     from pciback_doctor.facts.system import collect
+    from pciback_doctor.fixes import EDITABLE
     from pciback_doctor.outcome import build_report
 
-    system = collect(_options(args))
+    system = collect(_options(args), EDITABLE)
     analysis = analyse(system)
     roles = frozenset({"dom0", "domu"})
     report = build_report(analysis, run_checks(analysis, roles))
@@ -314,11 +316,11 @@ def run_fix(args: argparse.Namespace) -> int:
     from pciback_doctor.boot.analysis import analyse
     from pciback_doctor.checks import run_checks
     from pciback_doctor.facts.system import collect
-    from pciback_doctor.fixes import decision, offers
+    from pciback_doctor.fixes import EDITABLE, decision, offers
     from pciback_doctor.fixes.apply import pending, unified_diff, write
     from pciback_doctor.model import Fix, Severity
 
-    system = collect(_options(args))
+    system = collect(_options(args), EDITABLE)
     analysis = analyse(system)
     found = offers(analysis, only=args.strategy)
     out: list[str] = []

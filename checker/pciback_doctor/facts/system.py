@@ -7,7 +7,7 @@ import os
 import platform
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -503,13 +503,12 @@ def read_dracut_conf(root: Root) -> DracutConfig:
     return DracutConfig(tuple(items))
 
 
-def read_editable(root: Root, modprobe_files: dict[str, bytes]) -> dict[str, str]:
-    """What the fixes may rewrite, decoded so that writing it back loses no byte."""
-    from pciback_doctor.fixes import EDITABLE  # the fixes say which files they may write
-
+def read_editable(root: Root, modprobe_files: dict[str, bytes], editable: Iterable[str]) -> dict[str, str]:
+    """The files the caller may rewrite (the fixes layer names them: a reader does not know who
+    writes), decoded so that writing them back loses no byte."""
     # the modprobe fix also retires the admin's dead classic lines, in whatever file they are
     raw = {rel: data for rel, data in modprobe_files.items() if rel.startswith("etc/modprobe.d/")}
-    for rel in EDITABLE:
+    for rel in editable:
         if rel not in raw and (data := root.read_bytes(rel, CONFIG_FILE, text=True)) is not None:
             raw[rel] = data
     return {rel: exact(data) for rel, data in raw.items()}
@@ -547,7 +546,8 @@ def _in_background(work: Callable[[], _T]) -> Callable[[], _T]:
     return result
 
 
-def collect(opts: Options) -> System:
+def collect(opts: Options, editable: Iterable[str] = ()) -> System:
+    """`editable`: the files whose current text `System.files` keeps (fixes.EDITABLE for the CLI)."""
     root_path = Path(opts.root)
     if not root_path.is_dir():
         raise UsageError(f"--root {opts.root}: not a directory")
@@ -587,7 +587,7 @@ def collect(opts: Options) -> System:
         cmdline_kind=kind,
         next_boot=next_boot,
         xen_cmdline=xen_cmdline,
-        files=read_editable(root, modprobe_files),
+        files=read_editable(root, modprobe_files, editable),
         dracut_conf=read_dracut_conf(root),
         proc_cmdline=proc_cmdline,
         domu_configs=tuple(domu_configs),
