@@ -561,11 +561,14 @@ def collect(opts: Options, editable: Iterable[str] = ()) -> System:
     image_read = _in_background(lambda: read_image(opts, root, release, entry))
     config, problems = read_config(opts, root, release, running)
     modules = read_module_tree(opts, root, release)
+    # the built-in id tables (decompressing the kernel image) overlap the initramfs inflate too
+    builtin_read = _in_background(lambda: read_builtin_pci(opts, root, release, modules))
     backend_modinfo, more, broken_backend = read_backend_modinfo(root, modules, opts)
     proc_cmdline = _proc_cmdline(root)
     modprobe_files = read_modprobe_files(root)
     cmdline, kind = read_cmdline(opts, entry, proc_cmdline)
     image, image_problem = image_read()
+    builtin_pci = builtin_read()
     domu_configs = read_domu_configs(opts, root)
     if opts.xen_cmdline is not None:
         xen_cmdline: Cmdline | None = parse_cmdline(opts.xen_cmdline, "--xen-cmdline")
@@ -601,6 +604,6 @@ def collect(opts: Options, editable: Iterable[str] = ()) -> System:
         loaders=tuple(read_loaders(root)),
         late_bindings=tuple(read_late_bindings(root)),
         problems=(*problems, *more),
-        builtin_pci=read_builtin_pci(opts, root, release, modules),
+        builtin_pci=builtin_pci,
         backend_module_problem=broken_backend,
     )
