@@ -4,6 +4,7 @@ usage errors to one line and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -400,11 +401,19 @@ def run_kernel(args: argparse.Namespace) -> int:
 
 
 def run_domu(args: argparse.Namespace) -> int:
-    from pciback_doctor.boot.analysis import analyse
+    from pciback_doctor.background import in_background
     from pciback_doctor.facts.standalone import domu_inputs
 
+    # a kernel image inflates on a thread (liblzma and zlib release the GIL) while the boot model,
+    # the checks and the renderer are imported: start-up hides behind the decompression
+    inputs = in_background(lambda: domu_inputs(args.inputs))
+    from pciback_doctor.boot.analysis import analyse
+    from pciback_doctor.checks import all_checks
+
+    all_checks()
+    importlib.import_module(f"pciback_doctor.render.{args.format}")  # FORMATS are its module names
     # guest-side checks only: without a dom0 there is no prediction for the pci= devices
-    analysis = replace(analyse(domu_inputs(args.inputs)), devices=())
+    analysis = replace(analyse(inputs()), devices=())
     return _finish(args, analysis, frozenset({"domu"}), scope="domu")
 
 

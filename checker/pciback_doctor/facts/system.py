@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import platform
 import re
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar, cast
 
+from pciback_doctor.background import in_background
 from pciback_doctor.errors import UsageError
 from pciback_doctor.facts.bootloader import BootEntry, find_next_boot
 from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers, read_builtin_pci_drivers
@@ -519,33 +518,6 @@ def _proc_cmdline(root: Root) -> Cmdline | None:
     return None if text is None else parse_cmdline(text.strip(), "proc/cmdline")
 
 
-_T = TypeVar("_T")
-
-
-def _in_background(work: Callable[[], _T]) -> Callable[[], _T]:
-    """Start `work` on a daemon thread (Ctrl-C does not wait for it); the function returned waits
-    for it and gives its result, or raises what it raised."""
-    outcome: list[tuple[bool, Any]] = []
-
-    def run() -> None:
-        try:
-            outcome.append((True, work()))
-        except BaseException as exc:  # handed to the caller, raised there
-            outcome.append((False, exc))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-
-    def result() -> _T:
-        thread.join()
-        ok, value = outcome[0]
-        if not ok:
-            raise value
-        return cast("_T", value)
-
-    return result
-
-
 def collect(opts: Options, editable: Iterable[str] = ()) -> System:
     """`editable`: the files whose current text `System.files` keeps (fixes.EDITABLE for the CLI)."""
     root_path = Path(opts.root)
@@ -558,11 +530,11 @@ def collect(opts: Options, editable: Iterable[str] = ()) -> System:
         entry = None  # the user named another kernel: the default entry does not describe it
     release, why, running = select_release(opts, root, entry)
     # The initramfs is inflated while the rest is read: ISA-L, zlib and liblzma release the GIL.
-    image_read = _in_background(lambda: read_image(opts, root, release, entry))
+    image_read = in_background(lambda: read_image(opts, root, release, entry))
     config, problems = read_config(opts, root, release, running)
     modules = read_module_tree(opts, root, release)
     # the built-in id tables (decompressing the kernel image) overlap the initramfs inflate too
-    builtin_read = _in_background(lambda: read_builtin_pci(opts, root, release, modules))
+    builtin_read = in_background(lambda: read_builtin_pci(opts, root, release, modules))
     backend_modinfo, more, broken_backend = read_backend_modinfo(root, modules, opts)
     proc_cmdline = _proc_cmdline(root)
     modprobe_files = read_modprobe_files(root)
