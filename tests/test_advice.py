@@ -175,7 +175,7 @@ def test_simulation_agrees_with_a_real_write(
     as the model runs them), every wanted device is claimed and none is worse off than before."""
     from pciback_doctor.boot.analysis import analyse
     from pciback_doctor.facts.system import Options, collect
-    from pciback_doctor.fixes import DEFAULT_GRUB, cmdline_token, failing, offers
+    from pciback_doctor.fixes import DEFAULT_GRUB, EDITABLE, cmdline_token, failing, offers
     from pciback_doctor.fixes.apply import write
     from pciback_doctor.fixes.simulate import outcome, simulate
     from pciback_doctor.model import Fix, Verdict
@@ -192,12 +192,12 @@ def test_simulation_agrees_with_a_real_write(
     if builtin:
         for config in (root / "boot").glob("config-*"):
             config.write_text(BUILTIN)
-        release = collect(opts).release
+        release = collect(opts, EDITABLE).release
         if release and not list((root / "boot").glob("config-*")):
             # the bootloader fixtures carry no kernel config: give the next boot's kernel one
             (root / "boot").mkdir(exist_ok=True)
             (root / f"boot/config-{release}").write_text(BUILTIN)
-    before = analyse(collect(opts))
+    before = analyse(collect(opts, EDITABLE))
     for offer in offers(before):
         if not offer.offered or offer.fix is None or offer.outcome is None:
             continue
@@ -205,9 +205,9 @@ def test_simulation_agrees_with_a_real_write(
         trial = base / f"{fixture}-{offer.strategy}"
         shutil.copytree(root, trial, symlinks=True)
         t_opts = Options(root=str(trial), devices=tuple(extra), initramfs=initramfs)
-        t_before = analyse(collect(t_opts))
+        t_before = analyse(collect(t_opts, EDITABLE))
         write(t_before.system.root, offer.fix.files, t_before.system.files, base / f"bak-{offer.strategy}")
-        written = analyse(collect(t_opts))
+        written = analyse(collect(t_opts, EDITABLE))
         # the printed commands (update-grub, the image rebuild) as the model runs them, and the
         # by-hand step of a cmdline fix no file carries (grubby, xen.cfg, a given command line)
         by_hand = None

@@ -16,6 +16,7 @@ from helpers import FIXTURES, doctor
 from pciback_doctor.boot.analysis import analyse
 from pciback_doctor.checks import Check, all_checks, run_checks
 from pciback_doctor.facts.system import Options, collect
+from pciback_doctor.fixes import EDITABLE
 from pciback_doctor.model import Evidence, FileChange, Finding, Fix, Report, Severity
 from pciback_doctor.outcome import build_report
 from pciback_doctor.render import github, junit, markdown, sarif
@@ -26,7 +27,7 @@ IMAGE_PATH = "boot/initrd.img-6.1.0-56-amd64!etc/modprobe.d/pciback.conf"
 
 def report_of(fixture: str) -> Report:
     """What `pciback-doctor --root fixtures/FIXTURE` reports, as the CLI builds it."""
-    analysis = analyse(collect(Options(root=str(FIXTURES / fixture))))
+    analysis = analyse(collect(Options(root=str(FIXTURES / fixture)), EDITABLE))
     return build_report(analysis, run_checks(analysis, ROLES))
 
 

@@ -208,10 +208,11 @@ def test_file_bodies_are_never_wrapped_or_cut(tmp_path: Path, width: int) -> Non
     from pciback_doctor.boot.analysis import analyse
     from pciback_doctor.checks import run_checks
     from pciback_doctor.facts.system import Options, collect
+    from pciback_doctor.fixes import EDITABLE
     from pciback_doctor.outcome import build_report
 
     long_comment = _long_fix_report(tmp_path)
-    analysis = analyse(collect(Options(root=str(tmp_path / "root"))))
+    analysis = analyse(collect(Options(root=str(tmp_path / "root")), EDITABLE))
     report = build_report(analysis, run_checks(analysis, frozenset({"dom0", "domu"})))
     out = text_render.render(report, colour=True, width=width)
     plain = [line.strip() for line in _strip_sgr(out).splitlines()]
@@ -225,11 +226,12 @@ def test_zero_column_console_still_gets_whole_lines(tmp_path: Path, monkeypatch:
     from pciback_doctor.boot.analysis import analyse
     from pciback_doctor.checks import run_checks
     from pciback_doctor.facts.system import Options, collect
+    from pciback_doctor.fixes import EDITABLE
     from pciback_doctor.outcome import build_report
 
     long_comment = _long_fix_report(tmp_path)
     monkeypatch.setattr(os, "get_terminal_size", lambda fd=0: os.terminal_size((0, 0)))
-    analysis = analyse(collect(Options(root=str(tmp_path / "root"))))
+    analysis = analyse(collect(Options(root=str(tmp_path / "root")), EDITABLE))
     report = build_report(analysis, run_checks(analysis, frozenset({"dom0", "domu"})))
     out = _strip_sgr(text_render.render(report, colour=True))
     assert long_comment in [line.strip() for line in out.splitlines()]

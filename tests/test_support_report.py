@@ -23,6 +23,7 @@ from pciback_doctor import support
 from pciback_doctor.boot.analysis import analyse
 from pciback_doctor.checks import run_checks
 from pciback_doctor.facts.system import Options, collect
+from pciback_doctor.fixes import EDITABLE
 from pciback_doctor.outcome import build_report
 from pciback_doctor.support import html as support_html
 from pciback_doctor.support import markdown as support_markdown
@@ -93,7 +94,7 @@ def identifiers(root: Path) -> dict[str, list[str]]:
 
 
 def support_report(root: Path, redact: bool) -> SupportReport:
-    system = collect(Options(root=str(root)))
+    system = collect(Options(root=str(root)), EDITABLE)
     analysis = analyse(system)
     report = build_report(analysis, run_checks(analysis, frozenset({"dom0", "domu"})))
     return support.build(system, analysis, report, redact=redact)

@@ -16,6 +16,7 @@ from pciback_doctor.boot.analysis import analyse
 from pciback_doctor.checks import run_checks
 from pciback_doctor.facts.system import Options, collect
 from pciback_doctor.facts.waivers import Waiver, WaiverError, apply_waivers, parse_waivers, read_waivers
+from pciback_doctor.fixes import EDITABLE
 from pciback_doctor.model import Evidence, Finding, Severity
 
 TODAY = date(2026, 6, 1)
@@ -39,7 +40,7 @@ justification = '''
 
 def findings() -> list[Finding]:
     """What the checks find on the classic wiki recipe: PB105 twice, PB302, PB304, PB308, ..."""
-    analysis = analyse(collect(Options(root=str(FIXTURES / "classic-pciback-hide"))))
+    analysis = analyse(collect(Options(root=str(FIXTURES / "classic-pciback-hide")), EDITABLE))
     return run_checks(analysis, frozenset({"dom0", "domu"}))
 
 

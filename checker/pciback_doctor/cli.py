@@ -4,6 +4,7 @@ usage errors to one line and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -283,8 +284,9 @@ def _progress(message: str) -> None:
 def run_check(args: argparse.Namespace) -> int:
     from pciback_doctor.boot.analysis import analyse
     from pciback_doctor.facts.system import collect
+    from pciback_doctor.fixes import EDITABLE
 
-    return _finish(args, analyse(collect(_options(args))), frozenset({"dom0", "domu"}))
+    return _finish(args, analyse(collect(_options(args), EDITABLE)), frozenset({"dom0", "domu"}))
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -292,9 +294,10 @@ def run_report(args: argparse.Namespace) -> int:
     from pciback_doctor.boot.analysis import analyse
     from pciback_doctor.checks import run_checks
     from pciback_doctor.facts.system import collect
+    from pciback_doctor.fixes import EDITABLE
     from pciback_doctor.outcome import build_report
 
-    system = collect(_options(args))
+    system = collect(_options(args), EDITABLE)
     analysis = analyse(system)
     roles = frozenset({"dom0", "domu"})
     report = build_report(analysis, run_checks(analysis, roles))
@@ -314,11 +317,11 @@ def run_fix(args: argparse.Namespace) -> int:
     from pciback_doctor.boot.analysis import analyse
     from pciback_doctor.checks import run_checks
     from pciback_doctor.facts.system import collect
-    from pciback_doctor.fixes import decision, offers
+    from pciback_doctor.fixes import EDITABLE, decision, offers
     from pciback_doctor.fixes.apply import pending, unified_diff, write
     from pciback_doctor.model import Fix, Severity
 
-    system = collect(_options(args))
+    system = collect(_options(args), EDITABLE)
     analysis = analyse(system)
     found = offers(analysis, only=args.strategy)
     out: list[str] = []
@@ -390,7 +393,7 @@ def run_fix(args: argparse.Namespace) -> int:
 
 def run_kernel(args: argparse.Namespace) -> int:
     from pciback_doctor.boot.analysis import analyse
-    from pciback_doctor.facts.system import kernel_build
+    from pciback_doctor.facts.standalone import kernel_build
 
     system = kernel_build(args.config, args.modules_builtin, args.build_dir, args.source_dir, args.arch)
     roles = frozenset({"dom0", "domu"}) if args.role == "both" else frozenset({args.role})
@@ -398,11 +401,19 @@ def run_kernel(args: argparse.Namespace) -> int:
 
 
 def run_domu(args: argparse.Namespace) -> int:
-    from pciback_doctor.boot.analysis import analyse
-    from pciback_doctor.facts.system import domu_inputs
+    from pciback_doctor.background import in_background
+    from pciback_doctor.facts.standalone import domu_inputs
 
+    # a kernel image inflates on a thread (liblzma and zlib release the GIL) while the boot model,
+    # the checks and the renderer are imported: start-up hides behind the decompression
+    inputs = in_background(lambda: domu_inputs(args.inputs))
+    from pciback_doctor.boot.analysis import analyse
+    from pciback_doctor.checks import all_checks
+
+    all_checks()
+    importlib.import_module(f"pciback_doctor.render.{args.format}")  # FORMATS are its module names
     # guest-side checks only: without a dom0 there is no prediction for the pci= devices
-    analysis = replace(analyse(domu_inputs(args.inputs)), devices=())
+    analysis = replace(analyse(inputs()), devices=())
     return _finish(args, analysis, frozenset({"domu"}), scope="domu")
 
 

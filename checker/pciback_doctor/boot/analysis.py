@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pciback_doctor.boot.backend import BackendVerdict, backend_state
 from pciback_doctor.boot.hide import HideSource, cmdline_hides, modprobe_hides
 from pciback_doctor.boot.model import BootInputs, DevicePrediction, hook_devices, predict_device
 from pciback_doctor.facts.cmdline import parse_cmdline
-from pciback_doctor.facts.image import ImageFacts
 from pciback_doctor.facts.pci import Bdf, PciDevice
-from pciback_doctor.facts.system import System
-from pciback_doctor.facts.xl import PciSpec, XlConfig
+from pciback_doctor.facts.target import System
+
+if TYPE_CHECKING:  # annotations only: `kernel`/`domu` start without the image readers
+    from pciback_doctor.facts.image import ImageFacts
+    from pciback_doctor.facts.xl import PciSpec, XlConfig
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pciback_doctor.arches import Arch, arch_of
-from pciback_doctor.facts.system import BACKEND, System
+from pciback_doctor.facts.target import BACKEND, System
 from pciback_doctor.model import Backend, Evidence
 
 CONFIG_SYMBOL = "CONFIG_XEN_PCIDEV_BACKEND"

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pciback_doctor.boot.hide import HideSource, cmdline_hides, effective_hide, modprobe_hides
 from pciback_doctor.boot.native import PCIBACK_DRIVER, NativeDriver, cmdline_blacklist, resolve_native
-from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers
 from pciback_doctor.facts.cmdline import Cmdline
-from pciback_doctor.facts.image import ImageFacts
 from pciback_doctor.facts.modprobe import ModprobeConfig, install_commands
 from pciback_doctor.facts.modules import ModuleTree, normalize
 from pciback_doctor.facts.pci import Bdf, PciDevice, parse_bdf
 from pciback_doctor.facts.services import LateBinding
-from pciback_doctor.facts.system import BACKEND, System
+from pciback_doctor.facts.target import BACKEND, System
 from pciback_doctor.model import Evidence, Phase, Prediction, Verdict
+
+if TYPE_CHECKING:  # annotations only: `kernel`/`domu` start without the image readers
+    from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers
+    from pciback_doctor.facts.image import ImageFacts
 
 
 @dataclass(frozen=True)

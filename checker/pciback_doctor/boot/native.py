@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers
 from pciback_doctor.facts.cmdline import Cmdline
 from pciback_doctor.facts.modprobe import ModprobeConfig
 from pciback_doctor.facts.modules import ModuleTree, normalize
 from pciback_doctor.facts.pci import PciDevice
 from pciback_doctor.model import Evidence
+
+if TYPE_CHECKING:
+    from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers
 
 PCIBACK_DRIVER = "pciback"  # the PCI driver's name; its module is xen_pciback
 

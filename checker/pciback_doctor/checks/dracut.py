@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.cmdline import Cmdline
-from pciback_doctor.facts.image import parse_device_list
 from pciback_doctor.model import Evidence, Finding, Fix, Severity
 
 if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model and readers
@@ -73,7 +72,11 @@ def malformed_list(chk: Check, a: Analysis) -> Iterator[Finding]:
         c for c in (a.system.cmdline, *(a.image.cmdline_d if a.image else ())) if c is not None
     ]
     config = a.image.pciback_hook.config if a.image and a.image.pciback_hook else ()
-    host_lines = parse_device_list(a.system.files.get(HOST_LIST, ""), HOST_LIST)
+    host_lines: tuple[tuple[str, Evidence], ...] = ()
+    if HOST_LIST in a.system.files:  # `kernel` and `domu` have no host files: no image reader to load
+        from pciback_doctor.facts.image import parse_device_list
+
+        host_lines = parse_device_list(a.system.files[HOST_LIST], HOST_LIST)
     seen = set()
     for text, evidence in malformed_hook_entries(cmds, config + host_lines):
         if (text, evidence) not in seen:

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 ANY_ID = 0xFFFFFFFF  # PCI_ANY_ID
 _MAX_IDS = 8192  # the largest in-tree table (8250_pci's) has ~450 entries
 _NAME_MAX = 64
-# list_head all zero, then three kernel pointers (name, id_table, probe): 0xffff… on x86-64/arm64
-_DRIVER = re.compile(rb"(?=\x00{16}.{4}\xff\xff\xff\xff.{4}\xff\xff\xff\xff.{4}\xff\xff\xff\xff)", re.S)
+# list_head all zero, then three kernel pointers (name, id_table, probe): 0xffff… on x86-64/arm64.
+# The zeros are spelled out: a literal prefix the regex engine searches for (ten times faster than
+# a lookahead tried at every byte of the data segment).
+_DRIVER = re.compile(b"\x00" * 16 + rb"(?:.{4}\xff\xff\xff\xff){3}", re.S)
 _PF_X, _PF_W = 1, 2
 
 
@@ -115,10 +117,10 @@ def read_builtin_pci_drivers(
         return BuiltinPciDrivers(path, (), f"not a 64-bit vmlinux ELF: {exc}")
     if not segments:
         return BuiltinPciDrivers(path, (), "no loadable segments in the vmlinux")
-    sizes = (id_size,) if id_size else (40, 32)
+    candidates = _candidates(vmlinux, segments)  # the one scan of the data
     best: tuple[BuiltinPciDriver, ...] = ()
-    for size in sizes:
-        found = _drivers(vmlinux, segments, size)
+    for size in (id_size,) if id_size else (40, 32):  # a few dozen tables read twice, not the data
+        found = _drivers(vmlinux, candidates, size)
         if len(found) > len(best):
             best = found
     if not best:
@@ -146,7 +148,10 @@ def _segments(data: bytes | bytearray) -> list[_Segment]:
     return out
 
 
-def _drivers(data: bytes | bytearray, segments: list[_Segment], id_size: int) -> tuple[BuiltinPciDriver, ...]:
+def _candidates(data: bytes | bytearray, segments: list[_Segment]) -> list[tuple[str, int]]:
+    """(name, file offset of its id table) of every struct that looks like a registered-to-be
+    `struct pci_driver`, in link order."""
+
     def offset_of(addr: int) -> int | None:
         for s in segments:
             if s.vaddr <= addr < s.vaddr + s.size:
@@ -154,13 +159,14 @@ def _drivers(data: bytes | bytearray, segments: list[_Segment], id_size: int) ->
         return None
 
     text = [(s.vaddr, s.vaddr + s.size) for s in segments if s.flags & _PF_X]
-    found: list[BuiltinPciDriver] = []
-    seen: set[int] = set()
+    found: list[tuple[str, int]] = []
     # static pci_driver structs live in .data (writable, not executable); init/bss segments are RWX
     for seg in (s for s in segments if s.flags & _PF_W and not s.flags & _PF_X):
-        for m in _DRIVER.finditer(data, seg.offset, seg.offset + seg.size):
-            at = m.start()
-            if (at - seg.offset) % 8 or at in seen:
+        pos, end = seg.offset, seg.offset + seg.size
+        while (m := _DRIVER.search(data, pos, end)) is not None:
+            at = pos = m.start()
+            pos += 1  # candidates may overlap (a run of zeros): each start is tried
+            if (at - seg.offset) % 8:
                 continue
             name_p, table_p, probe_p = struct.unpack_from("<QQQ", data, at + 16)
             if not any(lo <= probe_p < hi for lo, hi in text):
@@ -168,11 +174,18 @@ def _drivers(data: bytes | bytearray, segments: list[_Segment], id_size: int) ->
             name_at, table_at = offset_of(name_p), offset_of(table_p)
             if name_at is None or table_at is None:
                 continue
-            name = _c_string(data, name_at)
-            ids = _id_table(data, table_at, id_size) if name else None
-            if name and ids:
-                seen.add(at)
-                found.append(BuiltinPciDriver(name, ids))
+            if name := _c_string(data, name_at):
+                found.append((name, table_at))
+    return found
+
+
+def _drivers(
+    data: bytes | bytearray, candidates: list[tuple[str, int]], id_size: int
+) -> tuple[BuiltinPciDriver, ...]:
+    found: list[BuiltinPciDriver] = []
+    for name, table_at in candidates:
+        if ids := _id_table(data, table_at, id_size):
+            found.append(BuiltinPciDriver(name, ids))
     return tuple(found)
 
 

@@ -568,13 +568,21 @@ class _Tables:
             pos += length
 
     def has(self, symbol: str) -> bool:
-        """Whether `symbol` is one of the names, expanding only those whose first token can start
-        it (after the type letter): a few hundred instead of 90,000."""
+        """Whether `symbol` is one of the names, expanding only those whose first tokens can start
+        it (after the type letter): a few hundred instead of 90,000. A first token that is the type
+        letter alone (`t`, `T`, `d` often are: half the names) leaves it to the second token."""
         table = self._table()
-        first = [not t or symbol.startswith(t[1:]) for t in table]
-        data = self.data
+        # per token index, as a name's first token: can it start `symbol`? None: the next decides
+        first = [symbol.startswith(t[1:]) if len(t) > 1 else None if t else True for t in table]
+        second = [symbol.startswith(t) for t in table]
+        data, size = self.data, len(self.data)
         for start, length in self._spans():
-            if length and start < len(data) and first[data[start]]:
+            if not length or start >= size:
+                continue
+            ok = first[data[start]]
+            if ok is None:
+                ok = length < 2 or start + 1 >= size or second[data[start + 1]]
+            if ok:
                 name = data[start : start + length].decode("latin-1").translate(table)
                 if name[1:] == symbol and len(name) > 1:
                     return True

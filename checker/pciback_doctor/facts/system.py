@@ -6,30 +6,21 @@ from __future__ import annotations
 import os
 import platform
 import re
-import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar, cast
 
+from pciback_doctor.background import in_background
 from pciback_doctor.errors import UsageError
-from pciback_doctor.facts.bootloader import BootEntry, NextBoot, find_next_boot
+from pciback_doctor.facts.bootloader import BootEntry, find_next_boot
 from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers, read_builtin_pci_drivers
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
 from pciback_doctor.facts.decode import exact
-from pciback_doctor.facts.domu import (
-    DomuKernel,
-    from_config,
-    from_config_bytes,
-    from_image,
-    from_image_file,
-    from_module_tree,
-)
+from pciback_doctor.facts.domu import DomuKernel
 from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
 from pciback_doctor.facts.image import ImageFacts, image_facts, open_image
 from pciback_doctor.facts.initramfs import Initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
-from pciback_doctor.facts.limits import ALIAS_COUNT, CONFIG_FILE, KERNEL_IMAGE, MODULE_FILE, TEXT_FILE, Limit
+from pciback_doctor.facts.limits import ALIAS_COUNT, CONFIG_FILE, KERNEL_IMAGE, MODULE_FILE, TEXT_FILE
 from pciback_doctor.facts.modprobe import (
     CONFIG_DIRS,
     ModprobeConfig,
@@ -49,8 +40,8 @@ from pciback_doctor.facts.modules import (
     read_modinfo,
 )
 from pciback_doctor.facts.pci import PciDevice, device_from_spec
-from pciback_doctor.facts.platform import UNKNOWN, Platform, detect_platform
-from pciback_doctor.facts.root import NotReadable, Root, check_lines, open_regular, read_regular
+from pciback_doctor.facts.platform import detect_platform
+from pciback_doctor.facts.root import NotReadable, Root, open_regular
 from pciback_doctor.facts.services import (
     BackendLoader,
     LateBinding,
@@ -58,83 +49,14 @@ from pciback_doctor.facts.services import (
     late_bindings,
     parse_unit,
 )
+from pciback_doctor.facts.standalone import inspect_domu_kernel
+from pciback_doctor.facts.standalone import read_explicit as _read_explicit
 from pciback_doctor.facts.sysfs import PCI_DEVICES, read_pci_devices
+from pciback_doctor.facts.target import BACKEND as BACKEND
+from pciback_doctor.facts.target import Options as Options
+from pciback_doctor.facts.target import System as System
 from pciback_doctor.facts.xl import XlConfig, parse_xl
 from pciback_doctor.model import Evidence
-
-BACKEND = "xen_pciback"
-
-
-@dataclass(frozen=True)
-class Options:
-    """What the user named on the command line (explicit paths are host paths)."""
-
-    root: str = "/"
-    kernel: str | None = None
-    config: str | None = None
-    modules_dir: str | None = None
-    initramfs: str | None = None
-    kernel_image: str | None = None
-    cmdline: str | None = None
-    cmdline_file: str | None = None
-    xen_cmdline: str | None = None
-    devices: tuple[str, ...] = ()
-    domu_configs: tuple[str, ...] = ()
-    domu_kernels: tuple[str, ...] = ()
-    progress: Callable[[str], None] | None = None  # told about long work (big images)
-
-
-@dataclass(frozen=True)
-class System:
-    root: Root
-    release: str | None
-    release_source: str
-    running_release: str | None
-    config: KernelConfig | None
-    modules: ModuleTree | None
-    backend_modinfo: ModuleInfo | None
-    modprobe: ModprobeConfig
-    cmdline: Cmdline | None
-    cmdline_kind: str  # "option" | "boot-entry" | "proc" | "none"
-
-    @property
-    def cmdline_source(self) -> str | None:
-        return self.cmdline.source if self.cmdline else None
-
-    devices: tuple[PciDevice, ...]
-    sysfs: bool  # a sysfs PCI tree was there to look at
-    offline_devices: tuple[PciDevice, ...] = ()
-    next_boot: NextBoot | None = None
-    xen_cmdline: Cmdline | None = None
-    domu_configs: tuple[XlConfig, ...] = ()
-    domu_kernels: tuple[DomuKernel, ...] = ()
-    files: Mapping[str, str] = field(default_factory=dict)  # current text of the files fixes may edit
-    dracut_conf: DracutConfig = field(default_factory=DracutConfig)
-    proc_cmdline: Cmdline | None = None  # the running boot's, when the root has one
-    running_dom0: bool = False  # /proc/xen/capabilities says control_d
-    image: ImageFacts | None = None
-    image_problem: str | None = None  # why there is no image to look at
-    loaders: tuple[BackendLoader, ...] = ()
-    late_bindings: tuple[LateBinding, ...] = ()
-    problems: tuple[Evidence, ...] = field(default=())  # unreadable discovered inputs
-    # the built-in PCI drivers read from the kernel image, when the module tree does not list them
-    builtin_pci: BuiltinPciDrivers | None = None
-    # the backend's module file is listed but empty, garbage or unreadable: modprobe would fail
-    backend_module_problem: Evidence | None = None
-    platform: Platform = UNKNOWN  # which distribution: the tools its fixes name
-
-
-def _read_explicit(path: str, what: str, limit: Limit = CONFIG_FILE, *, text: bool = True) -> bytes:
-    """A file named on the command line: a regular file within `limit` (and LINE with `text`)."""
-    try:
-        data = read_regular(path, limit)
-        if text:
-            check_lines(data)
-        return data
-    except NotReadable as exc:
-        raise UsageError(f"{what} {path}: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
 
 
 def _release_key(release: str) -> list[tuple[int, int | str]]:
@@ -538,17 +460,6 @@ def read_domu_configs(opts: Options, root: Root) -> list[XlConfig]:
     return list(unique.values())
 
 
-def inspect_domu_kernel(host: Path, shown: str) -> DomuKernel:
-    """A domU kernel given as a module tree, a config file, a bzImage or a vmlinux."""
-    if host.is_dir():
-        tree_opts = Options(modules_dir=str(host))
-        tree = read_module_tree(tree_opts, Root(host), None)
-        assert tree is not None
-        return from_module_tree(tree)
-    data = read_regular(host, KERNEL_IMAGE)
-    return from_config_bytes(data, shown) or from_image(data, shown)
-
-
 def read_domu_kernels(opts: Options, root: Root, configs: list[XlConfig]) -> list[DomuKernel]:
     kernels: list[DomuKernel] = []
     for path in opts.domu_kernels:
@@ -592,13 +503,12 @@ def read_dracut_conf(root: Root) -> DracutConfig:
     return DracutConfig(tuple(items))
 
 
-def read_editable(root: Root, modprobe_files: dict[str, bytes]) -> dict[str, str]:
-    """What the fixes may rewrite, decoded so that writing it back loses no byte."""
-    from pciback_doctor.fixes import EDITABLE  # the fixes say which files they may write
-
+def read_editable(root: Root, modprobe_files: dict[str, bytes], editable: Iterable[str]) -> dict[str, str]:
+    """The files the caller may rewrite (the fixes layer names them: a reader does not know who
+    writes), decoded so that writing them back loses no byte."""
     # the modprobe fix also retires the admin's dead classic lines, in whatever file they are
     raw = {rel: data for rel, data in modprobe_files.items() if rel.startswith("etc/modprobe.d/")}
-    for rel in EDITABLE:
+    for rel in editable:
         if rel not in raw and (data := root.read_bytes(rel, CONFIG_FILE, text=True)) is not None:
             raw[rel] = data
     return {rel: exact(data) for rel, data in raw.items()}
@@ -609,34 +519,8 @@ def _proc_cmdline(root: Root) -> Cmdline | None:
     return None if text is None else parse_cmdline(text.strip(), "proc/cmdline")
 
 
-_T = TypeVar("_T")
-
-
-def _in_background(work: Callable[[], _T]) -> Callable[[], _T]:
-    """Start `work` on a daemon thread (Ctrl-C does not wait for it); the function returned waits
-    for it and gives its result, or raises what it raised."""
-    outcome: list[tuple[bool, Any]] = []
-
-    def run() -> None:
-        try:
-            outcome.append((True, work()))
-        except BaseException as exc:  # handed to the caller, raised there
-            outcome.append((False, exc))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-
-    def result() -> _T:
-        thread.join()
-        ok, value = outcome[0]
-        if not ok:
-            raise value
-        return cast("_T", value)
-
-    return result
-
-
-def collect(opts: Options) -> System:
+def collect(opts: Options, editable: Iterable[str] = ()) -> System:
+    """`editable`: the files whose current text `System.files` keeps (fixes.EDITABLE for the CLI)."""
     root_path = Path(opts.root)
     if not root_path.is_dir():
         raise UsageError(f"--root {opts.root}: not a directory")
@@ -647,14 +531,17 @@ def collect(opts: Options) -> System:
         entry = None  # the user named another kernel: the default entry does not describe it
     release, why, running = select_release(opts, root, entry)
     # The initramfs is inflated while the rest is read: ISA-L, zlib and liblzma release the GIL.
-    image_read = _in_background(lambda: read_image(opts, root, release, entry))
+    image_read = in_background(lambda: read_image(opts, root, release, entry))
     config, problems = read_config(opts, root, release, running)
     modules = read_module_tree(opts, root, release)
+    # the built-in id tables (decompressing the kernel image) overlap the initramfs inflate too
+    builtin_read = in_background(lambda: read_builtin_pci(opts, root, release, modules))
     backend_modinfo, more, broken_backend = read_backend_modinfo(root, modules, opts)
     proc_cmdline = _proc_cmdline(root)
     modprobe_files = read_modprobe_files(root)
     cmdline, kind = read_cmdline(opts, entry, proc_cmdline)
     image, image_problem = image_read()
+    builtin_pci = builtin_read()
     domu_configs = read_domu_configs(opts, root)
     if opts.xen_cmdline is not None:
         xen_cmdline: Cmdline | None = parse_cmdline(opts.xen_cmdline, "--xen-cmdline")
@@ -676,7 +563,7 @@ def collect(opts: Options) -> System:
         cmdline_kind=kind,
         next_boot=next_boot,
         xen_cmdline=xen_cmdline,
-        files=read_editable(root, modprobe_files),
+        files=read_editable(root, modprobe_files, editable),
         dracut_conf=read_dracut_conf(root),
         proc_cmdline=proc_cmdline,
         domu_configs=tuple(domu_configs),
@@ -690,143 +577,7 @@ def collect(opts: Options) -> System:
         loaders=tuple(read_loaders(root)),
         late_bindings=tuple(read_late_bindings(root)),
         problems=(*problems, *more),
-        builtin_pci=read_builtin_pci(opts, root, release, modules),
+        builtin_pci=builtin_pci,
         backend_module_problem=broken_backend,
         platform=detect_platform(root),
     )
-
-
-def kernel_build(
-    config_path: str | None,
-    modules_builtin: str | None,
-    build_dir: str | None = None,
-    source_dir: str | None = None,
-    arch: str | None = None,
-) -> System:
-    """A kernel build for the CI gate: its `.config` and `modules.builtin`, or a whole build tree
-    (`make O=DIR`): .config, modules.builtin(.modinfo), modules.order and the built modules."""
-    if build_dir is not None:
-        if not Path(build_dir).is_dir():
-            raise UsageError(f"--build-dir {build_dir}: not a directory")
-        if config_path is not None:
-            raise UsageError("kernel: give --config F or --build-dir D, not both")
-        config_path = str(Path(build_dir) / ".config")
-        if not Path(config_path).is_file():
-            raise UsageError(f"--build-dir {build_dir}: no .config in it (is it a kernel build tree?)")
-    if config_path is None:
-        raise UsageError("kernel: give --config F or --build-dir D")
-    data = _read_explicit(config_path, "--config", TEXT_FILE, text=False)
-    try:
-        text = decode_config(data)
-        config = parse_config(text, config_path)
-    except ConfigError as exc:
-        raise UsageError(f"--config {config_path}: {exc}") from None
-    if config.minimal:  # defconfig form: only the tree's Kconfig knows what is absent
-        from pciback_doctor.facts.kexpand import expand_minimal
-
-        config = expand_minimal(config, text, source_dir, build_dir, arch)
-    modules = None
-    if build_dir is not None:
-        modules = read_build_tree(Path(build_dir))
-    elif modules_builtin is not None:
-        text = _read_explicit(modules_builtin, "--modules-builtin", TEXT_FILE).decode("utf-8", "replace")
-        modules = ModuleTree(
-            release="build",
-            path=str(Path(modules_builtin).parent),
-            builtin=parse_builtin(text, modules_builtin),
-            builtin_aliases=(),
-            builtin_params={},
-            aliases=(),
-            files={},
-            has_index=False,
-        )
-    return replace(
-        bare_system(Path(config_path).absolute().parent),
-        release_source="--config",
-        config=config,
-        modules=modules,
-        domu_kernels=(from_config(config, config_path),),
-    )
-
-
-def read_build_tree(base: Path) -> ModuleTree:
-    """A kernel build directory: modules.order lists what `make modules` built (`.o` names in
-    newer trees, `.ko` in older ones); the `.ko` files sit next to their objects."""
-    tree = Root(base)
-    builtin_text = tree.read_text("modules.builtin", TEXT_FILE) or ""
-    order = tree.read_text("modules.order", TEXT_FILE) or ""
-    files = {}
-    for line in order.splitlines():
-        rel = line.strip()
-        if rel.endswith(".o"):
-            rel = rel[:-2] + ".ko"
-        if rel and tree.exists(rel):
-            files[module_name(rel)] = rel
-    aliases, params = parse_builtin_modinfo(
-        tree.read_bytes("modules.builtin.modinfo") or b"", f"{base}/modules.builtin.modinfo"
-    )
-    return ModuleTree(
-        release="build",
-        path=str(base),
-        builtin=parse_builtin(builtin_text, f"{base}/modules.builtin"),
-        builtin_aliases=aliases,
-        builtin_params=params,
-        aliases=(),
-        files=files,
-        has_index=bool(order),
-    )
-
-
-def bare_system(root: Path) -> System:
-    """A system with no facts yet, for the commands that look at one input (kernel, domu)."""
-    return System(
-        root=Root(root),
-        release=None,
-        release_source="none",
-        running_release=None,
-        config=None,
-        modules=None,
-        backend_modinfo=None,
-        modprobe=ModprobeConfig(()),
-        cmdline=None,
-        cmdline_kind="none",
-        devices=(),
-        sysfs=False,
-    )
-
-
-def domu_inputs(paths: list[str]) -> System:
-    """`pciback-doctor domu ARGS...`: each argument a kernel image, config, module tree or xl config."""
-    kernels: list[DomuKernel] = []
-    configs: list[XlConfig] = []
-    for path in paths:
-        host = Path(path)
-        if not host.exists():
-            raise UsageError(f"{path}: no such file or directory")
-        try:
-            if host.is_dir():
-                kernels.append(inspect_domu_kernel(host, path))
-                continue
-            with open_regular(host) as stream:
-                head = stream.read(0x1000)
-                if head[:4] == b"\x7fELF" or head[0x202:0x206] == b"HdrS" or head[:2] == b"MZ":
-                    kernels.append(from_image_file(stream, path))  # read in pieces: memory stays flat
-                    continue
-            data = read_regular(host, KERNEL_IMAGE)
-        except NotReadable as exc:
-            raise UsageError(f"{path}: {exc}") from None
-        except OSError as exc:
-            raise UsageError(f"{path}: {exc.strerror or exc}") from None
-        if (config := from_config_bytes(data, path)) is not None:
-            kernels.append(config)
-        elif b"\0" in data[:4096]:
-            raise UsageError(f"{path}: not a kernel image, kernel config, module tree or xl config")
-        else:
-            try:  # an xl config is text: the limits of every text input apply
-                if len(data) > CONFIG_FILE.value:
-                    raise NotReadable(f"larger than the {CONFIG_FILE.describe()} limit")
-                check_lines(data)
-            except NotReadable as exc:
-                raise UsageError(f"{path}: {exc}") from None
-            configs.append(parse_xl(data.decode("utf-8", "replace"), path))
-    return replace(bare_system(Path.cwd()), domu_kernels=tuple(kernels), domu_configs=tuple(configs))

@@ -29,7 +29,7 @@ MKINITCPIO = "etc/mkinitcpio.conf"
 DEFAULT_GRUB = "etc/default/grub"
 BIND_SCRIPT = "usr/local/sbin/xen-pciback-bind"
 BIND_UNIT = "etc/systemd/system/xen-pciback-bind.service"
-# the files fixes may write: the collector keeps their current contents for diffs and --write
+# the files fixes may write: the CLI asks collect() to keep their current contents (diffs, --write)
 EDITABLE = (
     MODPROBE_FILE,
     DRACUT_CONF,
