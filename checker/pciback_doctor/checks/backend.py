@@ -25,26 +25,53 @@ if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model 
 )
 def backend_missing(chk: Check, a: Analysis) -> Iterator[Finding]:
     if a.backend.backend.mode == "missing":
-        arch = a.backend.arch
-        built_by = f" ({arch.backend} is not set)" if arch is not None else ""
-        fix = arch.backend_fix if arch is not None else "scripts/config --module XEN_PCIDEV_BACKEND"
-        what = "enable the backend in the kernel build"
-        if _dom0_lacks(a):  # Kconfig drops the backend again while XEN_BACKEND (dom0 support) is off
-            what += " after dom0 support (PB106): it depends on CONFIG_XEN_BACKEND"
-        fixes = [Fix("kernel", what, commands=(fix, "make olddefconfig"))]
-        if arch is not None and not arch.dom0_fix and _dom0_lacks(a):
-            fixes = [Fix("kernel", arch.dom0_note)]  # no dom0 here: a backend would serve nothing
-        config = a.system.config
-        if arch is not None and config is not None and not backend_exists(arch, config):
-            built_by = f" (this {arch.name} tree has no {arch.backend})"
-            fixes = [
-                Fix("kernel", f"use a kernel whose tree has {arch.backend} (Linux 2021 or later on Arm)")
-            ]
         yield chk.finding(
-            f"{_kernel(a)} has no {_module(a)}, neither built in nor as a module{built_by}",
-            evidence=a.backend.backend.evidence,
-            fixes=fixes,
+            f"{_kernel(a)} has no {_module(a)}, neither built in nor as a module{_why_missing(a)}",
+            # without a config, what showed the architecture is evidence too (facts/machine.py)
+            evidence=[*a.backend.backend.evidence, *([] if a.system.config else _arch_evidence(a))],
+            fixes=_backend_fixes(a),
         )
+
+
+def _why_missing(a: Analysis) -> str:
+    arch, config = a.backend.arch, a.system.config
+    if arch is None:
+        return ""
+    if arch.backend_kind == "none":
+        return f" ({arch.name}: Linux has Xen only on x86, arm64 and arm)"
+    if config is None:
+        return f" (an {arch.name} kernel, whose backend is {arch.backend})"
+    if not backend_exists(arch, config):
+        return f" (this {arch.name} tree has no {arch.backend})"
+    return f" ({arch.backend} is not set)"
+
+
+def _arch_evidence(a: Analysis) -> list[Evidence]:
+    return [a.backend.arch_evidence] if a.backend.arch_evidence is not None else []
+
+
+def _backend_fixes(a: Analysis) -> list[Fix]:
+    """The architecture's own symbol, never one it lacks (XEN_PCIDEV_BACKEND `depends on X86`,
+    XEN_PCIDEV_STUB `depends on !X86`: drivers/xen/Kconfig)."""
+    arch, config = a.backend.arch, a.system.config
+    if arch is None:  # neither a config nor the kernel's bytes say which architecture
+        return [
+            Fix(
+                "kernel",
+                "enable the backend in the kernel build: CONFIG_XEN_PCIDEV_BACKEND on x86, "
+                "CONFIG_XEN_PCIDEV_STUB on arm64 and arm (give --config to get the exact commands)",
+            )
+        ]
+    if arch.backend_kind == "none":
+        return [Fix("kernel", arch.dom0_note)]
+    if config is not None and not backend_exists(arch, config):
+        return [Fix("kernel", f"use a kernel whose tree has {arch.backend} (Linux 5.16 or later on Arm)")]
+    if not arch.dom0_fix and _dom0_lacks(a):
+        return [Fix("kernel", arch.dom0_note)]  # no dom0 here: a backend would serve nothing
+    what = "enable the backend in the kernel build"
+    if _dom0_lacks(a):  # Kconfig drops the backend again while XEN_BACKEND (dom0 support) is off
+        what += " after dom0 support (PB106): it depends on CONFIG_XEN_BACKEND"
+    return [Fix("kernel", what, commands=(arch.backend_fix, "make olddefconfig"))]
 
 
 @check(

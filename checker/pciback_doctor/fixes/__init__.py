@@ -65,7 +65,16 @@ def precondition(strategy: str, a: Analysis) -> str | None:
     """Why `strategy` cannot work on this system whatever the devices, or None when it can."""
     mode = a.backend.backend.mode
     if mode == "missing":
-        return "the target kernel has no PCI backend: build it with CONFIG_XEN_PCIDEV_BACKEND=y or =m"
+        arch = a.backend.arch
+        if arch is not None and arch.backend_kind == "none":
+            return f"the target kernel has no PCI backend: {arch.dom0_note}"
+        # the architecture's own symbol (XEN_PCIDEV_BACKEND is x86-only, XEN_PCIDEV_STUB Arm's)
+        symbol = (
+            arch.backend
+            if arch is not None
+            else "CONFIG_XEN_PCIDEV_BACKEND (x86) or CONFIG_XEN_PCIDEV_STUB (Arm)"
+        )
+        return f"the target kernel has no PCI backend: build it with {symbol}=y or =m"
     if mode == "unknown":
         return "whether the kernel has the PCI backend is unknown: give --config or --modules-dir"
     if strategy == "modprobe":
