@@ -243,14 +243,31 @@ def grub_update(a: Analysis) -> str:
     return a.system.platform.grub_update(cfg)
 
 
+# the image generator each platform family installs by default: what rebuilds the image when no
+# image shows which tool built it (Debian: initramfs-tools; Fedora/RHEL/Qubes and XCP-ng: dracut;
+# Arch: mkinitcpio; Alpine: mkinitfs, whose image the initramfs reader does not recognise)
+PLATFORM_GENERATOR = {
+    "debian": "initramfs-tools",
+    "fedora": "dracut",
+    "xenserver": "dracut",
+    "arch": "mkinitcpio",
+    "alpine": "mkinitfs",
+}
+
+
 def rebuild_command(a: Analysis, generator: str | None = None) -> str:
-    """How this system rebuilds the image of the target kernel, by the tool that built it."""
+    """How this system rebuilds the image of the target kernel: by the tool that built it, else by
+    the one its platform installs."""
     release = a.system.release or "$(uname -r)"
+    tool = generator or _generator(a)
+    if tool == "unknown":
+        tool = PLATFORM_GENERATOR.get(a.system.platform.family, tool)
     return {
         "dracut": f"dracut -f --kver {release}",
         "initramfs-tools": f"update-initramfs -u -k {release}",
-        "mkinitcpio": "mkinitcpio -P",
-    }.get(generator or _generator(a), f"rebuild the initramfs for {release} with your distribution's tool")
+        "mkinitcpio": "mkinitcpio -P",  # every preset: mkinitcpio(8)
+        "mkinitfs": f"mkinitfs {release}",  # mkinitfs [options] [kernelversion]
+    }.get(tool, f"rebuild the initramfs for {release} with your distribution's tool")
 
 
 def _image_changes(a: Analysis) -> tuple[list[FileChange], list[str]]:
