@@ -12,7 +12,7 @@ import pytest
 from facts.test_machine import ARM64_IMAGE, bzimage, elf
 from helpers import FIXTURES, doctor
 from test_cli import schema
-from test_kernel_gate import ARM64_DOM0, XENLINUX
+from test_kernel_gate import ARM64_DOM0, X86_DOM0, XENLINUX
 
 K = "6.1.0-test"
 
@@ -139,3 +139,63 @@ def test_fixture_config_names_the_architecture() -> None:
     assert arch["name"] == "x86"
     assert arch["evidence"]["path"] == "boot/config-6.1.0-56-xendom0"
     assert arch["evidence"]["text"] == "header: Linux/x86 6.1.192"
+
+
+def arm_root(tmp_path: Path, config: str = ARM64_DOM0) -> Path:
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot" / f"config-{K}").write_text(config)
+    return tmp_path
+
+
+def pb111(root: Path, *args: str) -> list[dict]:  # type: ignore[type-arg]
+    run = doctor("check", "--root", str(root), "--kernel", K, "--cmdline", "ro", "--format", "json", *args)
+    jsonschema.validate(run.json(), schema())
+    return [f for f in run.json()["findings"] if f["id"] == "PB111"]
+
+
+DEVICE = ("--device", "0000:01:00.0=8086:10d3")
+
+
+@pytest.mark.parametrize(
+    ("xen", "severity", "cited"),
+    [
+        ("dom0_mem=1G console=dtuart", "warning", "dom0_mem=1G console=dtuart"),  # Xen's default: off
+        ("pci-passthrough=on", None, None),
+        ("pci-passthrough", None, None),  # a bare boolean is true (parse_params)
+        ("pci-passthrough=1 dom0_mem=1G", None, None),
+        ("pci-passthrough=on no-pci-passthrough", "warning", "no-pci-passthrough"),  # the last one wins
+        ("pci-passthrough=off", "warning", "pci-passthrough=off"),
+        ("no-pci-passthrough=off", None, None),  # `no-` inverts the value
+        ("pci_passthrough=on", "warning", "pci_passthrough=on"),  # Xen compares names exactly (strcmp)
+        ("pci-passthrough=maybe", "warning", "pci-passthrough=maybe"),  # a bad value changes nothing
+        ("pci-passthrough=ON", "warning", "pci-passthrough=ON"),  # parse_bool is case-sensitive
+        ("pci-passthrough=", None, None),  # an empty value is true
+    ],
+)
+def test_xen_on_arm_needs_pci_passthrough_on(
+    tmp_path: Path, xen: str, severity: str | None, cited: str | None
+) -> None:
+    found = pb111(arm_root(tmp_path), *DEVICE, "--xen-cmdline", xen)
+    if severity is None:
+        assert found == []
+        return
+    assert [f["severity"] for f in found] == [severity]
+    assert found[0]["evidence"][0]["text"] == cited
+    assert "pci-passthrough=on" in found[0]["fixes"][0]["description"]
+
+
+def test_xen_on_arm_without_a_xen_command_line_is_a_reminder(tmp_path: Path) -> None:
+    found = pb111(arm_root(tmp_path), *DEVICE)
+    assert [f["severity"] for f in found] == ["info"]
+    assert "Xen's command line was not found" in found[0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("config", "args"),
+    [
+        (ARM64_DOM0, ()),  # no device meant for passthrough: nothing to assign
+        (X86_DOM0, DEVICE),  # x86: Xen assigns PCI devices without such a switch
+    ],
+)
+def test_pb111_only_for_arm_passthrough(tmp_path: Path, config: str, args: tuple[str, ...]) -> None:
+    assert pb111(arm_root(tmp_path, config), *args, "--xen-cmdline", "dom0_mem=1G") == []

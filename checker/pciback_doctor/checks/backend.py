@@ -282,6 +282,71 @@ def unreadable(chk: Check, a: Analysis) -> Iterator[Finding]:
         )
 
 
+# Xen's parse_bool (xen/common/kernel.c): the words a boolean option takes
+_XEN_TRUE, _XEN_FALSE = {"1", "on", "yes", "true", "enable"}, {"0", "no", "off", "false", "disable"}
+
+
+def _xen_pci_passthrough(a: Analysis) -> tuple[bool, Evidence | None]:
+    """Whether Xen's command line turns `pci-passthrough` on, and the token that decides: the last
+    one wins; `no-` inverts (parse_params in xen/common/kernel.c; names compare exactly, strcmp)."""
+    xen = a.system.xen_cmdline
+    state, evidence = False, None
+    for p in xen.params if xen is not None else ():
+        if p.key not in ("pci-passthrough", "no-pci-passthrough"):
+            continue
+        value = p.value or "1"  # `pci-passthrough=` too: an empty value is true
+        evidence = xen.evidence(p) if xen is not None else None
+        # parse_bool compares case-sensitively (`ON` is refused); a refused value changes nothing
+        if value in _XEN_TRUE | _XEN_FALSE:
+            state = (value in _XEN_TRUE) != p.key.startswith("no-")
+    return state, evidence
+
+
+@check(
+    "PB111",
+    Severity.WARNING,
+    "Xen on Arm: PCI passthrough is not switched on",
+    """On Arm, pciback (the CONFIG_XEN_PCIDEV_STUB build of xen-pciback) only holds a device: Xen itself
+    assigns it. Xen on Arm does that only with `pci-passthrough=on` on its command line (default off,
+    xen/arch/arm/pci/pci.c; without it PHYSDEVOP_pci_device_add fails with EOPNOTSUPP unless an IOMMU is
+    on) and, since Xen 4.21, a hypervisor built with CONFIG_PCI_PASSTHROUGH (an EXPERT option). Xen's
+    SUPPORT.md lists PCI passthrough on Arm as not supported (only non-PCI device passthrough, by the
+    `xen,passthrough` device-tree property, which hides a platform device from dom0 without pciback).
+    The doctor's prediction says who owns the device in dom0; this says whether Xen can hand it on.""",
+)
+def arm_pci_passthrough(chk: Check, a: Analysis) -> Iterator[Finding]:
+    arch = a.backend.arch
+    if arch is None or arch.backend_kind != "stub" or not a.devices:
+        return
+    on, evidence = _xen_pci_passthrough(a)
+    if on:
+        return
+    fix = Fix(
+        "xen-cmdline",
+        "add pci-passthrough=on to Xen's command line (GRUB_CMDLINE_XEN_DEFAULT in etc/default/grub, the "
+        "options of xen.cfg, or the device tree's xen,xen-bootargs), on a Xen built with CONFIG_PCI_PASSTHROUGH",
+    )
+    xen = a.system.xen_cmdline
+    if xen is None:
+        yield chk.finding(
+            f"an {arch.name} dom0: Xen's command line was not found, and Xen on Arm assigns PCI devices only "
+            "with pci-passthrough=on (default off)",
+            evidence=[e for e in (a.backend.arch_evidence,) if e is not None],
+            fixes=[fix],
+            severity=Severity.INFO,
+        )
+        return
+    said = f"{evidence.text} leaves it off" if evidence is not None else "it has no pci-passthrough=on"
+    yield chk.finding(
+        f"an {arch.name} dom0 whose Xen command line lacks pci-passthrough=on ({said}): pciback can hold "
+        "the devices, but Xen on Arm will not assign them to a guest",
+        evidence=[
+            e for e in (evidence or Evidence(xen.source, xen.line, xen.text), a.backend.arch_evidence) if e
+        ],
+        fixes=[fix],
+    )
+
+
 def _module(a: Analysis) -> str:
     return "pciback" if a.backend.backend.module == "pciback" else "xen-pciback"
 
