@@ -111,8 +111,8 @@ def backend_module(chk: Check, a: Analysis) -> Iterator[Finding]:
     "PB104",
     Severity.WARNING,
     "Kernel config and module tree disagree about the backend",
-    """The config says one thing about CONFIG_XEN_PCIDEV_BACKEND and modules.builtin / the module files say
-    another: the config probably belongs to another build, or the module tree was not installed from the same
+    """The config says one thing about the backend's symbol (CONFIG_XEN_PCIDEV_BACKEND on x86,
+    CONFIG_XEN_PCIDEV_STUB on Arm) and modules.builtin / the module files say another: the config probably belongs to another build, or the module tree was not installed from the same
     build. The doctor follows the config; check which kernel will really boot.""",
 )
 def backend_disagreement(chk: Check, a: Analysis) -> Iterator[Finding]:
