@@ -13,9 +13,12 @@ architecture, read from the kernel's own Kconfig files (Linux 6.1 unless a row s
   builds the same xen-pciback.ko (drivers/xen/xen-pciback/Makefile) without its PV half:
   `xen_pcibk_pv_support()` is false, so no xenbus backend registers, but pcistub still claims the
   hidden devices, which is what the toolstack needs to assign them (Xen's vPCI on Arm). The stub came
-  with commit a67efff28832 ("xen-pciback: allow compiling on other archs than x86", 2021); older Arm
+  with commit a67efff28832 ("xen-pciback: allow compiling on other archs than x86", Linux 5.16); older Arm
   trees have no PCI backend at all (`backend_exists`). No XEN_PV,
   no pcifront: an Arm guest has one type (xl's "pvh") and never needs a frontend.
+- every other architecture (riscv, powerpc, s390, mips, loongarch, ...): Linux defines CONFIG_XEN only
+  in arch/x86/xen/Kconfig, arch/arm/Kconfig and arch/arm64/Kconfig, so such a kernel can be neither
+  dom0 nor a Xen guest, and no backend symbol exists to suggest (`OTHER`).
 - classic XenLinux (2.6.18 and the 3.x vendor trees, drivers/xen/Kconfig there): dom0 is
   XEN_PRIVILEGED_GUEST; XEN_BACKEND is a tristate (`=m` is fine); XEN_PCIDEV_BACKEND builds the module
   `pciback` (drivers/xen/pciback/Makefile); every XenLinux guest is PV and uses XEN_PCIDEV_FRONTEND.
@@ -24,17 +27,18 @@ architecture, read from the kernel's own Kconfig files (Linux 6.1 unless a row s
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pciback_doctor.facts.kconfig import KernelConfig
+from pciback_doctor.model import Evidence
 
 
 @dataclass(frozen=True)
 class Arch:
     name: str
     detected_by: str  # a symbol only this architecture (or tree) has, =y
-    backend: str  # the symbol that builds the PCI backend module
-    backend_kind: str  # full (PV backend + stub) | stub (holds devices only, no PV backend)
+    backend: str  # the symbol that builds the PCI backend module; "" where none exists
+    backend_kind: str  # full (PV backend + stub) | stub (holds devices only, no PV backend) | none
     module: str  # the backend's kernel module name
     dom0: tuple[tuple[str, str], ...]  # (symbol, values it must have) for dom0 support
     pv: str | None  # the symbol that makes a PV guest kernel; None: no PV guests here
@@ -84,6 +88,11 @@ ARCHES: tuple[Arch, ...] = (
          dom0_fix=("make xen.config",), dom0_note="XEN_DOM0 and XEN_BACKEND follow CONFIG_XEN on Arm",
          backend_fix="scripts/config --module XEN_PCIDEV_STUB"),
 )
+OTHER = Arch(name="other", detected_by="", backend="", backend_kind="none", module="xen_pciback",
+             dom0=(("CONFIG_XEN", "y"),), pv=None, frontend=None, guests="none", dom0_fix=(),
+             dom0_note="Linux has Xen support only on x86, arm64 and arm (CONFIG_XEN is defined in "
+             "arch/x86/xen/Kconfig, arch/arm64/Kconfig and arch/arm/Kconfig): run dom0 on one of them",
+             backend_fix="")
 # fmt: on
 BY_NAME = {a.name: a for a in ARCHES}
 # conf_write's header names the source architecture (SRCARCH): x86 covers both widths
@@ -102,9 +111,38 @@ def arch_of(config: KernelConfig) -> Arch:
         return BY_NAME[_HEADER_ARCH[config.header_arch]]
     if config.header_arch in ("x86", "x86_64", "i386"):
         return BY_NAME["x86_64" if config.get("CONFIG_64BIT") == "y" else "x86"]
+    if config.header_arch:  # a header naming an architecture without Xen (riscv, powerpc, ...)
+        return arch_named(config.header_arch)
     if "CONFIG_XEN_PCIDEV_STUB" in config.values:
         return BY_NAME["arm64" if config.get("CONFIG_64BIT") == "y" else "arm"]
     return BY_NAME["x86"]
+
+
+def arch_named(name: str) -> Arch:
+    """The row for an architecture named by make's ARCH= or by the kernel's own bytes
+    (facts/machine.py): x86_64, i386, x86, arm64, arm; any other has no Xen (`OTHER`)."""
+    return BY_NAME.get(name) or replace(OTHER, name=name)
+
+
+def machine_name(arch: Arch, config: KernelConfig | None) -> str:
+    """The architecture to show: a XenLinux tree's row is a kernel family, not a machine."""
+    if arch.name != "xenlinux" or config is None:
+        return arch.name
+    return "x86_64" if config.get("CONFIG_X86_64") == "y" else "x86"
+
+
+def arch_evidence(arch: Arch, config: KernelConfig) -> Evidence:
+    """Why the config is this architecture's: the symbol only it has, else the header's SRCARCH."""
+    symbol = "CONFIG_X86_64" if arch.name == "xenlinux" else arch.detected_by  # the machine, not the tree
+    if symbol and symbol in config.values:
+        return config.evidence(symbol)
+    if config.header_arch:
+        return Evidence(
+            config.path, None, f"header: Linux/{config.header_arch} {config.version or ''}".rstrip()
+        )
+    if arch.backend_kind == "stub" and "CONFIG_XEN_PCIDEV_STUB" in config.values:
+        return config.evidence("CONFIG_XEN_PCIDEV_STUB")
+    return Evidence(config.path, None, f"no architecture symbol: taken as {arch.name}")
 
 
 def make_arch(config: KernelConfig) -> str | None:

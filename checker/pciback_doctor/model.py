@@ -109,6 +109,8 @@ class Target:
     xen_cmdline: str | None = None
     platform: str | None = None  # os-release id of the root (debian, qubes, xcp-ng, …)
     platform_name: str | None = None  # as the system names itself
+    arch: str | None = None  # the target kernel's architecture (x86_64, arm64, ...), when known
+    arch_evidence: Evidence | None = None  # what says so: the config line, a module's ELF header
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from pciback_doctor.arches import machine_name
 from pciback_doctor.facts.platform import UNKNOWN
 from pciback_doctor.model import DeviceReport, Finding, Report, Severity, Target
 
@@ -43,6 +44,8 @@ def target_of(analysis: Analysis) -> Target:
         # a bare kernel or domU input is no system: it has no platform
         platform=None if s.platform is UNKNOWN else s.platform.id,
         platform_name=None if s.platform is UNKNOWN else s.platform.name,
+        arch=machine_name(analysis.backend.arch, s.config) if analysis.backend.arch else None,
+        arch_evidence=analysis.backend.arch_evidence,
     )
 
 

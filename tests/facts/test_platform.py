@@ -100,7 +100,7 @@ def test_fedora_fix_regenerates_the_grub_cfg_it_boots(tmp_path: Path) -> None:
 
 def test_xcpng_fixture_is_xcpng_with_its_brand() -> None:
     platform = detect_platform(Root(FIXTURES / "xcpng-8.3-malformed-hide"))
-    assert (platform.id, platform.name, platform.family, platform.brand) == (
+    assert (platform.id, platform.name, platform.family, platform.os_name) == (
         "xcp-ng",
         "XCP-ng 8.3.0",
         "xenserver",

@@ -1,27 +1,38 @@
 """Is the PCI backend built in, a module, or missing in the target kernel? Which symbol builds it
-and what the module is called depend on the architecture (pciback_doctor/arches.py)."""
+and what the module is called depend on the architecture (pciback_doctor/arches.py): the config's,
+else the one the kernel's own bytes show (a module's ELF header, the image's header)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pciback_doctor.arches import Arch, arch_of
+from pciback_doctor.arches import Arch, arch_evidence, arch_named, arch_of
 from pciback_doctor.facts.target import BACKEND, System
 from pciback_doctor.model import Backend, Evidence
-
-CONFIG_SYMBOL = "CONFIG_XEN_PCIDEV_BACKEND"
 
 
 @dataclass(frozen=True)
 class BackendVerdict:
     backend: Backend
     disagreement: tuple[Evidence, ...]  # config, modules.builtin and module files disagree
-    arch: Arch | None = None  # the config's architecture row; None without a config
+    arch: Arch | None = None  # the kernel's architecture row; None when nothing says
+    arch_evidence: Evidence | None = None  # what says so
+
+
+def architecture(system: System) -> tuple[Arch | None, Evidence | None]:
+    """The target kernel's architecture and the fact it rests on: the config decides (it also tells
+    XenLinux trees apart); without one, the kernel's own bytes (facts/machine.py)."""
+    if system.config is not None:
+        arch = arch_of(system.config)
+        return arch, arch_evidence(arch, system.config)
+    if system.machine is not None:
+        return arch_named(system.machine.arch), system.machine.evidence
+    return None, None
 
 
 def backend_state(system: System) -> BackendVerdict:
     config = system.config
-    arch = arch_of(config) if config is not None else None
+    arch, arch_source = architecture(system)
     module = arch.module if arch is not None else BACKEND
     tree = system.modules
     by_tree: str | None = None
@@ -42,7 +53,10 @@ def backend_state(system: System) -> BackendVerdict:
             tree_evidence.append(Evidence(f"{tree.path}/modules.builtin", None, f"{module} not listed"))
     by_config: str | None = None
     config_evidence: list[Evidence] = []
-    if config is not None and arch is not None:
+    if arch is not None and arch.backend_kind == "none" and arch_source is not None:
+        by_config = "missing"  # no Xen in this architecture: nothing can build a backend
+        config_evidence.append(arch_source)
+    elif config is not None and arch is not None:
         symbol = arch.backend
         config_evidence.append(config.evidence(symbol))
         if config.known(symbol):  # a minimal config's absent symbol is its default: unknown here
@@ -62,4 +76,4 @@ def backend_state(system: System) -> BackendVerdict:
         # kmod's init_module fails on an empty or non-ELF file (ENOEXEC), but a half-written file
         # may be replaced before the reboot: whether the backend loads is not known
         mode, evidence = "unknown", (*evidence, broken)
-    return BackendVerdict(Backend(mode, module, evidence), () if agree else evidence, arch)
+    return BackendVerdict(Backend(mode, module, evidence), () if agree else evidence, arch, arch_source)

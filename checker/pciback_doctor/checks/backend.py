@@ -25,26 +25,53 @@ if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model 
 )
 def backend_missing(chk: Check, a: Analysis) -> Iterator[Finding]:
     if a.backend.backend.mode == "missing":
-        arch = a.backend.arch
-        built_by = f" ({arch.backend} is not set)" if arch is not None else ""
-        fix = arch.backend_fix if arch is not None else "scripts/config --module XEN_PCIDEV_BACKEND"
-        what = "enable the backend in the kernel build"
-        if _dom0_lacks(a):  # Kconfig drops the backend again while XEN_BACKEND (dom0 support) is off
-            what += " after dom0 support (PB106): it depends on CONFIG_XEN_BACKEND"
-        fixes = [Fix("kernel", what, commands=(fix, "make olddefconfig"))]
-        if arch is not None and not arch.dom0_fix and _dom0_lacks(a):
-            fixes = [Fix("kernel", arch.dom0_note)]  # no dom0 here: a backend would serve nothing
-        config = a.system.config
-        if arch is not None and config is not None and not backend_exists(arch, config):
-            built_by = f" (this {arch.name} tree has no {arch.backend})"
-            fixes = [
-                Fix("kernel", f"use a kernel whose tree has {arch.backend} (Linux 2021 or later on Arm)")
-            ]
         yield chk.finding(
-            f"{_kernel(a)} has no {_module(a)}, neither built in nor as a module{built_by}",
-            evidence=a.backend.backend.evidence,
-            fixes=fixes,
+            f"{_kernel(a)} has no {_module(a)}, neither built in nor as a module{_why_missing(a)}",
+            # without a config, what showed the architecture is evidence too (facts/machine.py)
+            evidence=[*a.backend.backend.evidence, *([] if a.system.config else _arch_evidence(a))],
+            fixes=_backend_fixes(a),
         )
+
+
+def _why_missing(a: Analysis) -> str:
+    arch, config = a.backend.arch, a.system.config
+    if arch is None:
+        return ""
+    if arch.backend_kind == "none":
+        return f" ({arch.name}: Linux has Xen only on x86, arm64 and arm)"
+    if config is None:
+        return f" (an {arch.name} kernel, whose backend is {arch.backend})"
+    if not backend_exists(arch, config):
+        return f" (this {arch.name} tree has no {arch.backend})"
+    return f" ({arch.backend} is not set)"
+
+
+def _arch_evidence(a: Analysis) -> list[Evidence]:
+    return [a.backend.arch_evidence] if a.backend.arch_evidence is not None else []
+
+
+def _backend_fixes(a: Analysis) -> list[Fix]:
+    """The architecture's own symbol, never one it lacks (XEN_PCIDEV_BACKEND `depends on X86`,
+    XEN_PCIDEV_STUB `depends on !X86`: drivers/xen/Kconfig)."""
+    arch, config = a.backend.arch, a.system.config
+    if arch is None:  # neither a config nor the kernel's bytes say which architecture
+        return [
+            Fix(
+                "kernel",
+                "enable the backend in the kernel build: CONFIG_XEN_PCIDEV_BACKEND on x86, "
+                "CONFIG_XEN_PCIDEV_STUB on arm64 and arm (give --config to get the exact commands)",
+            )
+        ]
+    if arch.backend_kind == "none":
+        return [Fix("kernel", arch.dom0_note)]
+    if config is not None and not backend_exists(arch, config):
+        return [Fix("kernel", f"use a kernel whose tree has {arch.backend} (Linux 5.16 or later on Arm)")]
+    if not arch.dom0_fix and _dom0_lacks(a):
+        return [Fix("kernel", arch.dom0_note)]  # no dom0 here: a backend would serve nothing
+    what = "enable the backend in the kernel build"
+    if _dom0_lacks(a):  # Kconfig drops the backend again while XEN_BACKEND (dom0 support) is off
+        what += " after dom0 support (PB106): it depends on CONFIG_XEN_BACKEND"
+    return [Fix("kernel", what, commands=(arch.backend_fix, "make olddefconfig"))]
 
 
 @check(
@@ -84,8 +111,8 @@ def backend_module(chk: Check, a: Analysis) -> Iterator[Finding]:
     "PB104",
     Severity.WARNING,
     "Kernel config and module tree disagree about the backend",
-    """The config says one thing about CONFIG_XEN_PCIDEV_BACKEND and modules.builtin / the module files say
-    another: the config probably belongs to another build, or the module tree was not installed from the same
+    """The config says one thing about the backend's symbol (CONFIG_XEN_PCIDEV_BACKEND on x86,
+    CONFIG_XEN_PCIDEV_STUB on Arm) and modules.builtin / the module files say another: the config probably belongs to another build, or the module tree was not installed from the same
     build. The doctor follows the config; check which kernel will really boot.""",
 )
 def backend_disagreement(chk: Check, a: Analysis) -> Iterator[Finding]:
@@ -253,6 +280,71 @@ def unreadable(chk: Check, a: Analysis) -> Iterator[Finding]:
         yield chk.finding(
             f"{broken.path}: {broken.text}; whether xen-pciback can load is unknown", evidence=[broken]
         )
+
+
+# Xen's parse_bool (xen/common/kernel.c): the words a boolean option takes
+_XEN_TRUE, _XEN_FALSE = {"1", "on", "yes", "true", "enable"}, {"0", "no", "off", "false", "disable"}
+
+
+def _xen_pci_passthrough(a: Analysis) -> tuple[bool, Evidence | None]:
+    """Whether Xen's command line turns `pci-passthrough` on, and the token that decides: the last
+    one wins; `no-` inverts (parse_params in xen/common/kernel.c; names compare exactly, strcmp)."""
+    xen = a.system.xen_cmdline
+    state, evidence = False, None
+    for p in xen.params if xen is not None else ():
+        if p.key not in ("pci-passthrough", "no-pci-passthrough"):
+            continue
+        value = p.value or "1"  # `pci-passthrough=` too: an empty value is true
+        evidence = xen.evidence(p) if xen is not None else None
+        # parse_bool compares case-sensitively (`ON` is refused); a refused value changes nothing
+        if value in _XEN_TRUE | _XEN_FALSE:
+            state = (value in _XEN_TRUE) != p.key.startswith("no-")
+    return state, evidence
+
+
+@check(
+    "PB111",
+    Severity.WARNING,
+    "Xen on Arm: PCI passthrough is not switched on",
+    """On Arm, pciback (the CONFIG_XEN_PCIDEV_STUB build of xen-pciback) only holds a device: Xen itself
+    assigns it. Xen on Arm does that only with `pci-passthrough=on` on its command line (default off,
+    xen/arch/arm/pci/pci.c; without it PHYSDEVOP_pci_device_add fails with EOPNOTSUPP unless an IOMMU is
+    on) and, since Xen 4.21, a hypervisor built with CONFIG_PCI_PASSTHROUGH (an EXPERT option). Xen's
+    SUPPORT.md lists PCI passthrough on Arm as not supported (only non-PCI device passthrough, by the
+    `xen,passthrough` device-tree property, which hides a platform device from dom0 without pciback).
+    The doctor's prediction says who owns the device in dom0; this says whether Xen can hand it on.""",
+)
+def arm_pci_passthrough(chk: Check, a: Analysis) -> Iterator[Finding]:
+    arch = a.backend.arch
+    if arch is None or arch.backend_kind != "stub" or not a.devices:
+        return
+    on, evidence = _xen_pci_passthrough(a)
+    if on:
+        return
+    fix = Fix(
+        "xen-cmdline",
+        "add pci-passthrough=on to Xen's command line (GRUB_CMDLINE_XEN_DEFAULT in etc/default/grub, the "
+        "options of xen.cfg, or the device tree's xen,xen-bootargs), on a Xen built with CONFIG_PCI_PASSTHROUGH",
+    )
+    xen = a.system.xen_cmdline
+    if xen is None:
+        yield chk.finding(
+            f"an {arch.name} dom0: Xen's command line was not found, and Xen on Arm assigns PCI devices only "
+            "with pci-passthrough=on (default off)",
+            evidence=[e for e in (a.backend.arch_evidence,) if e is not None],
+            fixes=[fix],
+            severity=Severity.INFO,
+        )
+        return
+    said = f"{evidence.text} leaves it off" if evidence is not None else "it has no pci-passthrough=on"
+    yield chk.finding(
+        f"an {arch.name} dom0 whose Xen command line lacks pci-passthrough=on ({said}): pciback can hold "
+        "the devices, but Xen on Arm will not assign them to a guest",
+        evidence=[
+            e for e in (evidence or Evidence(xen.source, xen.line, xen.text), a.backend.arch_evidence) if e
+        ],
+        fixes=[fix],
+    )
 
 
 def _module(a: Analysis) -> str:

@@ -36,8 +36,8 @@ def _report(chk: Check, a: Analysis, kind: str, unless_claimed: bool = True) -> 
     Severity.ERROR,
     "Native driver built in while the backend is a module",
     """A built-in driver binds the device during kernel init, before any module can load, and a module never
-    takes a bound device. Either build the backend in (CONFIG_XEN_PCIDEV_BACKEND=y with xen-pciback.hide= on the
-    command line), or unbind the device early: the pciback dracut module or a late-binding unit using
+    takes a bound device. Either build the backend in (CONFIG_XEN_PCIDEV_BACKEND=y on x86, CONFIG_XEN_PCIDEV_STUB=y on
+    Arm, with xen-pciback.hide= on the command line), or unbind the device early: the pciback dracut module or a late-binding unit using
     driver_override.""",
 )
 def native_builtin(chk: Check, a: Analysis) -> Iterator[Finding]:

@@ -123,7 +123,7 @@ def too_long(chk: Check, a: Analysis) -> Iterator[Finding]:
     Severity.ERROR,
     "hide only in modprobe.d while the backend is built in",
     """kmod never applies modprobe.d options to a built-in module, so 'options xen-pciback hide=...' does
-    nothing when CONFIG_XEN_PCIDEV_BACKEND=y. Put xen-pciback.hide=... on the dom0 kernel command line.""",
+    nothing when the backend is built in (CONFIG_XEN_PCIDEV_BACKEND=y on x86, CONFIG_XEN_PCIDEV_STUB=y on Arm). Put xen-pciback.hide=... on the dom0 kernel command line.""",
 )
 def modprobe_only_builtin(chk: Check, a: Analysis) -> Iterator[Finding]:
     if a.backend.backend.mode != "builtin":

@@ -20,8 +20,9 @@ class Platform:
     name: str  # as the system names itself (PRETTY_NAME), for the output header
     family: str  # debian | fedora | xenserver | alpine | arch | unknown: whose tools the fixes name
     evidence: tuple[Evidence, ...] = ()
-    # XenServer/XCP-ng: PRODUCT_BRAND, the title of the boot entries xen-cmdline edits
-    brand: str = ""
+    # os-release NAME ("Debian GNU/Linux"; XenServer/XCP-ng: PRODUCT_BRAND): how boot menu titles
+    # name the system, e.g. the entries xen-cmdline edits
+    os_name: str = ""
 
     def grub_update(self, grub_cfg: str | None) -> str:
         """The command that regenerates `grub_cfg` (root-relative) from etc/default/grub."""
@@ -87,11 +88,17 @@ def detect_platform(root: Root) -> Platform:
     for rel, names, layout_id, layout_name, family in _LAYOUT:
         if os_id not in names and root.exists(rel):
             # os-release names the base distribution (or nothing): the layout is more precise
-            return Platform(layout_id, layout_name, family, (*evidence, Evidence(rel, None, "present")))
+            return Platform(
+                layout_id,
+                layout_name,
+                family,
+                (*evidence, Evidence(rel, None, "present")),
+                fields.get("NAME", ""),
+            )
     for word in [os_id, *fields.get("ID_LIKE", "").lower().split()]:
         if word in _FAMILIES:
-            return Platform(os_id or word, name or os_id, _FAMILIES[word], evidence)
-    return Platform(os_id or "unknown", name or "unknown", "unknown", evidence)
+            return Platform(os_id or word, name or os_id, _FAMILIES[word], evidence, fields.get("NAME", ""))
+    return Platform(os_id or "unknown", name or "unknown", "unknown", evidence, fields.get("NAME", ""))
 
 
 def _xenserver(root: Root, os_release: dict[str, str], evidence: tuple[Evidence, ...]) -> Platform:

@@ -21,6 +21,7 @@ from pciback_doctor.facts.image import ImageFacts, image_facts, open_image
 from pciback_doctor.facts.initramfs import Initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
 from pciback_doctor.facts.limits import ALIAS_COUNT, CONFIG_FILE, KERNEL_IMAGE, MODULE_FILE, TEXT_FILE
+from pciback_doctor.facts.machine import HEAD, Machine, kernel_image_machine, module_machine
 from pciback_doctor.facts.modprobe import (
     CONFIG_DIRS,
     ModprobeConfig,
@@ -32,6 +33,7 @@ from pciback_doctor.facts.modules import (
     ModinfoError,
     ModuleInfo,
     ModuleTree,
+    decompress_module,
     module_name,
     parse_alias_file,
     parse_builtin,
@@ -580,4 +582,42 @@ def collect(opts: Options, editable: Iterable[str] = ()) -> System:
         builtin_pci=builtin_pci,
         backend_module_problem=broken_backend,
         platform=detect_platform(root),
+        machine=read_machine(opts, root, release, modules) if config is None else None,
     )
+
+
+def _head(host: str | os.PathLike[str] | None) -> bytes | None:
+    """The first bytes of a regular file (a fallback fact: unreadable is None, never an error)."""
+    if host is None:
+        return None
+    try:
+        with open_regular(host) as stream:
+            return stream.read(HEAD) or None
+    except (OSError, NotReadable):
+        return None
+
+
+def read_machine(
+    opts: Options, root: Root, release: str | None, modules: ModuleTree | None
+) -> Machine | None:
+    """Which architecture the target kernel is for, when no config says (CONFIG_ARM64=y...): the
+    ELF header of a module (the backend's, else the first modules.dep lists), else the header of
+    the kernel image. It decides which symbol and module the backend advice names."""
+    if modules is not None and modules.files:
+        tree, base = (Root(opts.modules_dir), "") if opts.modules_dir else (root, f"{modules.path}/")
+        relfile = modules.files.get(BACKEND) or next(iter(modules.files.values()))
+        head = _head(tree.resolve(base + relfile))
+        if head is not None and not head.startswith(b"\x7fELF"):  # .ko.xz, .ko.zst, .ko.gz
+            try:
+                head = decompress_module(tree.read_bytes(base + relfile, MODULE_FILE) or b"")[:HEAD]
+            except ModinfoError:
+                head = None
+        if head and (found := module_machine(head, f"{modules.path}/{relfile}")) is not None:
+            return found
+    if opts.kernel_image:
+        head = _head(opts.kernel_image)
+        return kernel_image_machine(head, opts.kernel_image) if head else None
+    for rel in kernel_image_candidates(release) if release else ():
+        if (head := _head(root.resolve(rel))) and (found := kernel_image_machine(head, rel)) is not None:
+            return found
+    return None

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pciback_doctor.facts.domu import DomuKernel
     from pciback_doctor.facts.image import ImageFacts
     from pciback_doctor.facts.kconfig import KernelConfig
+    from pciback_doctor.facts.machine import Machine
     from pciback_doctor.facts.modprobe import ModprobeConfig
     from pciback_doctor.facts.modules import ModuleInfo, ModuleTree
     from pciback_doctor.facts.pci import PciDevice
@@ -87,3 +88,5 @@ class System:
     # the backend's module file is listed but empty, garbage or unreadable: modprobe would fail
     backend_module_problem: Evidence | None = None
     platform: Platform = UNKNOWN  # which distribution: the tools its fixes name
+    # the kernel's architecture from its own bytes, read only when no kernel config names it
+    machine: Machine | None = None

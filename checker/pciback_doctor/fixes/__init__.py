@@ -66,7 +66,16 @@ def precondition(strategy: str, a: Analysis) -> str | None:
     """Why `strategy` cannot work on this system whatever the devices, or None when it can."""
     mode = a.backend.backend.mode
     if mode == "missing":
-        return "the target kernel has no PCI backend: build it with CONFIG_XEN_PCIDEV_BACKEND=y or =m"
+        arch = a.backend.arch
+        if arch is not None and arch.backend_kind == "none":
+            return f"the target kernel has no PCI backend: {arch.dom0_note}"
+        # the architecture's own symbol (XEN_PCIDEV_BACKEND is x86-only, XEN_PCIDEV_STUB Arm's)
+        symbol = (
+            arch.backend
+            if arch is not None
+            else "CONFIG_XEN_PCIDEV_BACKEND (x86) or CONFIG_XEN_PCIDEV_STUB (Arm)"
+        )
+        return f"the target kernel has no PCI backend: build it with {symbol}=y or =m"
     if mode == "unknown":
         return "whether the kernel has the PCI backend is unknown: give --config or --modules-dir"
     if strategy == "modprobe":
@@ -235,14 +244,31 @@ def grub_update(a: Analysis) -> str:
     return a.system.platform.grub_update(cfg)
 
 
+# the image generator each platform family installs by default: what rebuilds the image when no
+# image shows which tool built it (Debian: initramfs-tools; Fedora/RHEL/Qubes and XCP-ng: dracut;
+# Arch: mkinitcpio; Alpine: mkinitfs, whose image the initramfs reader does not recognise)
+PLATFORM_GENERATOR = {
+    "debian": "initramfs-tools",
+    "fedora": "dracut",
+    "xenserver": "dracut",
+    "arch": "mkinitcpio",
+    "alpine": "mkinitfs",
+}
+
+
 def rebuild_command(a: Analysis, generator: str | None = None) -> str:
-    """How this system rebuilds the image of the target kernel, by the tool that built it."""
+    """How this system rebuilds the image of the target kernel: by the tool that built it, else by
+    the one its platform installs."""
     release = a.system.release or "$(uname -r)"
+    tool = generator or _generator(a)
+    if tool == "unknown":
+        tool = PLATFORM_GENERATOR.get(a.system.platform.family, tool)
     return {
         "dracut": f"dracut -f --kver {release}",
         "initramfs-tools": f"update-initramfs -u -k {release}",
-        "mkinitcpio": "mkinitcpio -P",
-    }.get(generator or _generator(a), f"rebuild the initramfs for {release} with your distribution's tool")
+        "mkinitcpio": "mkinitcpio -P",  # every preset: mkinitcpio(8)
+        "mkinitfs": f"mkinitfs {release}",  # mkinitfs [options] [kernelversion]
+    }.get(tool, f"rebuild the initramfs for {release} with your distribution's tool")
 
 
 def _image_changes(a: Analysis) -> tuple[list[FileChange], list[str]]:
@@ -397,7 +423,7 @@ def _cmdline(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix:
         # xapi (pciops.ml get_hidden_pcidevs) first parses the old value as (%04x:%02x:%02x.%01x)
         # entries and fails on anything else (82.0.0, a wildcard): xen-cmdline works from any state
         commands.append(xen_cmdline.set_dom0(token))
-        brand = a.system.platform.brand or a.system.platform.name
+        brand = a.system.platform.os_name or a.system.platform.name
         where = f"the dom0 command line of the {brand} boot entries (xen-cmdline replaces the old value)"
     elif DEFAULT_GRUB in a.system.files:
         variable, seed = grub_variable(a)

@@ -200,7 +200,7 @@ def _xen_cmdline_edits(a: Analysis, fix: Fix) -> dict[str, str]:
     text = a.system.root.read_text(path) if path else None
     if path is None or text is None:
         return {}
-    return {path: xen_cmdline.edited(text, a.system.platform.brand, ops)}
+    return {path: xen_cmdline.edited(text, a.system.platform.os_name, ops)}
 
 
 def _is_hide(word: str) -> bool:

@@ -54,6 +54,12 @@ def to_document(report: Report) -> dict[str, Any]:
             "boot_entry": t.boot_entry,
             "xen_cmdline": t.xen_cmdline,
             "platform": None if t.platform is None else {"id": t.platform, "name": t.platform_name},
+            "arch": None
+            if t.arch is None
+            else {
+                "name": t.arch,
+                "evidence": None if t.arch_evidence is None else _evidence(t.arch_evidence),
+            },
         },
         "backend": {
             "mode": report.backend.mode,

@@ -79,6 +79,7 @@ def render(report: Report) -> str:
         ("root", t.root),
         ("platform", t.platform_name and f"{t.platform_name} [{t.platform}]"),
         ("kernel", t.kernel),
+        ("arch", t.arch and (f"{t.arch} [{t.arch_evidence}]" if t.arch_evidence else t.arch)),
         ("config", t.config),
         ("backend", f"{report.backend.mode} ({report.backend.module})"),
         ("cmdline", t.cmdline),

@@ -47,6 +47,11 @@ def render(report: Report, colour: bool = False, width: int | None = None) -> st
         header = [
             *([f"  platform   {t.platform_name} [{t.platform}]"] if t.platform else []),
             f"  kernel     {t.kernel or '?'}" + (f"  (config {t.config})" if t.config else "  (no config)"),
+            *(
+                [f"  arch       {t.arch}" + (f"  [{t.arch_evidence}]" if t.arch_evidence else "")]
+                if t.arch
+                else []
+            ),
             f"  backend    {report.backend.mode} ({report.backend.module})",
             f"  cmdline    {t.cmdline if t.cmdline is not None else '-'}"
             + (f"  [{t.cmdline_source}]" if t.cmdline_source else ""),
@@ -62,7 +67,8 @@ def render(report: Report, colour: bool = False, width: int | None = None) -> st
         _devices(console, report)
     elif report.scope == "kernel":
         console.print(
-            Text("pciback-doctor kernel", style="bold"), Text(f"— {t.config}: backend {report.backend.mode}")
+            Text("pciback-doctor kernel", style="bold"),
+            Text(f"— {t.config}: " + (f"{t.arch}, " if t.arch else "") + f"backend {report.backend.mode}"),
         )
     else:
         console.print(Text("pciback-doctor domu", style="bold"))

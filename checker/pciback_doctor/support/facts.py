@@ -31,6 +31,20 @@ class HostFacts:
 
 
 @dataclass(frozen=True)
+class PlatformFacts:
+    """The root's platform profile (facts/platform.py) and the commands its fixes name. os-release
+    names the distribution, never the machine: redaction leaves it as it is (redact.py)."""
+
+    id: str
+    name: str  # PRETTY_NAME
+    family: str  # whose tools the fixes name
+    evidence: tuple[Evidence, ...]
+    os_name: str  # NAME, as boot menu titles spell the system ("Debian GNU/Linux")
+    grub_update: str  # how this platform regenerates grub.cfg
+    rebuild: str  # how it rebuilds the target kernel's initramfs
+
+
+@dataclass(frozen=True)
 class KernelFacts:
     release: str | None
     why: str
@@ -41,6 +55,8 @@ class KernelFacts:
     backend_module: str
     backend_evidence: tuple[Evidence, ...]
     modules_path: str | None
+    arch: str | None = None  # the target kernel's architecture (x86_64, arm64, ...)
+    arch_evidence: Evidence | None = None  # the config line or header that says so
 
 
 @dataclass(frozen=True)
@@ -125,6 +141,7 @@ class SupportReport:
     scope: str
     root: str
     host: HostFacts
+    platform: PlatformFacts
     kernel: KernelFacts
     cmdline: CmdlineFacts
     boot: BootFacts | None
@@ -152,6 +169,7 @@ def collect(system: System, analysis: Analysis, report: Report) -> SupportReport
         scope=report.scope,
         root=report.target.root,
         host=_host(system),
+        platform=_platform(analysis),
         kernel=_kernel(system, report),
         cmdline=_cmdline(system),
         boot=_boot(system),
@@ -192,6 +210,15 @@ def _host(system: System) -> HostFacts:
     )
 
 
+def _platform(analysis: Analysis) -> PlatformFacts:
+    from pciback_doctor.fixes import grub_update, rebuild_command  # the fix layer's own wording
+
+    p = analysis.system.platform
+    return PlatformFacts(
+        p.id, p.name, p.family, p.evidence, p.os_name, grub_update(analysis), rebuild_command(analysis)
+    )
+
+
 def _kernel(system: System, report: Report) -> KernelFacts:
     config = system.config
     lines: tuple[Evidence, ...] = ()
@@ -210,6 +237,8 @@ def _kernel(system: System, report: Report) -> KernelFacts:
         backend_module=report.backend.module,
         backend_evidence=report.backend.evidence,
         modules_path=system.modules.path if system.modules else None,
+        arch=report.target.arch,
+        arch_evidence=report.target.arch_evidence,
     )
 
 

@@ -140,7 +140,8 @@ def _header(sr: SupportReport) -> str:
         privacy = (
             f"Redacted ({escape(kinds)}): each identifier is a numbered pseudonym such as "
             "<code>uuid-1</code>, the same value always the same pseudonym. PCI addresses, device ids, "
-            "kernel releases and module names are kept."
+            "kernel releases and module names are kept, and so is the distribution's name (os-release "
+            "names no machine)."
         )
     else:
         privacy = "<strong>Not redacted</strong> (<code>--no-redact</code>): this file names the machine."
@@ -151,7 +152,8 @@ def _header(sr: SupportReport) -> str:
     )
     return (
         "<header><h1>pciback-doctor support report</h1>"
-        f'<p class="meta">{escape(sr.tool)} · root {_code(sr.root)} · kernel {_code(sr.kernel.release)}'
+        f'<p class="meta">{escape(sr.tool)} · root {_code(sr.root)} · {escape(sr.platform.name)}'
+        f" · kernel {_code(sr.kernel.release)}{f' ({escape(sr.kernel.arch)})' if sr.kernel.arch else ''}"
         f" · {escape(summary)}</p>"
         f'<p class="note">{privacy}</p></header>'
     )
@@ -234,11 +236,25 @@ def _facts(sr: SupportReport) -> str:
             ]
         )
     )
+    p = sr.platform
+    out.append("<h3>Platform</h3>")
+    out.append(
+        _kv(
+            [
+                ("distribution", f"{_plain(p.name)} ({_code(p.id)})"),
+                ("fixes use the tools of", _plain(p.family)),
+                ("regenerate grub.cfg", _code(p.grub_update)),
+                ("rebuild the initramfs", _code(p.rebuild)),
+            ]
+        )
+    )
+    out.append(_evidence(p.evidence))
     out.append("<h3>Kernel</h3>")
     out.append(
         _kv(
             [
                 ("release", _code(k.release)),
+                ("architecture", _code(k.arch)),
                 ("chosen by", _plain(k.why)),
                 ("running now", _code(k.running)),
                 ("config", _code(k.config_path)),
@@ -247,7 +263,7 @@ def _facts(sr: SupportReport) -> str:
             ]
         )
     )
-    out.append(_evidence(k.backend_evidence))
+    out.append(_evidence([*([k.arch_evidence] if k.arch_evidence else []), *k.backend_evidence]))
     out.append(f"<h4>Relevant config lines ({_code(k.config_path)})</h4>")
     settings = [[_code(e.text), escape(str(e.line or "-"))] for e in k.config_lines]
     out.append(_table(["setting", "line"], settings) if settings else "<p>None.</p>")

@@ -98,13 +98,18 @@ def _header(sr: SupportReport) -> list[str]:
         f"{'s' if sr.warnings != 1 else ''}, {sr.infos} info{'s' if sr.infos != 1 else ''}; "
         f"exit status {sr.exit_code}"
     )
-    out = [f"{_text(sr.tool)} · root {_code(sr.root)} · kernel {_code(sr.kernel.release)} · {summary}", ""]
+    arch = f" ({_text(sr.kernel.arch)})" if sr.kernel.arch else ""
+    out = [
+        f"{_text(sr.tool)} · root {_code(sr.root)} · {_text(sr.platform.name)} · kernel "
+        f"{_code(sr.kernel.release)}{arch} · {summary}",
+        "",
+    ]
     if sr.redacted:
         kinds = ", ".join(f"{n} {kind}" for kind, n in sr.redactions) or "none found"
         out += [
             f"> Redacted ({kinds}): each identifier is a numbered pseudonym such as `uuid-1`, the same "
             "value always the same pseudonym. PCI addresses, device ids, kernel releases and module names "
-            "are kept.",
+            "are kept, and so is the distribution's name (os-release names no machine).",
             "",
         ]
     else:
@@ -164,10 +169,22 @@ def _facts(sr: SupportReport) -> list[str]:
             ("machine id", _code(sr.host.machine_id)),
         ]
     )
+    p = sr.platform
+    out += ["### Platform", ""]
+    out += _kv(
+        [
+            ("distribution", f"{_text(p.name)} ({_code(p.id)})"),
+            ("fixes use the tools of", _text(p.family)),
+            ("regenerate grub.cfg", _code(p.grub_update)),
+            ("rebuild the initramfs", _code(p.rebuild)),
+        ]
+    )
+    out += _evidence(p.evidence)
     out += ["### Kernel", ""]
     out += _kv(
         [
             ("release", _code(k.release)),
+            ("architecture", _code(k.arch)),
             ("chosen by", _text(k.why)),
             ("running now", _code(k.running)),
             ("config", _code(k.config_path)),
@@ -175,7 +192,7 @@ def _facts(sr: SupportReport) -> list[str]:
             ("PCI backend", f"{_code(k.backend_mode)} ({_text(k.backend_module)})"),
         ]
     )
-    out += _evidence(k.backend_evidence)
+    out += _evidence([*([k.arch_evidence] if k.arch_evidence else []), *k.backend_evidence])
     out += [f"#### Relevant config lines ({_code(k.config_path)})", ""]
     out += _table(["setting", "line"], ([_code(e.text), str(e.line or "-")] for e in k.config_lines))
 

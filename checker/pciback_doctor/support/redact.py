@@ -244,8 +244,10 @@ def _is_netmask(address: ipaddress.IPv4Address) -> bool:
 
 
 def keep_words(sr: SupportReport) -> set[str]:
-    """Kernel releases and module names: never mistaken for a host name or an address."""
+    """Kernel releases, module names and the distribution's names (os-release PRETTY_NAME and NAME,
+    as boot menu titles use them): never mistaken for a host name or an address."""
     words = {sr.kernel.release or "", sr.kernel.running or "", sr.kernel.backend_module}
+    words.update(w for w in (sr.platform.name, sr.platform.os_name) if " " in w)  # never one bare word
     if sr.image is not None:
         words.update(sr.image.releases)
         words.update(name for name, _present in sr.image.native_present)
@@ -274,4 +276,11 @@ def redact(sr: SupportReport) -> SupportReport:
         keep=keep_words(sr),
     )
     scrubbed = map_strings(sr, redactor.text)
-    return dataclasses.replace(scrubbed, redacted=True, redactions=redactor.pseudonyms.counts())
+    # os-release names the distribution, not the machine: a host called `debian` (Debian's default)
+    # must not turn "Debian GNU/Linux 12 (bookworm)" into "host-1 GNU/Linux 12 (bookworm)"
+    platform = dataclasses.replace(
+        sr.platform, grub_update=scrubbed.platform.grub_update, rebuild=scrubbed.platform.rebuild
+    )
+    return dataclasses.replace(
+        scrubbed, platform=platform, redacted=True, redactions=redactor.pseudonyms.counts()
+    )
