@@ -108,10 +108,10 @@ def not_dom0_now(chk: Check, a: Analysis) -> Iterator[Finding]:
     next boot uses. Run update-grub (Debian) or grub2-mkconfig -o /boot/grub2/grub.cfg.""",
 )
 def stale_bootloader(chk: Check, a: Analysis) -> Iterator[Finding]:
-    from pciback_doctor.fixes import grub_update  # only when there is a finding to fix
-
     nb = a.system.next_boot
     for stale in nb.stale if nb else ():
+        from pciback_doctor.fixes import grub_update  # only when there is a finding to fix
+
         yield chk.finding(
             stale.message,
             evidence=stale.evidence,
