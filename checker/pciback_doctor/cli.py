@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pciback_doctor.facts.system import Options
     from pciback_doctor.model import Report
 
-COMMANDS = ("check", "fix", "report", "kernel", "domu", "initramfs", "explain")
+COMMANDS = ("check", "fix", "report", "kernel", "domu", "initramfs", "explain", "collector")
 FORMATS = ("text", "json", "sarif", "junit", "github", "markdown")
 
 
@@ -166,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="what a check means, why, and how to fix it")
     explain.add_argument("id", metavar="ID")
+
+    collector = sub.add_parser(
+        "collector", help="the POSIX-sh snapshot collector for hosts without Python: its path (or --print)"
+    )
+    collector.add_argument(
+        "--print", action="store_true", help="print the script itself (pipe it to `ssh HOST sh -s -- ARGS`)"
+    )
     return parser
 
 
@@ -438,6 +445,16 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_collector(args: argparse.Namespace) -> int:
+    from pciback_doctor.collector import COLLECTOR
+
+    if args.print:
+        _emit(COLLECTOR.read_text(encoding="utf-8"))
+    else:
+        _emit(f"{COLLECTOR}\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
@@ -452,6 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "domu": run_domu,
             "initramfs": run_initramfs,
             "explain": run_explain,
+            "collector": run_collector,
         }
         return handlers[args.command](args)
     except UsageError as exc:
