@@ -63,7 +63,12 @@ def _output_options(p: argparse.ArgumentParser) -> None:
 
 def _system_options(p: argparse.ArgumentParser) -> None:
     """What describes the system and its next boot: shared by check, fix and report."""
-    p.add_argument("--root", default="/", metavar="DIR", help="read the system under DIR (default /)")
+    p.add_argument(
+        "--root",
+        default="/",
+        metavar="DIR",
+        help="read the system under DIR (default /), or in a snapshot the collector made (see `collector`)",
+    )
     p.add_argument("--kernel", metavar="K", help="target kernel release")
     p.add_argument("--config", metavar="F", help="kernel config file of the target kernel")
     p.add_argument("--modules-dir", metavar="D", help="module tree of the target kernel (lib/modules/K)")
@@ -325,6 +330,11 @@ def run_fix(args: argparse.Namespace) -> int:
     from pciback_doctor.fixes.apply import pending, unified_diff, write
     from pciback_doctor.model import Fix, Severity
 
+    if args.write and Path(args.root).exists() and not Path(args.root).is_dir():
+        raise UsageError(
+            f"fix --write: --root {args.root} is a snapshot, not a directory: run `fix` on it to see the"
+            " changes, and `fix --write` on the host"
+        )
     system = collect(_options(args))
     analysis = analyse(system)
     found = offers(analysis, only=args.strategy)

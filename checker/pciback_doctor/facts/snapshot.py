@@ -44,6 +44,7 @@ MANIFEST = "pciback-doctor-snapshot.json"
 FORMATS = ("gzip", "zstd", "xz", "bzip2")  # what the collector's --compress writes
 _BLOCK = 512
 _HELD = TEXT_FILE.value  # members up to this size are kept in memory; bigger ones are streamed
+_HIGH = bytes(range(128, 256))  # old tars summed the header as signed chars
 _EXTENDED = 1 << 16  # a pax header or GNU long name: names and link targets are at most 4 KiB
 
 
@@ -155,9 +156,13 @@ def _members(src: ByteSource) -> Iterator[tuple[_Member, bytes | None]]:
             return  # end of archive (a zero block), or the end of the stream after the last member
         if len(header) < _BLOCK:
             raise Corrupt(f"byte {at}: archive cut short in a header")
-        stored = _number(header[148:156], f"byte {at}: checksum")
         blanked = header[:148] + b" " * 8 + header[156:]
-        if stored not in (sum(blanked), sum(b - 256 if b > 127 else b for b in blanked)):
+        try:
+            stored = _number(header[148:156], "checksum")
+        except Corrupt:
+            stored = -1
+        unsigned = sum(blanked)
+        if stored != unsigned and stored != unsigned - 256 * (512 - len(blanked.translate(None, _HIGH))):
             raise Corrupt(f"byte {at}: {'not a tar archive' if at == 0 else 'corrupt tar header'}")
         count += 1
         if count > SNAPSHOT_ENTRIES.value:
@@ -357,7 +362,7 @@ class SnapshotRoot(Root):
     def _read(self, src: _Tar) -> None:
         kept = 0
         for member, data in _members(src):
-            if "/".join(_parts(member.name) or ["?"]) == MANIFEST and data is not None:
+            if member.name.lstrip("./") == MANIFEST and data is not None:
                 self.manifest = self._parse_manifest(data)
                 continue
             if member.mode == 0:
@@ -366,6 +371,8 @@ class SnapshotRoot(Root):
             if member.hard:
                 self._hard_link(member)
                 continue
+            if stat.S_ISDIR(member.mode) and not member.name.strip("./"):
+                continue  # `./`, the root itself (`tar -C ROOT .`)
             entry = Entry(member.name, member.mode, member.size, 1, member.link, 0, self.codec)
             added = len(self._entries)
             if self._place(member.name, entry) is None:
