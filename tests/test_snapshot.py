@@ -362,3 +362,22 @@ def test_a_plain_tar_of_a_root_is_a_snapshot_too(tmp_path: Path) -> None:
 def test_snapshot_errors_are_one_line() -> None:
     with pytest.raises(SnapshotError, match="not a directory, and not a tar archive"):
         SnapshotRoot(COLLECTOR)
+
+
+def test_a_module_tree_without_modules_dep_is_walked_the_same(tmp_path: Path) -> None:
+    root = copy_fixture("example", tmp_path)
+    tree = root / "lib/modules/6.1.0-56-xendom0"
+    (tree / "modules.dep").unlink()
+    for rel in ("kernel/drivers/xen/xen-pciback/xen-pciback.ko", "kernel/drivers/net/e1000e/e1000e.ko.xz"):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes(b"\x7fELF not really a module")
+    snapshot = collect(root, tmp_path / "s.tgz", "busybox")
+    files = manifest(snapshot)["files"]
+    assert (
+        files["lib/modules/6.1.0-56-xendom0/kernel/drivers/xen/xen-pciback/xen-pciback.ko"]["status"]
+        == "read"
+    )
+    assert files["lib/modules/6.1.0-56-xendom0/kernel/drivers/net/e1000e/e1000e.ko.xz"]["status"] == "skipped"
+    live = check_json("--root", str(root))
+    assert "xen-pciback.ko" in json.dumps(live)  # the walk found the backend (and could not load it)
+    assert check_json("--root", str(snapshot)) == live
