@@ -381,3 +381,56 @@ def test_a_module_tree_without_modules_dep_is_walked_the_same(tmp_path: Path) ->
     live = check_json("--root", str(root))
     assert "xen-pciback.ko" in json.dumps(live)  # the walk found the backend (and could not load it)
     assert check_json("--root", str(snapshot)) == live
+
+
+def _parity_tree(root: Path) -> None:
+    (root / "usr/lib/modules/6.1/kernel").mkdir(parents=True)
+    (root / "usr/lib/modules/6.1/modules.dep").write_text("kernel/a.ko:\n")
+    (root / "usr/lib/modules/6.1/kernel/a.ko").write_bytes(b"\x7fELF" + bytes(60))
+    os.symlink("/usr/lib", root / "lib")  # merged /usr, absolute: resolves inside the root
+    (root / "etc/xen/auto").mkdir(parents=True)
+    (root / "etc/xen/vm.cfg").write_text('pci = ["05:00.0"]\n')
+    os.symlink("../vm.cfg", root / "etc/xen/auto/vm.cfg")
+    os.symlink("../../../../../etc", root / "etc/xen/up")  # `..` stops at the root
+    os.symlink("loop2", root / "etc/loop1")
+    os.symlink("loop1", root / "etc/loop2")
+    os.symlink("/nowhere", root / "etc/dangling")
+    os.symlink("/usr/lib/modules", root / "etc/xen/mods")  # a link to a directory in a walked tree
+    os.mkfifo(root / "etc/fifo")
+    (root / "etc/empty").mkdir()
+
+
+PARITY_PATHS = [
+    "lib/modules/6.1/modules.dep", "lib/modules", "lib", "etc/xen/auto/vm.cfg", "etc/xen/up/xen/vm.cfg",
+    "etc/xen/up/xen/up/xen", "etc/loop1", "etc/dangling", "etc/fifo", "etc/empty", "etc", "",
+    "../../etc/xen/vm.cfg", "/etc/xen/vm.cfg", "etc/xen/vm.cfg/x", "usr/lib/modules/6.1/kernel/a.ko",
+    "etc/xen/mods/6.1/modules.dep", "nothing/here",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("rel", PARITY_PATHS)
+def test_snapshot_root_api_matches_the_directory_root(rel: str, tmp_path: Path) -> None:
+    from pciback_doctor.facts.root import Root
+
+    tree = tmp_path / "root"
+    tree.mkdir()
+    _parity_tree(tree)
+    whole = tmp_path / "whole.tar"
+    with tarfile.open(whole, "w") as archive:
+        archive.add(tree, arcname=".")
+    direct, packed = Root(tree), SnapshotRoot(whole)
+
+    def answers(root: Root) -> tuple[Any, ...]:
+        return (
+            root.locate(rel),
+            root.exists(rel),
+            root.is_dir(rel),
+            root.listdir(rel),
+            root.readlink(rel),
+            root.read_bytes(rel),
+            root.probe(rel),
+            sorted(root.files_under(rel)) if root.is_dir(rel) else None,
+        )
+
+    assert answers(packed) == answers(direct)
+    assert packed.unreadable == direct.unreadable  # the FIFO: "a FIFO, not a regular file"

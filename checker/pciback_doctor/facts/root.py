@@ -133,14 +133,23 @@ class Root:
             return None
 
     def files_under(self, rel: str) -> Iterator[str]:
-        """Every non-directory below the directory `rel` leads to, relative to it (os.walk: links
-        to directories are not followed)."""
-        base = self.resolve(rel) if rel else self.path
-        if base is None:
+        """Every non-directory below the directory `rel` leads to, relative to it, in sorted
+        order. As os.walk: a link to a directory is not followed, but whether a link leads to a
+        directory is decided inside the root, like every lookup (os.walk would ask the host)."""
+        start = self.locate(rel)
+        if start is None or not self.is_dir(start):
             return
-        for dirpath, _dirs, names in os.walk(base):
-            for name in names:
-                yield os.path.relpath(os.path.join(dirpath, name), base)
+        todo = [("", start)]
+        while todo:
+            prefix, here = todo.pop()
+            subdirs = []
+            for name in self.listdir(here):
+                path = f"{here}/{name}" if here else name
+                if not self.is_dir(path):
+                    yield f"{prefix}{name}"
+                elif self.readlink(path) is None:
+                    subdirs.append((f"{prefix}{name}/", path))
+            todo.extend(reversed(subdirs))
 
     def resolve(self, rel: str) -> Path | None:
         """The host path for `rel` with every symlink resolved inside the root, or None."""

@@ -570,27 +570,6 @@ class SnapshotRoot(Root):
         except (OSError, NotReadable):
             return None
 
-    def files_under(self, rel: str) -> Iterator[str]:
-        start = self._node(rel) if rel else 0
-        if start is None:
-            return
-        todo = [("", start)]
-        while todo:
-            prefix, node = todo.pop()
-            for name in sorted(self._ns.kids[node]):
-                child = self._ns.child[node, name]
-                _, entry = self._entry(child)
-                shown = f"{prefix}{name}"
-                is_dir = entry is None or entry.is_dir
-                if entry is not None and stat.S_ISLNK(entry.mode):
-                    target = self._ns.walk(self._ns.path[child], self._entries, follow=True)
-                    if target is not None and self._is_dir(target):
-                        continue  # os.walk lists a link to a directory among the directories, unfollowed
-                if is_dir:
-                    todo.append((f"{shown}/", child))
-                else:
-                    yield shown
-
 
 _PSEUDO = (stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK)
 
