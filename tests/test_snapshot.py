@@ -13,7 +13,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -434,3 +436,64 @@ def test_snapshot_root_api_matches_the_directory_root(rel: str, tmp_path: Path) 
 
     assert answers(packed) == answers(direct)
     assert packed.unreadable == direct.unreadable  # the FIFO: "a FIFO, not a regular file"
+
+
+@pytest.fixture
+def request_cleanup() -> Any:
+    made: list[Path] = []
+    yield made
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_permission_denied_on_the_host_is_the_same_finding_from_the_snapshot(
+    request_cleanup: list[Path],
+) -> None:
+    """The collector and the doctor run as `nobody` on a root with a 0600 grub.cfg and a 0700
+    directory of BLS entries: both say "Permission denied" for the same paths (PB110)."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to run as another user")  # FIFO/limit cases run everywhere
+    as_nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    base = Path(tempfile.mkdtemp(prefix="pciback-doctor-"))  # pytest's tmp_path is root's alone (0700)
+    request_cleanup.append(base)
+    base.chmod(0o755)
+    root = copy_fixture("boot-fedora-bls", base)
+    (root / "boot/grub2/grub.cfg").chmod(0o600)
+    (root / "boot/loader/entries").chmod(0o700)
+    out = base / "out"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)
+    snapshot = out / "s.tgz"
+    subprocess.run(
+        [*as_nobody, "dash", str(COLLECTOR), "--root", str(root), "--output", str(snapshot)],
+        check=True,
+        env={"PATH": os.environ["PATH"], "TMPDIR": str(out)},
+    )
+
+    def check(where: Path) -> dict[str, Any]:
+        run = subprocess.run(
+            [
+                *as_nobody,
+                sys.executable,
+                "-m",
+                "pciback_doctor",
+                "check",
+                "--root",
+                str(where),
+                "--format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert run.returncode in (0, 1), run.stderr
+        found: dict[str, Any] = json.loads(run.stdout)
+        found["target"].pop("root")
+        return found
+
+    live = check(root)
+    denied = {f["message"] for f in live["findings"] if f["id"] == "PB110"}
+    assert denied == {"boot/grub2/grub.cfg: Permission denied", "boot/loader/entries: Permission denied"}
+    assert check(snapshot) == live
