@@ -497,3 +497,9 @@ def test_permission_denied_on_the_host_is_the_same_finding_from_the_snapshot(
     denied = {f["message"] for f in live["findings"] if f["id"] == "PB110"}
     assert denied == {"boot/grub2/grub.cfg: Permission denied", "boot/loader/entries: Permission denied"}
     assert check(snapshot) == live
+
+
+def test_a_fifo_as_the_root_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    run = doctor("check", "--root", str(tmp_path / "fifo"))
+    assert run.code == 2 and "not a snapshot: a FIFO, not a regular file" in run.err

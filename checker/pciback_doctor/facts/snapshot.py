@@ -38,12 +38,15 @@ from pciback_doctor.facts.limits import (
     TEXT_FILE,
     Limit,
 )
-from pciback_doctor.facts.root import NotReadable, Root, check_lines, kind
+from pciback_doctor.facts.root import NotReadable, Root, check_lines, kind, open_regular
 
 MANIFEST = "pciback-doctor-snapshot.json"
 FORMATS = ("gzip", "zstd", "xz", "bzip2")  # what the collector's --compress writes
 _BLOCK = 512
 _HELD = TEXT_FILE.value  # members up to this size are kept in memory; bigger ones are streamed
+_NOT_PLACED = (
+    "left out: a tar extraction would not put it inside the root ('..', through a symlink or a file)"
+)
 _HIGH = bytes(range(128, 256))  # old tars summed the header as signed chars
 _EXTENDED = 1 << 16  # a pax header or GNU long name: names and link targets are at most 4 KiB
 
@@ -53,12 +56,10 @@ class SnapshotError(Exception):
 
 
 def snapshot_kind(path: str | Path) -> str | None:
-    """ "tar" or the compression of a tar, by magic; None for anything else."""
-    try:
-        with open(path, "rb") as stream:
-            head = stream.read(_BLOCK)
-    except OSError:
-        return None
+    """ "tar" or the compression of a tar, by magic; None for anything else. NotReadable for what
+    is not a regular file (a FIFO named as the root would block the reader forever)."""
+    with open_regular(path) as stream:
+        head = stream.read(_BLOCK)
     name = compression_of(head)
     if name in FORMATS:
         return name
@@ -255,10 +256,16 @@ class _MemberStream(io.RawIOBase):
 
     def _start(self) -> _Tar:
         self._stop()
-        self._file = open(self._archive, "rb")  # noqa: SIM115  (closed by _stop)
+        self._file = open_regular(self._archive)
         self._src = _Tar(self._file, self._codec)
-        if self._src.skip(self._offset) < self._offset:
-            raise OSError(f"{self._archive}: the archive changed while it was read")
+        try:
+            skipped = self._src.skip(self._offset)
+        except Corrupt as exc:
+            skipped, why = -1, str(exc)
+        if skipped < self._offset:  # the archive was read whole before: it has changed since
+            raise OSError(
+                f"{self._archive}: the archive changed while it was read ({why if skipped < 0 else 'shorter'})"
+            )
         self._pos = 0
         return self._src
 
@@ -310,7 +317,12 @@ def _parts(name: str) -> list[str] | None:
 class SnapshotRoot(Root):
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
-        codec = snapshot_kind(self.path)
+        try:
+            codec = snapshot_kind(self.path)
+        except NotReadable as exc:
+            raise SnapshotError(f"not a directory, and not a snapshot: {exc}") from None
+        except OSError as exc:
+            raise SnapshotError(exc.strerror or str(exc)) from None
         if codec is None:
             raise SnapshotError("not a directory, and not a tar archive (plain, gzip, zstd, xz or bzip2)")
         self.codec = codec
@@ -322,7 +334,7 @@ class SnapshotRoot(Root):
         self._left_out: dict[int, str] = {}  # entry index -> why there is no data
         self._dir_problems: dict[str, str] = {}  # canonical path -> why it cannot be listed
         try:
-            with open(self.path, "rb") as stream:
+            with open_regular(self.path) as stream:
                 src = _Tar(stream, codec)
                 try:
                     self._read(src)
@@ -330,8 +342,8 @@ class SnapshotRoot(Root):
                     src.close()
         except Corrupt as exc:
             raise SnapshotError(str(exc)) from None
-        except OSError as exc:
-            raise SnapshotError(exc.strerror or str(exc)) from None
+        except (OSError, NotReadable) as exc:
+            raise SnapshotError(getattr(exc, "strerror", None) or str(exc)) from None
         self._apply_manifest()
 
     # --- building the namespace --------------------------------------------------------------------
@@ -362,7 +374,7 @@ class SnapshotRoot(Root):
     def _read(self, src: _Tar) -> None:
         kept = 0
         for member, data in _members(src):
-            if member.name.lstrip("./") == MANIFEST and data is not None:
+            if member.name.endswith(MANIFEST) and _parts(member.name) == [MANIFEST] and data is not None:
                 self.manifest = self._parse_manifest(data)
                 continue
             if member.mode == 0:
@@ -376,7 +388,7 @@ class SnapshotRoot(Root):
             entry = Entry(member.name, member.mode, member.size, 1, member.link, 0, self.codec)
             added = len(self._entries)
             if self._place(member.name, entry) is None:
-                self._refuse(member.name, "a member name with '..' or through a symlink (left out)")
+                self._refuse(member.name, _NOT_PLACED)
                 continue
             if len(self._entries) == added or not stat.S_ISREG(member.mode):
                 continue
@@ -401,7 +413,7 @@ class SnapshotRoot(Root):
         entry = Entry(member.name, target.mode, target.size, 2, None, 0, self.codec)
         added = len(self._entries)
         if self._place(member.name, entry) is None:
-            self._refuse(member.name, "a member name with '..' or through a symlink (left out)")
+            self._refuse(member.name, _NOT_PLACED)
             return
         if index in self._members:
             self._members[added] = self._members[index]
