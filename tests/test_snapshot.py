@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from helpers import FIXTURES, copy_fixture, doctor, unavailable
 from pciback_doctor.collector import COLLECTOR
@@ -503,3 +505,40 @@ def test_a_fifo_as_the_root_is_refused_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo")
     run = doctor("check", "--root", str(tmp_path / "fifo"))
     assert run.code == 2 and "not a snapshot: a FIFO, not a regular file" in run.err
+
+
+_SEED_ARCHIVE = _tar(
+    [
+        _file("etc/modprobe.d/x.conf"),
+        _link("etc/modprobe.d/y.conf", "x.conf"),
+        _link("lib", "/usr/lib"),
+        _file("usr/lib/modules/6.1/modules.dep", b"kernel/a.ko:\n"),
+        _file("p" * 150 + "/long-name", b"gnu long name\n"),
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    cut=st.integers(min_value=0, max_value=len(_SEED_ARCHIVE)),
+    flips=st.lists(st.tuples(st.integers(0, len(_SEED_ARCHIVE) - 1), st.integers(0, 255)), max_size=8),
+)
+def test_damaged_archives_give_a_snapshot_or_one_error(
+    cut: int, flips: list[tuple[int, int]], tmp_path: Path
+) -> None:
+    data = bytearray(_SEED_ARCHIVE[:cut])
+    for at, value in flips:
+        if at < len(data):
+            data[at] = value
+    path = tmp_path / "damaged.tar"
+    path.write_bytes(bytes(data))
+    try:
+        root = SnapshotRoot(path)
+    except SnapshotError as exc:
+        assert "\n" not in str(exc)
+        return
+    for rel in ("etc/modprobe.d/x.conf", "etc/modprobe.d/y.conf", "lib/modules/6.1/modules.dep", "etc"):
+        root.read_bytes(rel)
+        root.listdir(rel)
+        root.probe(rel)
+    assert list(root.files_under("")) is not None

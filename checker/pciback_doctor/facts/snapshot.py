@@ -315,6 +315,8 @@ def _parts(name: str) -> list[str] | None:
 
 
 class SnapshotRoot(Root):
+    """A snapshot archive as the root: the API of `Root`, answered from the archive's namespace."""
+
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
         try:
@@ -463,6 +465,7 @@ class SnapshotRoot(Root):
 
     @property
     def is_live(self) -> bool:
+        """Taken from a running system (`--root /`): its proc and sys describe the current boot."""
         return self.manifest.get("root") == "/"
 
     @property
