@@ -542,3 +542,17 @@ def test_damaged_archives_give_a_snapshot_or_one_error(
         root.listdir(rel)
         root.probe(rel)
     assert list(root.files_under("")) is not None
+
+
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_names_with_odd_bytes_come_through_the_snapshot(shell: str, tmp_path: Path) -> None:
+    """A modprobe.d name with a non-UTF-8 byte, quotes and a tab: busybox's ls would print '?'."""
+    root = copy_fixture("classic-pciback-hide", tmp_path)
+    name = b'caf\xe9 "q"\tx.conf'
+    (root / "etc/modprobe.d").joinpath(os.fsdecode(name)).write_text(
+        "options xen-pciback hide=(0000:05:00.0)\n"
+    )
+    snapshot = collect(root, tmp_path / "s.tgz", shell)
+    live = check_json("--root", str(root))
+    assert "caf" in json.dumps(live)
+    assert check_json("--root", str(snapshot)) == live
