@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from pciback_doctor.facts.system import Options
     from pciback_doctor.model import Report
 
-COMMANDS = ("check", "fix", "report", "kernel", "domu", "initramfs", "explain")
+COMMANDS = ("check", "fix", "report", "kernel", "domu", "initramfs", "explain", "collector")
 FORMATS = ("text", "json", "sarif", "junit", "github", "markdown")
 
 
@@ -64,7 +64,12 @@ def _output_options(p: argparse.ArgumentParser) -> None:
 
 def _system_options(p: argparse.ArgumentParser) -> None:
     """What describes the system and its next boot: shared by check, fix and report."""
-    p.add_argument("--root", default="/", metavar="DIR", help="read the system under DIR (default /)")
+    p.add_argument(
+        "--root",
+        default="/",
+        metavar="DIR",
+        help="read the system under DIR (default /), or in a snapshot the collector made (see `collector`)",
+    )
     p.add_argument("--kernel", metavar="K", help="target kernel release")
     p.add_argument("--config", metavar="F", help="kernel config file of the target kernel")
     p.add_argument("--modules-dir", metavar="D", help="module tree of the target kernel (lib/modules/K)")
@@ -167,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="what a check means, why, and how to fix it")
     explain.add_argument("id", metavar="ID")
+
+    collector = sub.add_parser(
+        "collector", help="the POSIX-sh snapshot collector for hosts without Python: its path (or --print)"
+    )
+    collector.add_argument(
+        "--print", action="store_true", help="print the script itself (pipe it to `ssh HOST sh -s -- ARGS`)"
+    )
     return parser
 
 
@@ -321,6 +333,11 @@ def run_fix(args: argparse.Namespace) -> int:
     from pciback_doctor.fixes.apply import pending, unified_diff, write
     from pciback_doctor.model import Fix, Severity
 
+    if args.write and Path(args.root).exists() and not Path(args.root).is_dir():
+        raise UsageError(
+            f"fix --write: --root {args.root} is a snapshot, not a directory: run `fix` on it to see the"
+            " changes, and `fix --write` on the host"
+        )
     system = collect(_options(args), EDITABLE)
     analysis = analyse(system)
     found = offers(analysis, only=args.strategy)
@@ -449,6 +466,16 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_collector(args: argparse.Namespace) -> int:
+    from pciback_doctor.collector import COLLECTOR
+
+    if args.print:
+        _emit(COLLECTOR.read_text(encoding="utf-8"))
+    else:
+        _emit(f"{COLLECTOR}\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
@@ -463,6 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "domu": run_domu,
             "initramfs": run_initramfs,
             "explain": run_explain,
+            "collector": run_collector,
         }
         return handlers[args.command](args)
     except UsageError as exc:

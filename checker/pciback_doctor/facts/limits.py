@@ -87,3 +87,14 @@ IMAGE_NAME_WALK = Limit(
     "a real image walks a few components an entry, ~30,000 in all",
     is_size=False,
 )
+# A snapshot (`--root host.tar.gz`, made by the collector): the tar stream decompressed, its member
+# count, one member's size, and the small members held in memory (bigger ones are streamed from
+# the archive when read). The collector's own bounds are 2 GiB, 100,000 paths and 512 MiB a file.
+SNAPSHOT_SIZE = Limit("snapshot decompressed size", 4 << 30, "the collector stops at 2 GiB of files")
+SNAPSHOT_ENTRIES = Limit(
+    "snapshot entry count", 1 << 18, "the collector writes at most 100,000 paths", is_size=False
+)
+SNAPSHOT_MEMBER = Limit("snapshot member size", 1 << 30, "the collector leaves out files over 512 MiB")
+SNAPSHOT_KEPT = Limit(
+    "snapshot members held in memory", 256 << 20, "a dom0's configs, sysfs and module indexes are ~20 MiB"
+)

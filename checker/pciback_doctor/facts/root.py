@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import platform
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,7 +27,7 @@ class NotReadable(Exception):
     """An input the doctor will not read: not a regular file, or over a limit (one-line reason)."""
 
 
-def _kind(mode: int) -> str:
+def kind(mode: int) -> str:
     return next((what for test, what in _KINDS if test(mode)), "not a regular file")
 
 
@@ -38,12 +40,12 @@ def open_regular(host: str | os.PathLike[str]) -> BinaryIO:
     """
     mode = os.stat(host).st_mode
     if not stat.S_ISREG(mode):
-        raise NotReadable(f"{_kind(mode)}, not a regular file")
+        raise NotReadable(f"{kind(mode)}, not a regular file")
     fd = os.open(host, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise NotReadable(f"{_kind(mode)}, not a regular file")
+            raise NotReadable(f"{kind(mode)}, not a regular file")
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -73,6 +75,11 @@ def check_lines(data: bytes) -> None:
 
 
 class Root:
+    """A directory tree as the root (a snapshot is a `facts.snapshot.SnapshotRoot`, with the same API).
+
+    Readers use the root-relative API only (`read_bytes`, `listdir`, `locate`, `open_file`, ...),
+    never host paths, so that the same code reads a directory and a snapshot archive."""
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).absolute()
         # paths that exist but could not be read (permissions, I/O errors): an answer built
@@ -86,6 +93,63 @@ class Root:
     @property
     def is_live(self) -> bool:
         return self.path == Path("/")
+
+    @property
+    def running_release(self) -> str | None:
+        """`uname -r` of the running kernel when the root is the running system."""
+        return platform.release() if self.is_live else None
+
+    def locate(self, rel: str) -> str | None:
+        """Where `rel` leads inside the root (every symlink resolved), root-relative, or None."""
+        host = self.resolve(rel)
+        return None if host is None else "/".join(host.relative_to(self.path).parts)
+
+    def open_file(self, rel: str) -> tuple[BinaryIO, int]:
+        """The regular file `rel` leads to, opened, and its size (FileNotFoundError if nothing is
+        there; NotReadable, OSError as `open_regular`)."""
+        host = self.resolve(rel)
+        if host is None:
+            raise FileNotFoundError(2, "No such file or directory", rel)
+        stream = open_regular(host)
+        return stream, os.fstat(stream.fileno()).st_size
+
+    def read_file(self, rel: str, limit: Limit) -> bytes:
+        """The bytes of the regular file `rel` leads to, quietly (errors raised, not recorded)."""
+        host = self.resolve(rel)
+        if host is None:
+            raise FileNotFoundError(2, "No such file or directory", rel)
+        return read_regular(host, limit)
+
+    def probe(self, rel: str) -> tuple[int, bytes] | None:
+        """(size, first four bytes) of the regular file `rel` leads to; None if there is none or it
+        cannot be read. Quiet: nothing is recorded."""
+        host = self.resolve(rel)
+        try:
+            if host is None or not host.is_file():
+                return None
+            with open_regular(host) as stream:
+                return os.fstat(stream.fileno()).st_size, stream.read(4)
+        except (OSError, NotReadable):
+            return None
+
+    def files_under(self, rel: str) -> Iterator[str]:
+        """Every non-directory below the directory `rel` leads to, relative to it, in sorted
+        order. As os.walk: a link to a directory is not followed, but whether a link leads to a
+        directory is decided inside the root, like every lookup (os.walk would ask the host)."""
+        start = self.locate(rel)
+        if start is None or not self.is_dir(start):
+            return
+        todo = [("", start)]
+        while todo:
+            prefix, here = todo.pop()
+            subdirs = []
+            for name in self.listdir(here):
+                path = f"{here}/{name}" if here else name
+                if not self.is_dir(path):
+                    yield f"{prefix}{name}"
+                elif self.readlink(path) is None:
+                    subdirs.append((f"{prefix}{name}/", path))
+            todo.extend(reversed(subdirs))
 
     def resolve(self, rel: str) -> Path | None:
         """The host path for `rel` with every symlink resolved inside the root, or None."""

@@ -44,7 +44,7 @@ def read_pci_devices(root: Root) -> tuple[PciDevice, ...]:
 
 
 def _parent(root: Root, rel: str) -> Bdf | None:
-    host = root.resolve(rel)
-    if host is None:
+    located = root.locate(rel)  # sys/devices/pci0000:00/0000:00:1c.0/0000:05:00.0
+    if located is None:
         return None
-    return parse_bdf(host.parent.name)
+    return parse_bdf(located.rpartition("/")[0].rpartition("/")[2])

@@ -4,7 +4,6 @@ the CLI, that touches files; the readers it calls are pure and the checks read n
 from __future__ import annotations
 
 import os
-import platform
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,10 +14,10 @@ from pciback_doctor.facts.bootloader import BootEntry, find_next_boot
 from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers, read_builtin_pci_drivers
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
 from pciback_doctor.facts.decode import exact
-from pciback_doctor.facts.domu import DomuKernel
+from pciback_doctor.facts.domu import DomuKernel, from_config_bytes, from_image
 from pciback_doctor.facts.dracutconf import DracutConfig, parse_dracut_conf
-from pciback_doctor.facts.image import ImageFacts, image_facts, open_image
-from pciback_doctor.facts.initramfs import Initramfs
+from pciback_doctor.facts.image import ImageFacts, image_facts, needed_files, wanted_file
+from pciback_doctor.facts.initramfs import Initramfs, read_initramfs
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
 from pciback_doctor.facts.limits import ALIAS_COUNT, CONFIG_FILE, KERNEL_IMAGE, MODULE_FILE, TEXT_FILE
 from pciback_doctor.facts.machine import HEAD, Machine, kernel_image_machine, module_machine
@@ -51,6 +50,7 @@ from pciback_doctor.facts.services import (
     late_bindings,
     parse_unit,
 )
+from pciback_doctor.facts.snapshot import open_root
 from pciback_doctor.facts.standalone import inspect_domu_kernel
 from pciback_doctor.facts.standalone import read_explicit as _read_explicit
 from pciback_doctor.facts.sysfs import PCI_DEVICES, read_pci_devices
@@ -77,7 +77,7 @@ def _module_dirs(root: Root) -> dict[str, str]:
 
 def select_release(opts: Options, root: Root, entry: BootEntry | None) -> tuple[str | None, str, str | None]:
     """(release, why, running release): SPEC §2, the default boot entry before `uname -r`."""
-    running = platform.release() if root.is_live else None
+    running = root.running_release
     if opts.kernel:
         return opts.kernel, "--kernel", running
     if entry is not None and entry.kernel_release:
@@ -233,15 +233,11 @@ def read_module_tree(opts: Options, root: Root, release: str | None) -> ModuleTr
 
 def _scan_module_files(tree_root: Root, rel: str) -> dict[str, str]:
     # No modules.dep (depmod has not run, as in an unpacked kernel package): walk the tree.
-    base = tree_root.resolve(rel) if rel else tree_root.path
     files: dict[str, str] = {}
-    if base is None:
-        return files
-    for dirpath, _dirs, names in os.walk(base):
-        for name in names:
-            if name.endswith(MODULE_SUFFIXES):
-                relpath = os.path.relpath(os.path.join(dirpath, name), base)
-                files.setdefault(module_name(name), relpath)
+    for relpath in tree_root.files_under(rel):
+        name = relpath.rsplit("/", 1)[-1]
+        if name.endswith(MODULE_SUFFIXES):
+            files.setdefault(module_name(name), relpath)
     return files
 
 
@@ -387,15 +383,9 @@ def read_late_bindings(root: Root) -> list[LateBinding]:
 def _script_text(root: Root, rel: str) -> str | None:
     """What a unit runs, if it is a script: a text file within CONFIG_FILE. Programs such as
     /sbin/lvm or systemd-udevd are binaries with nothing to say about pciback — never a finding."""
-    host = root.resolve(rel)
-    if host is not None:  # on disk (a fix's new script is only in the simulation's overlay)
-        try:
-            if not host.is_file() or host.stat().st_size > CONFIG_FILE.value:
-                return None
-            with open_regular(host) as stream:
-                if stream.read(4) == b"\x7fELF":
-                    return None
-        except (OSError, NotReadable):
+    if root.locate(rel) is not None:  # in the root (a fix's new script is only in the overlay)
+        found = root.probe(rel)
+        if found is None or found[0] > CONFIG_FILE.value or found[1] == b"\x7fELF":
             return None
     return root.read_text(rel)
 
@@ -409,25 +399,27 @@ def read_image(
 ) -> tuple[ImageFacts | None, str | None]:
     """The initramfs of the next boot, streamed once; (facts, or why there are none)."""
     if opts.initramfs:
-        host = Path(opts.initramfs)
         shown = opts.initramfs
     else:
         if release is None:
             return None, "no target kernel, so no initramfs to look at"
         from_entry = [p.lstrip("/") for p in (entry.initrd_paths if entry else ())]
         candidates = from_entry[-1:] + image_candidates(release)  # the last initrd holds the root image
-        found = next((rel for rel in candidates if root.resolve(rel) is not None), None)
+        found = next((rel for rel in candidates if root.exists(rel)), None)
         if found is None:
             tried = ", ".join(image_candidates(release))
             return None, f"no initramfs found for {release} (looked for {tried})"
-        resolved = root.resolve(found)
-        assert resolved is not None
-        host, shown = resolved, found
+        shown = found
     try:
-        size = os.stat(host).st_size
-        if opts.progress is not None and size > 8 << 20 and host.is_file():
-            opts.progress(f"reading initramfs {shown} ({size >> 20} MiB)...")
-        raw = open_image(host)
+        if opts.initramfs:
+            stream = open_regular(opts.initramfs)
+            size = os.fstat(stream.fileno()).st_size
+        else:
+            stream, size = root.open_file(shown)  # a snapshot's member is streamed from the archive
+        with stream:
+            if opts.progress is not None and size > 8 << 20:
+                opts.progress(f"reading initramfs {shown} ({size >> 20} MiB)...")
+            raw = read_initramfs(stream, wanted_file, needed_files)
     except (OSError, NotReadable) as exc:
         why = str(exc) if isinstance(exc, NotReadable) else exc.strerror or str(exc)
         if opts.initramfs:
@@ -457,7 +449,7 @@ def read_domu_configs(opts: Options, root: Root) -> list[XlConfig]:
     unique: dict[str, XlConfig] = {}
     for config in found:
         unique.setdefault(
-            config.path if config.path in opts.domu_configs else str(root.resolve(config.path)), config
+            config.path if config.path in opts.domu_configs else str(root.locate(config.path)), config
         )
     return list(unique.values())
 
@@ -478,12 +470,12 @@ def read_domu_kernels(opts: Options, root: Root, configs: list[XlConfig]) -> lis
         if config.guest_type != "pv" or not config.kernel or not config.pci:
             continue
         rel = config.kernel.lstrip("/")
-        resolved = root.resolve(rel)
-        if resolved is None or resolved.is_dir():
+        if root.locate(rel) is None or root.is_dir(rel):
             kernels.append(DomuKernel(rel, "unknown", note=f"kernel= of {config.path} not found in the root"))
             continue
         try:
-            kernels.append(inspect_domu_kernel(resolved, rel))
+            data = root.read_file(rel, KERNEL_IMAGE)
+            kernels.append(from_config_bytes(data, rel) or from_image(data, rel))
         except NotReadable as exc:
             kernels.append(DomuKernel(rel, "unknown", note=f"unreadable: {exc}"))
         except OSError as exc:
@@ -523,10 +515,7 @@ def _proc_cmdline(root: Root) -> Cmdline | None:
 
 def collect(opts: Options, editable: Iterable[str] = ()) -> System:
     """`editable`: the files whose current text `System.files` keeps (fixes.EDITABLE for the CLI)."""
-    root_path = Path(opts.root)
-    if not root_path.is_dir():
-        raise UsageError(f"--root {opts.root}: not a directory")
-    root = Root(root_path)
+    root = open_root(opts.root)  # a directory, or a snapshot archive (facts/snapshot.py)
     next_boot = find_next_boot(root)
     entry = next_boot.entry
     if opts.kernel and entry is not None and entry.kernel_release not in (None, opts.kernel):
@@ -586,12 +575,12 @@ def collect(opts: Options, editable: Iterable[str] = ()) -> System:
     )
 
 
-def _head(host: str | os.PathLike[str] | None) -> bytes | None:
-    """The first bytes of a regular file (a fallback fact: unreadable is None, never an error)."""
-    if host is None:
-        return None
+def _head(root: Root, rel: str) -> bytes | None:
+    """The first bytes of a regular file in a root (a fallback fact: unreadable is None, never an
+    error). Through the root's own API, so a snapshot answers like the directory it was taken of."""
     try:
-        with open_regular(host) as stream:
+        stream, _ = root.open_file(rel)
+        with stream:
             return stream.read(HEAD) or None
     except (OSError, NotReadable):
         return None
@@ -606,7 +595,7 @@ def read_machine(
     if modules is not None and modules.files:
         tree, base = (Root(opts.modules_dir), "") if opts.modules_dir else (root, f"{modules.path}/")
         relfile = modules.files.get(BACKEND) or next(iter(modules.files.values()))
-        head = _head(tree.resolve(base + relfile))
+        head = _head(tree, base + relfile)
         if head is not None and not head.startswith(b"\x7fELF"):  # .ko.xz, .ko.zst, .ko.gz
             try:
                 head = decompress_module(tree.read_bytes(base + relfile, MODULE_FILE) or b"")[:HEAD]
@@ -615,9 +604,13 @@ def read_machine(
         if head and (found := module_machine(head, f"{modules.path}/{relfile}")) is not None:
             return found
     if opts.kernel_image:
-        head = _head(opts.kernel_image)
+        try:  # a host path, named on the command line
+            with open_regular(opts.kernel_image) as stream:
+                head = stream.read(HEAD) or None
+        except (OSError, NotReadable):
+            head = None
         return kernel_image_machine(head, opts.kernel_image) if head else None
     for rel in kernel_image_candidates(release) if release else ():
-        if (head := _head(root.resolve(rel))) and (found := kernel_image_machine(head, rel)) is not None:
+        if (head := _head(root, rel)) and (found := kernel_image_machine(head, rel)) is not None:
             return found
     return None

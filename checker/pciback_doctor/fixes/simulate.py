@@ -61,6 +61,9 @@ class Overlay(Root):
     def is_dir(self, rel: str) -> bool:
         return _norm(rel) in self.dirs or self.base.is_dir(rel)
 
+    def probe(self, rel: str) -> tuple[int, bytes] | None:
+        return self.base.probe(rel)  # the base may be a snapshot, not a directory at self.path
+
     def listdir(self, rel: str) -> list[str]:
         n = _norm(rel)
         mine = {p[len(n) + 1 :].split("/", 1)[0] for p in (*self.files, *self.dirs) if p.startswith(f"{n}/")}
