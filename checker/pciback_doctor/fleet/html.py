@@ -26,6 +26,7 @@ details.host{background:var(--card);border:1px solid var(--line);border-radius:8
 details.host>summary{cursor:pointer;padding:.5rem 0;font-size:1.1rem;font-weight:600}
 details.host[open]>summary{border-bottom:1px solid var(--line);margin-bottom:.5rem}
 .err{color:var(--bad)}
+td code.bdf{white-space:nowrap;font-size:.9rem}
 """
 
 
@@ -124,7 +125,7 @@ def _matrix(fleet: Fleet) -> str:
     return f'<section id="matrix"><h2>Hosts and devices after the next reboot</h2>{table}</section>'
 
 
-def _target(r: Report) -> str:
+def _target(r: Report, source: str) -> str:
     t = r.target
 
     def code(v: str | None) -> str:
@@ -132,6 +133,7 @@ def _target(r: Report) -> str:
 
     return _kv(
         [
+            ("from", source),
             ("root", code(t.root)),
             ("kernel", code(t.kernel)),
             ("PCI backend", f"{code(r.backend.mode)} ({escape(r.backend.module)})"),
@@ -153,12 +155,12 @@ def _hosts(fleet: Fleet) -> str:
         source = f"{escape(h.source.kind)} <code>{escape(h.source.path)}</code>" if h.source.path else "-"
         out.append(
             f'<details class="host" id="host-{i}"{opened}><summary>{_badge(h.status)} '
-            f"{escape(h.source.name)}</summary>{_kv([('from', source)])}"
+            f"{escape(h.source.name)}</summary>"
         )
         if h.report is None:
-            out.append(f'<p class="err">{escape(h.error or "no result")}</p>')
+            out.append(_kv([("from", source)]) + f'<p class="err">{escape(h.error or "no result")}</p>')
         else:
-            out.append(_target(h.report))
+            out.append(_target(h.report, source))
             findings = "".join(_finding(f) for f in h.report.findings)
             out.append(f"<h3>Findings</h3>{findings or '<p>No findings.</p>'}")
         out.append("</details>")
