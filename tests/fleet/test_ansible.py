@@ -177,7 +177,7 @@ def assert_fleet_is_each_hosts_check(p: Play, mode: str) -> None:
             if mode == "collector":  # the snapshot names itself as the root, on the controller
                 report = {**report, "target": {**report["target"], "root": direct["target"]["root"]}}
             assert report == direct, alias
-    assert "not a directory" in hosts["xen-gone"]["error"]
+    assert "not a directory" in hosts["xen-gone"]["error"], p.output[-3000:]
     assert fleet["exit_code"] == 1
 
 
