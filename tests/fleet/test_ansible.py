@@ -105,6 +105,7 @@ class Play:
     results: Path
     roots: dict[str, Path]
     host_tmp: Path
+    where: Path
 
     def fleet(self) -> dict[str, Any]:
         return json.loads((self.results / "fleet.json").read_text())  # type: ignore[no-any-return]
@@ -161,7 +162,7 @@ def play(
         timeout=600,
         cwd=where,
     )
-    return Play(run.returncode, run.stdout + run.stderr, where / "results", roots, host_tmp)
+    return Play(run.returncode, run.stdout + run.stderr, where / "results", roots, host_tmp, where)
 
 
 def assert_fleet_is_each_hosts_check(p: Play, mode: str) -> None:
@@ -177,7 +178,10 @@ def assert_fleet_is_each_hosts_check(p: Play, mode: str) -> None:
             if mode == "collector":  # the snapshot names itself as the root, on the controller
                 report = {**report, "target": {**report["target"], "root": direct["target"]["root"]}}
             assert report == direct, alias
-    assert "not a directory" in hosts["xen-gone"]["error"], p.output[-3000:]
+    # the host's own one-line error: the doctor's (or the collector's), naming the root it could not read
+    assert f"--root {p.where / 'roots' / 'xen-gone' / 'none'}: " in hosts["xen-gone"]["error"], p.output[
+        -3000:
+    ]
     assert fleet["exit_code"] == 1
 
 
