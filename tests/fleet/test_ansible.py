@@ -122,7 +122,9 @@ def play(
         root = copy_fixture(fixture, where / "roots" / alias) if fixture else where / "roots" / alias / "none"
         if fixture:
             roots[alias] = root
-        lines.append(f"{alias} ansible_host=127.0.0.1 pciback_doctor_root={root}")
+        # a host without a fixture and named `-down` listens nowhere: Ansible finds it unreachable
+        port = f" ansible_port={_free_port()}" if alias.endswith("-down") else ""
+        lines.append(f"{alias} ansible_host=127.0.0.1 pciback_doctor_root={root}{port}")
     lines += [
         "[dom0s:vars]",
         f"ansible_port={sshd.port}",
@@ -222,3 +224,13 @@ def test_collector_mode_fetches_snapshots_and_analyses_them_centrally(sshd: Sshd
     assert sorted(x.name for x in p.results.glob("*.tar.gz")) == sorted(f"{a}.tar.gz" for a in p.roots)
     assert "changed=0" in p.output and "changed=1" not in p.output
     assert [x for x in p.host_tmp.rglob("*") if x.is_file()] == []
+
+
+def test_an_unreachable_host_is_a_row_of_the_report(sshd: Sshd, tmp_path: Path) -> None:
+    hosts = {"xen-builtin": HOSTS["xen-builtin"], "xen-down": (None, "error")}
+    p = play(sshd, tmp_path, "doctor", hosts=hosts)
+    assert p.code == 4, p.output[-3000:]  # ansible-playbook's status for an unreachable host
+    rows = {h["name"]: h for h in p.fleet()["hosts"]}
+    assert rows["xen-builtin"]["status"] == "pass"
+    assert rows["xen-down"]["status"] == "error" and rows["xen-down"]["input"] == "none"
+    assert rows["xen-down"]["error"] == "unreachable, or failed before pciback-doctor ran"

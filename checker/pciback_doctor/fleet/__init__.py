@@ -105,7 +105,7 @@ def sources(
             raise UsageError(f"--name {spec}: {path} is not one of the ROOTs or --from-json files")
         given[path] = name.strip()
     hosts = [
-        HostSource(given.get(r) or host_name(r), r, "snapshot" if Path(r).is_file() else "root")
+        HostSource(given.get(r) or host_name(r), r, "snapshot" if _is_snapshot(r) else "root")
         for r in roots
     ]
     hosts += [HostSource(given.get(d) or host_name(d), d, "json") for d in documents]
@@ -122,6 +122,10 @@ def sources(
             raise UsageError(f"two hosts are named {h.name}: tell them apart with --name ROOT=NAME")
         seen.add(h.name)
     return hosts
+
+
+def _is_snapshot(root: str) -> bool:
+    return Path(root).is_file() or root.endswith(SNAPSHOT_SUFFIXES)
 
 
 def check_document(root: str) -> tuple[str | None, str | None]:
