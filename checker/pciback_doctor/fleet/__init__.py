@@ -105,8 +105,7 @@ def sources(
             raise UsageError(f"--name {spec}: {path} is not one of the ROOTs or --from-json files")
         given[path] = name.strip()
     hosts = [
-        HostSource(given.get(r) or host_name(r), r, "snapshot" if _is_snapshot(r) else "root")
-        for r in roots
+        HostSource(given.get(r) or host_name(r), r, "snapshot" if _is_snapshot(r) else "root") for r in roots
     ]
     hosts += [HostSource(given.get(d) or host_name(d), d, "json") for d in documents]
     for spec in host_errors:
