@@ -23,9 +23,10 @@ if TYPE_CHECKING:
     from pciback_doctor.boot.analysis import Analysis
     from pciback_doctor.checks import Check
     from pciback_doctor.facts.system import Options
+    from pciback_doctor.fleet import Fleet
     from pciback_doctor.model import Report
 
-COMMANDS = ("check", "fix", "report", "kernel", "domu", "initramfs", "explain", "collector")
+COMMANDS = ("check", "fix", "report", "kernel", "domu", "initramfs", "explain", "collector", "fleet")
 FORMATS = ("text", "json", "sarif", "junit", "github", "markdown")
 
 
@@ -36,6 +37,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _ids(value: str) -> list[str]:
     return [v.strip().upper() for v in value.split(",") if v.strip()]
+
+
+def _jobs(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {value}")
+    return int(value)
 
 
 def _output_options(p: argparse.ArgumentParser) -> None:
@@ -169,6 +176,52 @@ def build_parser() -> argparse.ArgumentParser:
     image = sub.add_parser("initramfs", help="what an initramfs holds that matters for pciback")
     image.add_argument("image", metavar="IMAGE")
     image.add_argument("--list", action="store_true", help="list every entry, like lsinitrd")
+
+    fleet = sub.add_parser(
+        "fleet", help="one report for many hosts: which would lose a device at the next reboot"
+    )
+    fleet.add_argument(
+        "roots", nargs="*", metavar="ROOT", help="a host's root: a directory or a collector snapshot"
+    )
+    fleet.add_argument(
+        "--from-json",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="F",
+        help="documents that `check --format json` wrote on the hosts",
+    )
+    fleet.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        metavar="ROOT=NAME",
+        help="the host's name (default: the file name without .tar.gz, .json, ...)",
+    )
+    fleet.add_argument(
+        "--host-error",
+        action="append",
+        default=[],
+        metavar="NAME=WHY",
+        help="a host that gave nothing to analyse (unreachable): a row of its own, and a failure",
+    )
+    fleet.add_argument(
+        "--format", choices=("text", "json", "html"), default="text", help="standard output's format"
+    )
+    fleet.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="F.html|F.json|F.txt",
+        help="also write the report to F, in the format its suffix names (repeatable)",
+    )
+    fleet.add_argument(
+        "--fail-on",
+        choices=list(FAIL_ON),
+        default="error",
+        help="lowest severity of a finding that fails a host (a lost device always does)",
+    )
+    fleet.add_argument("--jobs", type=_jobs, metavar="N", help="hosts analysed at once (default: the CPUs)")
 
     explain = sub.add_parser("explain", help="what a check means, why, and how to fix it")
     explain.add_argument("id", metavar="ID")
@@ -455,6 +508,38 @@ def run_initramfs(args: argparse.Namespace) -> int:
     return 1 if raw.error else 0
 
 
+FLEET_SUFFIXES = {".html": "html", ".htm": "html", ".json": "json", ".txt": "text"}
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    from pciback_doctor.fleet import analyse_fleet, sources
+
+    outputs = [(o, FLEET_SUFFIXES.get(Path(o).suffix.lower())) for o in args.output]
+    for name, fmt in outputs:
+        if fmt is None:
+            raise UsageError(f"--output {name}: name it .html, .json or .txt (the suffix says the format)")
+    hosts = sources(args.roots, args.from_json, args.name, args.host_error)
+    fleet = analyse_fleet(hosts, args.fail_on, args.jobs, _progress if sys.stderr.isatty() else None)
+    for name, fmt in outputs:
+        _emit(_render_fleet(fmt or "text", fleet), name)
+    _emit(_render_fleet(args.format, fleet))
+    return fleet.exit_code
+
+
+def _render_fleet(fmt: str, fleet: Fleet) -> str:
+    if fmt == "json":
+        from pciback_doctor.fleet import json
+
+        return json.render(fleet)
+    if fmt == "html":
+        from pciback_doctor.fleet import html
+
+        return html.render(fleet)
+    from pciback_doctor.fleet import text
+
+    return text.render(fleet)
+
+
 def run_explain(args: argparse.Namespace) -> int:
     from pciback_doctor.checks import all_checks
 
@@ -491,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "initramfs": run_initramfs,
             "explain": run_explain,
             "collector": run_collector,
+            "fleet": run_fleet,
         }
         return handlers[args.command](args)
     except UsageError as exc:

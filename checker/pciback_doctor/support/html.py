@@ -13,7 +13,7 @@ from pciback_doctor.support.facts import DeviceFacts, SupportReport, where
 
 VERDICT_LABEL = {"claimed": "✔ CLAIMED", "not-claimed": "✘ NOT CLAIMED", "unknown": "? UNKNOWN"}
 
-_CSS = """
+CSS = """
 :root{--fg:#1b1f24;--muted:#57606a;--bg:#fff;--card:#f6f8fa;--line:#d0d7de;--code:#eef1f4;
 --ok:#1a7f37;--okbg:#dafbe1;--bad:#cf222e;--badbg:#ffebe9;--unk:#9a6700;--unkbg:#fff8c5;
 --info:#0969da;--infobg:#ddf4ff}
@@ -76,7 +76,7 @@ def render(sr: SupportReport) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta name="color-scheme" content="light dark">',
         "<title>pciback-doctor support report</title>",
-        f"<style>{_CSS}</style>",
+        f"<style>{CSS}</style>",
         "</head>",
         "<body>",
         "<main>",
