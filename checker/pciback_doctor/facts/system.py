@@ -52,6 +52,7 @@ from pciback_doctor.facts.pci import PciDevice, device_from_spec
 from pciback_doctor.facts.platform import UNKNOWN, Platform, detect_platform
 from pciback_doctor.facts.root import NotReadable, Root, check_lines, open_regular, read_regular
 from pciback_doctor.facts.services import (
+    MODULES_LOAD_DIRS,
     BackendLoader,
     LateBinding,
     backend_loaders,
@@ -403,13 +404,6 @@ def read_backend_modinfo(
         return None, [broken], broken
 
 
-MODULES_LOAD_DIRS = (
-    "etc/modules-load.d",
-    "run/modules-load.d",
-    "usr/local/lib/modules-load.d",
-    "usr/lib/modules-load.d",
-    "lib/modules-load.d",
-)
 UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
 
 
