@@ -109,6 +109,9 @@ class Target:
     xen_cmdline: str | None = None
     platform: str | None = None  # os-release id of the root (debian, qubes, xcp-ng, …)
     platform_name: str | None = None  # as the system names itself
+    # systemd runs inside the initramfs (dracut's hooks then run from its units): from the image,
+    # else from the platform profile; None when neither tells
+    initramfs_systemd: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,11 @@ def target_of(analysis: Analysis) -> Target:
         # a bare kernel or domU input is no system: it has no platform
         platform=None if s.platform is UNKNOWN else s.platform.id,
         platform_name=None if s.platform is UNKNOWN else s.platform.name,
+        initramfs_systemd=(
+            analysis.image.systemd
+            if analysis.image is not None and not analysis.image.error
+            else s.platform.initramfs_systemd
+        ),
     )
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_generators import BACKEND, E1000E, HIDE, image, predict
+from test_generators import BACKEND, E1000E, HIDE, image, predict, root_with_kernel
 
 from cpio_writer import CpioEntry, file, symlink
+from helpers import FIXTURES, doctor
 
 UNITS = "usr/lib/systemd/system"
 WANTS = "etc/systemd/system/initrd.target.wants"
@@ -144,3 +145,24 @@ def test_rd_driver_pre_in_etc_cmdline_alone_does_not_start_the_unit(tmp_path: Pa
     )
     dev, _ = predict(img, "ro")
     assert (dev["prediction"], dev["winner"]) == ("not-claimed", "e1000e")
+
+
+def test_header_says_whether_the_image_runs_systemd(tmp_path: Path) -> None:
+    def target(*entries: CpioEntry) -> dict[str, object]:
+        img = image(tmp_path, *entries)
+        args = ("--root", str(root_with_kernel(tmp_path)), "--initramfs", str(img), "--cmdline", "ro")
+        text = doctor(*args).out
+        json_target: dict[str, object] = doctor(*args, "--format", "json").json()["target"]
+        return {**json_target, "text": text}
+
+    on = target(*systemd_dracut(E1000E, BACKEND))
+    assert on["initramfs_systemd"] is True
+    assert "(runs systemd)" in str(on["text"])
+    off = target(file("usr/lib/dracut/modules.txt", b"base\n"), E1000E, BACKEND)
+    assert off["initramfs_systemd"] is False
+    assert "(runs systemd)" not in str(off["text"])
+
+
+def test_fedora_family_runs_systemd_in_its_initramfs_when_no_image_says() -> None:
+    run = doctor("--root", str(FIXTURES / "boot-fedora-bls"), "--format", "json")
+    assert run.json()["target"]["initramfs_systemd"] is True, run.err

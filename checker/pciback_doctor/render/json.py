@@ -54,6 +54,7 @@ def to_document(report: Report) -> dict[str, Any]:
             "boot_entry": t.boot_entry,
             "xen_cmdline": t.xen_cmdline,
             "platform": None if t.platform is None else {"id": t.platform, "name": t.platform_name},
+            "initramfs_systemd": t.initramfs_systemd,
         },
         "backend": {
             "mode": report.backend.mode,
