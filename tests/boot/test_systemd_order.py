@@ -71,6 +71,14 @@ MODULES_LOAD = file("etc/modules-load.d/xen-pciback.conf", b"# Xen\nxen-pciback\
             "claimed",
             "pciback",
         ),
+        # the old spelling rdloaddriver= is read by dracut-pre-udev.sh (059), but it does not meet the
+        # unit's ConditionKernelCommandLine=|rd.driver.pre: with no cmdline.d nor pre-udev hook, skipped
+        (
+            systemd_dracut(E1000E, BACKEND, MODPROBE_HIDE),
+            "ro rdloaddriver=xen-pciback",
+            "not-claimed",
+            "e1000e",
+        ),
         # an image without dracut-pre-udev.service has nothing that reads rd.driver.pre
         (
             systemd_dracut(E1000E, BACKEND, MODPROBE_HIDE, pre_udev=False),
