@@ -111,6 +111,9 @@ class Target:
     platform_name: str | None = None  # as the system names itself
     arch: str | None = None  # the target kernel's architecture (x86_64, arm64, ...), when known
     arch_evidence: Evidence | None = None  # what says so: the config line, a module's ELF header
+    # systemd runs inside the initramfs (dracut's hooks then run from its units): from the image,
+    # else from the platform profile; None when neither tells
+    initramfs_systemd: bool | None = None
 
 
 @dataclass(frozen=True)

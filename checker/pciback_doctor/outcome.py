@@ -46,6 +46,11 @@ def target_of(analysis: Analysis) -> Target:
         platform_name=None if s.platform is UNKNOWN else s.platform.name,
         arch=machine_name(analysis.backend.arch, s.config) if analysis.backend.arch else None,
         arch_evidence=analysis.backend.arch_evidence,
+        initramfs_systemd=(
+            analysis.image.systemd
+            if analysis.image is not None and not analysis.image.error
+            else s.platform.initramfs_systemd
+        ),
     )
 
 

@@ -4,7 +4,9 @@ missing piece fails the tier instead, since CI installs everything the lab needs
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from harness import BootResult, dom0_kernel, require_tools, xen_elf
@@ -12,6 +14,7 @@ from harness import BootResult, dom0_kernel, require_tools, xen_elf
 from debian import Unavailable
 
 _HERE = Path(__file__).resolve().parent
+T = TypeVar("T")
 
 
 def on_ci() -> bool:
@@ -50,23 +53,67 @@ def lab_ready() -> None:
     pytest.skip(f"boot lab unavailable: {reason}")
 
 
+class _OnDemand(dict[str, T]):
+    """A dict that makes a missing entry when it is first asked for."""
+
+    def __init__(self, make: Callable[[str], T]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, name: str) -> T:
+        value = self[name] = self._make(name)
+        return value
+
+
+def _selected(session: pytest.Session) -> list[str]:
+    """The scenarios the selected tests are parametrized with (`-k NAME` boots only those; the rest
+    are made when a test asks for them); all of them when every observed scenario is selected."""
+    from scenarios import EXPECTED, SCENARIOS
+
+    names = set()
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "name" in callspec.params:
+            names.add(callspec.params["name"])
+    return list(SCENARIOS) if names >= set(EXPECTED) else [n for n in SCENARIOS if n in names]
+
+
 @pytest.fixture(scope="session")
-def lab_images(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """scenario name -> image, all built in parallel (scenarios sharing an image share the build)."""
+def lab_images(
+    lab_ready: None, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> dict[str, Path]:
+    """scenario name -> image; the selected ones built in parallel (scenarios sharing an image
+    share the build), any other when first asked for."""
     from harness import build_images
     from scenarios import SCENARIOS
 
-    return build_images(list(SCENARIOS.values()), tmp_path_factory.mktemp("lab-images"))
+    out = tmp_path_factory.mktemp("lab-images")
+
+    def one(name: str) -> Path:
+        built = out / f"initramfs-{SCENARIOS[name].key()}.img"
+        return built if built.exists() else build_images([SCENARIOS[name]], out)[name]
+
+    images: dict[str, Path] = _OnDemand(one)
+    images.update(build_images([SCENARIOS[n] for n in _selected(request.session)], out))
+    return images
 
 
 @pytest.fixture(scope="session")
-def lab_boots(lab_images: dict[str, Path]) -> dict[str, BootResult]:
-    """scenario name -> boot result; every scenario booted once, in parallel."""
-    from harness import boot_all
+def lab_boots(lab_images: dict[str, Path], request: pytest.FixtureRequest) -> dict[str, BootResult]:
+    """scenario name -> boot result; the selected scenarios booted once, in parallel, any other
+    when first asked for."""
+    from harness import boot, boot_all
     from scenarios import SCENARIOS
 
-    _BOOTS.update(boot_all(list(SCENARIOS.values()), lab_images))
-    return _BOOTS
+    def one(name: str) -> BootResult:
+        _BOOTS[name] = boot(SCENARIOS[name], lab_images[name])
+        return _BOOTS[name]
+
+    boots: dict[str, BootResult] = _OnDemand(one)
+    selected = [SCENARIOS[n] for n in _selected(request.session)]
+    _BOOTS.update(boot_all(selected, {s.name: lab_images[s.name] for s in selected}))
+    boots.update(_BOOTS)
+    return boots
 
 
 _BOOTS: dict[str, BootResult] = {}

@@ -47,6 +47,11 @@ XEN_PACKAGE = os.environ.get("PCIBACK_DOCTOR_XEN", "xen-hypervisor-4.17-amd64")
 
 #: dracut modules of the smallest image that boots to the initqueue (FACTS: "Boot lab know-how").
 MINIMAL_MODULES: tuple[str, ...] = ("base", "udev-rules", "rootfs-block")
+#: dracut's systemd modules: systemd becomes /init and runs dracut's hooks from its units.
+SYSTEMD_MODULES: tuple[str, ...] = ("systemd", "systemd-initrd", "dracut-systemd")
+#: Under systemd, dracut-initqueue.service (and so the probe in initqueue/settled) runs only when
+#: this file exists (ConditionPathExists=|/lib/dracut/need-initqueue; /lib -> usr/lib in the image).
+NEED_INITQUEUE = "/usr/lib/dracut/need-initqueue"
 #: The project's module, as dracut knows it (directory `90xen-pciback`).
 PROJECT_MODULE = "xen-pciback"
 #: The lab-only probe module generated into the private dracut tree.
@@ -210,7 +215,12 @@ if [ -r /sys/hypervisor/properties/features ]; then
     _lab_kv="$_lab_kv hyp_features=$(cat /sys/hypervisor/properties/features)"
 fi
 [ -r /sys/hypervisor/uuid ] && _lab_kv="$_lab_kv hyp_uuid=$(cat /sys/hypervisor/uuid)"
-if [ -e /run/udev/control ]; then _lab_kv="$_lab_kv udevd=yes"; else _lab_kv="$_lab_kv udevd=no"; fi
+# is udevd running? (not /run/udev/control: under systemd the socket unit creates it before udevd)
+_lab_udevd=no
+for _lab_c in /proc/[0-9]*/comm; do
+    case "$(cat "$_lab_c" 2>/dev/null)" in systemd-udevd | udevd) _lab_udevd=yes ;; esac
+done
+_lab_kv="$_lab_kv udevd=$_lab_udevd"
 _lab_kv="$_lab_kv sh=$(readlink /bin/sh)"
 echo "<28>LAB-EARLY $_lab_kv" > /dev/kmsg
 for _lab_d in /sys/bus/pci/devices/*; do
@@ -219,7 +229,7 @@ for _lab_d in /sys/bus/pci/devices/*; do
     [ -e "$_lab_d/driver" ] && _lab_drv=$(readlink "$_lab_d/driver") && _lab_drv=${_lab_drv##*/}
     echo "<28>LAB-EARLYOWNER ${_lab_d##*/} $_lab_drv" > /dev/kmsg
 done
-unset _lab_kv _lab_d _lab_drv
+unset _lab_kv _lab_d _lab_drv _lab_udevd _lab_c
 """
 
 _LAB_PROBE_HOOK = r"""#!/bin/sh

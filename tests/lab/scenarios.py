@@ -8,9 +8,10 @@ must equal `EXPECTED`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from harness import MINIMAL_MODULES, Scenario
+from harness import MINIMAL_MODULES, NEED_INITQUEUE, SYSTEMD_MODULES, Scenario
 from kernel_build import FLAVOUR, FLAVOUR_E1000E
 
 E1000E = "0000:00:04.0"
@@ -21,6 +22,20 @@ SERIAL_DEV = "pci-serial,addr=05.0"
 BUILTIN: dict[str, Any] = {"flavour": FLAVOUR, "add_drivers": ("e1000e",)}
 #: dash as /bin/sh (Debian's): the project's hook must be POSIX
 MODULE_IMAGE = (*MINIMAL_MODULES, "dash")
+SYSTEMD_PREFIX = "systemd-"
+
+
+def under_systemd(scenario: Scenario) -> Scenario:
+    """The same boot from an image built with dracut's systemd modules (systemd is /init and runs
+    dracut's hooks from its units): named `systemd-NAME`, expected to show NAME's owners unless
+    `EXPECTED` says otherwise."""
+    return replace(
+        scenario,
+        name=SYSTEMD_PREFIX + scenario.name,
+        dracut_modules=(*scenario.dracut_modules, *SYSTEMD_MODULES),
+        extra_files={**scenario.extra_files, NEED_INITQUEUE: ""},
+    )
+
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -95,6 +110,14 @@ SCENARIOS: dict[str, Scenario] = {
             dracut_modules=(*MINIMAL_MODULES, "kernel-modules"),
             devices=(E1000E_DEV, SERIAL_DEV),
         ),
+        # 10b. rd.driver.pre in an image without dracut's kernel-modules code: nothing reads it
+        Scenario("driver-pre-minimal", dom0_args=f"xen-pciback.hide=({E1000E}) rd.driver.pre=xen-pciback"),
+        # 10c. the backend listed in the image's modules-load.d: dracut's own init never reads it
+        Scenario(
+            "modules-load",
+            dom0_args=f"xen-pciback.hide=({E1000E})",
+            extra_files={"/etc/modules-load.d/xen-pciback.conf": "xen-pciback\n"},
+        ),
         # 11-15. the lab's own kernel, the backend built in (pcistub_init at fs_initcall), e1000e a
         # module and 8250_pci (`serial`) built in: the hide token claims both natives' devices
         Scenario(
@@ -131,6 +154,20 @@ SCENARIOS: dict[str, Scenario] = {
     )
 }
 
+#: The scenarios booted again from an image with dracut's systemd modules, one line each.
+SYSTEMD_VARIANTS = (
+    "hide-only",
+    "hide-softdep",
+    "module-e1000e",
+    "module-serial-builtin",
+    "driver-pre-serial-builtin",
+    # dracut-pre-udev.service loads rd.driver.pre itself: no kernel-modules code needed
+    "driver-pre-minimal",
+    # systemd-modules-load runs unordered against udev coldplug (predicted unknown: RACES)
+    "modules-load",
+)
+SCENARIOS.update((v.name, v) for v in (under_systemd(SCENARIOS[n]) for n in SYSTEMD_VARIANTS))
+
 #: Observed owners (scenario -> BDF -> driver).
 EXPECTED: dict[str, dict[str, str]] = {
     "hide-only": {E1000E: "e1000e"},
@@ -148,7 +185,17 @@ EXPECTED: dict[str, dict[str, str]] = {
     "builtin-modprobe-only": {E1000E: "e1000e"},
     "builtin-malformed": {E1000E: "e1000e", SERIAL: "serial"},
     "builtin-e1000e-builtin": {E1000E: "pciback", SERIAL: "serial"},
+    "driver-pre-minimal": {E1000E: "e1000e"},
+    "modules-load": {E1000E: "e1000e"},
+    # under systemd: rd.driver.pre works without kernel-modules; modules-load.d is read
+    "systemd-driver-pre-minimal": {E1000E: "pciback"},
+    "systemd-modules-load": {E1000E: "pciback"},
 }
+for _name in SYSTEMD_VARIANTS:
+    EXPECTED.setdefault(SYSTEMD_PREFIX + _name, EXPECTED[_name])
+#: Devices the doctor predicts `unknown` (a race SPEC §3 does not call): the boot shows one of the
+#: racers, whichever came first that time.
+RACES: dict[str, tuple[str, ...]] = {"systemd-modules-load": (E1000E,)}
 #: Scenarios whose boot is expected to stop in the initramfs (no owners to compare).
 STOPS = ("module-strict",)
 

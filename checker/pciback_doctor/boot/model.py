@@ -40,12 +40,13 @@ class Observation:
 class Ordering:
     """A way the backend gets loaded before the native driver (or at all) in one phase."""
 
-    mechanism: str  # softdep | install | rd.driver.pre | early-modules
+    mechanism: str  # softdep | install | rd.driver.pre | early-modules | modules-load.d | modules_load
     loaded_as: str  # the name modprobe is asked for (kmod applies options of that alias too)
     evidence: tuple[Evidence, ...]
     works: bool
     problem: str = ""
     before_udev: bool = True  # initramfs-tools loads its module list only after udev coldplug
+    race: bool = False  # runs with no ordering against udev coldplug (systemd-modules-load)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,34 @@ def _install_ordering(native: str, command: str, evidence: Evidence, config: Mod
         problem = f"the install rule never loads {native} itself (no 'modprobe --ignore-install {native}')"
         return Ordering("install", loads_backend, (evidence,), True, problem)
     return Ordering("install", loads_backend, (evidence,), True)
+
+
+MODULES_LOAD_UNIT = "systemd-modules-load.service"
+PRE_UDEV_UNIT = "dracut-pre-udev.service"
+_DRIVER_PRE_MISSING = {
+    False: "rd.driver.pre needs dracut's kernel-modules code in the image, and it is missing",
+    True: "rd.driver.pre needs dracut-pre-udev.service (dracut's dracut-systemd module) in the image, "
+    "and it is missing or does not run",
+}
+
+
+def _pre_udev_runs(image: ImageFacts, kernel_cmdline: Cmdline | None) -> bool:
+    """Whether dracut-pre-udev.service runs, the unit that loads rd.driver.pre in an image with
+    systemd (90kernel-modules/module-setup.sh installs parse-kernel.sh only without systemd;
+    98dracut-systemd/dracut-pre-udev.sh modprobes each rd.driver.pre). Its conditions
+    (dracut-pre-udev.service): any of an rd.driver.pre/.blacklist/.post or rd.break=pre-udev key on
+    the kernel's own command line (systemd reads /proc/cmdline, not dracut's cmdline.d), an
+    etc/cmdline.d/*.conf in the image, or a non-empty pre-udev hook directory."""
+    if PRE_UDEV_UNIT not in image.wanted_units:
+        return False
+    keys = ("rd.driver.pre", "rd.driver.blacklist", "rd.driver.post")
+    on_kernel_cmdline = kernel_cmdline is not None and (
+        any(kernel_cmdline.get(k) for k in keys)
+        or any(p.value == "pre-udev" for p in kernel_cmdline.get("rd.break"))
+    )
+    conf_d = any("!etc/cmdline.d/" in c.source for c in image.cmdline_d)
+    hooks = any("/hooks/pre-udev/" in h for h in image.hooks)
+    return on_kernel_cmdline or conf_d or hooks
 
 
 def _covers(source: HideSource | None, bdf: Bdf, parents: Sequence[Bdf]) -> bool:
@@ -279,12 +308,14 @@ class _Device:
                 return self.after_native_blocked(Phase.INITRAMFS, image, sources, early)
             # udev coldplug (udevadm trigger → kmod builtin, by MODALIAS) loads the native driver;
             # kmod loads a softdep's `pre:` modules first (libkmod-module.c, probe_insert_module)
-            ordered = [o for o in early if o.works and o.before_udev] + [
+            ordered = [o for o in early if o.works and o.before_udev and not o.race] + [
                 o for o in orderings_for(native, image.modprobe) if o.works
             ]
             for o in orderings_for(native, image.modprobe):
                 if not o.works or o.problem:
                     self.observe("broken-rule", o.problem, *o.evidence)
+            if not ordered and backend_in_image and (raced := self.raced(image, early, sources)):
+                return raced
             if not ordered:
                 if not backend_in_image:
                     self.observe(
@@ -326,21 +357,51 @@ class _Device:
                     )
         return self.rootfs()
 
+    def raced(self, image: ImageFacts, early: list[Ordering], sources: list[HideSource]) -> Prediction | None:
+        """The backend loaded by systemd-modules-load in the initramfs while udev coldplug loads the
+        native driver: whoever comes first binds (SPEC §3: a race is `unknown`). Only a load whose
+        hide names the device makes it a race; otherwise the native driver wins either way."""
+        native = self.native.name
+        for o in early:
+            if not (o.works and o.race):
+                continue
+            hide = effective_hide(sources, builtin=False, classic_alias=False)
+            if not _covers(hide, self.bdf, self.parents):
+                continue
+            assert hide is not None
+            self.observe(
+                "race",
+                f"systemd-modules-load loads xen-pciback in the initramfs ({o.mechanism}) with no "
+                f"ordering against udev coldplug, which loads {native}",
+                *o.evidence,
+            )
+            return self.unknown(
+                Phase.INITRAMFS,
+                f"in the initramfs systemd-modules-load loads xen-pciback ({o.mechanism}) while udev "
+                f"coldplug loads {native}: a race",
+                *o.evidence,
+                hide.evidence,
+            )
+        return None
+
     def image_orderings(self, image: ImageFacts, backend_in_image: bool) -> list[Ordering]:
-        """Loads of the backend the initramfs makes before udev coldplug."""
+        """Loads of the backend the initramfs makes before udev coldplug (or racing it)."""
         found: list[Ordering] = []
         cmdlines = [c for c in (self.system.cmdline, *image.cmdline_d) if c is not None]
         for cmd in cmdlines:
             for p in cmd.get("rd.driver.pre") + cmd.get("rdloaddriver"):
                 names = [normalize(n) for n in (p.value or "").split(",")]
                 if BACKEND in names or "pciback" in names:
-                    works = image.kernel_modules_code and backend_in_image
+                    runs = image.kernel_modules_code or (
+                        image.systemd and _pre_udev_runs(image, self.system.cmdline)
+                    )
+                    works = runs and backend_in_image
                     problem = (
                         ""
                         if works
                         else (
-                            "rd.driver.pre needs dracut's kernel-modules code in the image, and it is missing"
-                            if not image.kernel_modules_code
+                            _DRIVER_PRE_MISSING[image.systemd]
+                            if not runs
                             else "xen-pciback is not in the image"
                         )
                     )
@@ -354,6 +415,18 @@ class _Device:
                 # init runs scripts/init-top/udev (coldplug + settle) and only then load_modules
                 before = image.early_modules_before_udev
                 found.append(Ordering("early-modules", BACKEND, (evidence,), True, before_udev=before))
+        if image.systemd and MODULES_LOAD_UNIT in image.wanted_units:
+            # systemd-modules-load.service: DefaultDependencies=no, Before=sysinit.target only; nothing
+            # orders it against systemd-udevd or systemd-udev-trigger (units/systemd-modules-load.service.in)
+            for evidence in image.modules_load:
+                found.append(Ordering("modules-load.d", BACKEND, (evidence,), True, race=True))
+            # it reads modules_load= from /proc/cmdline only, rd.-prefixed too inside the initrd
+            # (src/modules-load/modules-load.c: PROC_CMDLINE_STRIP_RD_PREFIX); not dracut's cmdline.d
+            kernel = self.system.cmdline
+            for p in (kernel.get("modules_load") + kernel.get("rd.modules_load")) if kernel else []:
+                if BACKEND in [normalize(n) for n in (p.value or "").split(",")]:
+                    assert kernel is not None
+                    found.append(Ordering("modules_load", BACKEND, (kernel.evidence(p),), True, race=True))
         return found
 
     def backend_loads(

@@ -75,7 +75,8 @@ def image_order(chk: Check, a: Analysis) -> Iterator[Finding]:
     "Broken install or softdep rule",
     """The rule meant to load the backend first does not: it names a module that no longer exists (the
     classic 'pciback'), loads the native driver without --ignore-install (it calls itself), never loads the
-    native driver, or relies on rd.driver.pre without dracut's kernel-modules code in the image.""",
+    native driver, or relies on rd.driver.pre without dracut's kernel-modules code in the image (with systemd
+    in the image: without dracut-pre-udev.service, which loads rd.driver.pre there).""",
 )
 def broken_rule(chk: Check, a: Analysis) -> Iterator[Finding]:
     for dev, obs in _observed(a, "broken-rule", unless_claimed=False):

@@ -16,6 +16,7 @@ from os import PathLike
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
 from pciback_doctor.facts.initramfs import Initramfs, open_initramfs
 from pciback_doctor.facts.modprobe import CONFIG_DIRS, ModprobeConfig, config_files, parse_modprobe_file
+from pciback_doctor.facts.services import MODULES_LOAD_DIRS, backend_loaders
 from pciback_doctor.model import Evidence
 
 
@@ -42,6 +43,11 @@ class ImageFacts:
     hostonly: bool | None  # dracut's hostonly mode (None: not dracut, or not recorded)
     hooks: tuple[str, ...] = ()  # dracut hook scripts, in the order dracut runs them
     error: str | None = None
+    # systemd is the image's /init (dracut's 00systemd links it there): dracut's hooks then run from
+    # its systemd units, and systemd's own services (systemd-modules-load) run too
+    systemd: bool = False
+    wanted_units: frozenset[str] = frozenset()  # units a target in the image wants (`*.wants/` links)
+    modules_load: tuple[Evidence, ...] = ()  # lines of the image's modules-load.d naming the backend
 
     def where(self, inner: str, line: int | None = None, text: str = "") -> Evidence:
         return Evidence(f"{self.path}!{inner}", line, text)
@@ -69,6 +75,9 @@ def parse_device_list(text: str, path: str) -> tuple[tuple[str, Evidence], ...]:
 
 
 BUILD_PARAMETERS = "usr/lib/dracut/build-parameter.txt"
+# systemd's system unit search path inside an initrd (systemd.unit(5)), highest priority first
+UNIT_DIRS = ("etc/systemd/system", "run/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
+SYSTEMD_BINARIES = ("usr/lib/systemd/systemd", "lib/systemd/systemd")
 SINGLE_FILES = (PCIBACK_CONF, "conf/modules", "config", BUILD_PARAMETERS, "etc/cmdline")
 
 
@@ -80,6 +89,7 @@ def wanted_file(name: str) -> bool:
     head, _, base = name.rpartition("/")
     return (
         (head in CONFIG_DIRS and base.endswith(".conf"))
+        or (head in MODULES_LOAD_DIRS and base.endswith(".conf"))
         or (head == "etc/cmdline.d" and base.endswith(".conf"))
         or name in SINGLE_FILES
         or (name.startswith(DRACUT_HOOKS) and base.endswith(PCIBACK_HOOK))
@@ -97,6 +107,32 @@ def _conf_listing(raw: Initramfs) -> dict[str, list[str]]:
     return {d: [n for n in raw.listdir(d) if _regular(raw, f"{d}/{n}")] for d in CONFIG_DIRS}
 
 
+def _modules_load_listing(raw: Initramfs) -> dict[str, list[str]]:
+    """systemd-modules-load's readdir of each modules-load.d directory (conf_files_list: regular
+    files only, same as kmod's)."""
+    return {d: [n for n in raw.listdir(d) if _regular(raw, f"{d}/{n}")] for d in MODULES_LOAD_DIRS}
+
+
+def _runs_systemd(raw: Initramfs) -> bool:
+    """The kernel execs /init (init/main.c ramdisk_execute_command); dracut's 00systemd/module-setup.sh
+    makes it a link to systemd (`ln_r $systemdutildir/systemd /init`), its 99base installs init.sh."""
+    target = raw.resolve("init")
+    return target is not None and any(raw.resolve(b) == target for b in SYSTEMD_BINARIES)
+
+
+def _wanted_units(raw: Initramfs) -> frozenset[str]:
+    """The units some target wants through a `TARGET.wants/UNIT` link (`systemctl enable` and
+    `add-wants` make them); a dangling link starts nothing."""
+    return frozenset(
+        unit
+        for d in UNIT_DIRS
+        for wants in raw.listdir(d)
+        if wants.endswith(".wants")
+        for unit in raw.listdir(f"{d}/{wants}")
+        if raw.entry(f"{d}/{wants}/{unit}") is not None
+    )
+
+
 def _cmdline_d(raw: Initramfs) -> list[str]:
     """dracut-lib.sh `getcmdline`: `for _i in /etc/cmdline.d/*.conf; do [ -e "$_i" ] || continue`."""
     return [
@@ -109,6 +145,7 @@ def _cmdline_d(raw: Initramfs) -> list[str]:
 def needed_files(raw: Initramfs, listing: dict[str, list[str]] | None = None) -> Iterator[str]:
     """Every path `image_facts` reads, looked up through the image's symlinks."""
     yield from config_files(_conf_listing(raw) if listing is None else listing)
+    yield from config_files(_modules_load_listing(raw), MODULES_LOAD_DIRS)
     yield from _cmdline_d(raw)
     yield from SINGLE_FILES
 
@@ -175,6 +212,11 @@ def image_facts(raw: Initramfs, path: str) -> ImageFacts:
             if ("--no-hostonly" in words or "-N" in words)
             else None
         )
+    systemd = _runs_systemd(raw)
+    modules_load: list[Evidence] = []
+    for rel in config_files(_modules_load_listing(raw), MODULES_LOAD_DIRS):
+        loaders = backend_loaders("modules-load.d", f"{path}!{rel}", files.get(rel, ""))
+        modules_load += [loader.evidence for loader in loaders]
     return ImageFacts(
         path=path,
         generator=generator,
@@ -189,4 +231,7 @@ def image_facts(raw: Initramfs, path: str) -> ImageFacts:
         hostonly=hostonly,
         hooks=tuple(n for n in names if n.startswith(DRACUT_HOOKS) and n.endswith(".sh")),
         error=raw.error,
+        systemd=systemd,
+        wanted_units=_wanted_units(raw) if systemd else frozenset(),
+        modules_load=tuple(modules_load),
     )

@@ -152,14 +152,15 @@ def parse_modprobe_file(text: str, path: str) -> ModprobeConfig:
     return ModprobeConfig(tuple(directives), tuple(problems))
 
 
-def config_files(listing: dict[str, list[str]]) -> list[str]:
+def config_files(listing: dict[str, list[str]], dirs: tuple[str, ...] = CONFIG_DIRS) -> list[str]:
     """Which files kmod reads, in order, from {dir: [names]} (libkmod-config.c conf_files_list).
 
     Only `*.conf`, no dotfiles; files sorted by basename across all directories; for a basename
-    present in several directories the highest-priority directory wins.
+    present in several directories the highest-priority directory wins. systemd's conf_files_list
+    (modules-load.d) picks its files the same way from its own `dirs`.
     """
     chosen: dict[str, str] = {}
-    for directory in CONFIG_DIRS:
+    for directory in dirs:
         for name in listing.get(directory, []):
             if name.startswith(".") or not name.endswith(".conf"):
                 continue

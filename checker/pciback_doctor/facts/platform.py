@@ -24,6 +24,12 @@ class Platform:
     # name the system, e.g. the entries xen-cmdline edits
     os_name: str = ""
 
+    @property
+    def initramfs_systemd(self) -> bool | None:
+        """Whether its initramfs runs systemd, when the platform decides it: the Fedora family
+        (Fedora, RHEL, Qubes) builds with dracut and its systemd modules; elsewhere the image says."""
+        return True if self.family == "fedora" else None
+
     def grub_update(self, grub_cfg: str | None) -> str:
         """The command that regenerates `grub_cfg` (root-relative) from etc/default/grub."""
         if self.family == "debian":

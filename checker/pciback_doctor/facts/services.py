@@ -15,6 +15,14 @@ _BDF_WORD = re.compile(r"\b((?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[
 # What a late-binding script does with a BDF: pciback's new_slot/bind, driver_override, or xl.
 _BINDS = re.compile(r"pciback/(new_slot|bind)|driver_override|pci-assignable-add")
 DOMAIN_SERVICES = ("xendomains.service", "xen-domains.service", "xendomains")
+# systemd-modules-load's search path (modules-load.d(5)), highest priority first
+MODULES_LOAD_DIRS = (
+    "etc/modules-load.d",
+    "run/modules-load.d",
+    "usr/local/lib/modules-load.d",
+    "usr/lib/modules-load.d",
+    "lib/modules-load.d",
+)
 
 
 @dataclass(frozen=True)

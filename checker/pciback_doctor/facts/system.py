@@ -44,6 +44,7 @@ from pciback_doctor.facts.pci import PciDevice, device_from_spec
 from pciback_doctor.facts.platform import detect_platform
 from pciback_doctor.facts.root import NotReadable, Root, open_regular
 from pciback_doctor.facts.services import (
+    MODULES_LOAD_DIRS,
     BackendLoader,
     LateBinding,
     backend_loaders,
@@ -323,13 +324,6 @@ def read_backend_modinfo(
         return None, [broken], broken
 
 
-MODULES_LOAD_DIRS = (
-    "etc/modules-load.d",
-    "run/modules-load.d",
-    "usr/local/lib/modules-load.d",
-    "usr/lib/modules-load.d",
-    "lib/modules-load.d",
-)
 UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
 
 

@@ -25,9 +25,17 @@ def summary(facts: ImageFacts, raw: Initramfs) -> str:
     lines.append(
         f"  modules      {len(facts.modules)}; backend xen-pciback {'present' if 'xen_pciback' in facts.modules else ('absent from what could be read' if facts.error else 'ABSENT')}"
     )
-    lines.append(
-        f"  rd.driver.pre support (dracut kernel-modules code): {'yes' if facts.kernel_modules_code else 'no'}"
-    )
+    if facts.systemd:
+        lines.append("  init         systemd (dracut's hooks run from its units)")
+        pre_udev = "dracut-pre-udev.service" in facts.wanted_units
+        lines.append(f"  rd.driver.pre support (dracut-pre-udev.service): {'yes' if pre_udev else 'no'}")
+        if facts.modules_load:
+            lines.append("  modules-load.d (systemd-modules-load, unordered against udev):")
+            lines.extend(f"    {e.path}:{e.line}: {e.text}" for e in facts.modules_load)
+    else:
+        lines.append(
+            f"  rd.driver.pre support (dracut kernel-modules code): {'yes' if facts.kernel_modules_code else 'no'}"
+        )
     lines.append(f"  pciback dracut module: {facts.pciback_hook.hook.path if facts.pciback_hook else 'no'}")
     if facts.pciback_hook:
         for bdf, e in facts.pciback_hook.config:

@@ -60,6 +60,7 @@ def to_document(report: Report) -> dict[str, Any]:
                 "name": t.arch,
                 "evidence": None if t.arch_evidence is None else _evidence(t.arch_evidence),
             },
+            "initramfs_systemd": t.initramfs_systemd,
         },
         "backend": {
             "mode": report.backend.mode,

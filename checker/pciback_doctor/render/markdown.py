@@ -83,7 +83,7 @@ def render(report: Report) -> str:
         ("config", t.config),
         ("backend", f"{report.backend.mode} ({report.backend.module})"),
         ("cmdline", t.cmdline),
-        ("initramfs", t.initramfs),
+        ("initramfs", t.initramfs and t.initramfs + (" (runs systemd)" if t.initramfs_systemd else "")),
         ("boot entry", t.boot_entry),
     ]
     out += "".join(f"- **{name}:** {code(value)}\n" for name, value in facts if value) + "\n"

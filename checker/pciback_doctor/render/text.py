@@ -58,7 +58,9 @@ def render(report: Report, colour: bool = False, width: int | None = None) -> st
         ]
         if t.xen_cmdline is not None:
             header.append(f"  xen        {t.xen_cmdline}")
-        header.append(f"  initramfs  {t.initramfs or '-'}")
+        header.append(
+            f"  initramfs  {t.initramfs or '-'}" + ("  (runs systemd)" if t.initramfs_systemd else "")
+        )
         if t.boot_entry:
             header.append(f"  boot entry {t.boot_entry}")
         for line in header:
