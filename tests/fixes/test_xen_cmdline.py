@@ -207,3 +207,28 @@ def test_pb201_names_the_address_mistakes_seen_on_xcpng(value: str, says: str) -
     assert ("is here" in message) == ("is here" in says)
     assert ("SCSI" in message) == ("SCSI" in says)
     assert "Looks like pciback driver not loaded" in message  # the backend is built in
+
+
+@pytest.mark.parametrize(
+    ("cfg", "brand"),
+    [
+        ("boot/grub/grub.cfg", "XCP-ng"),  # a BIOS install (host-installer: boot/grub/grub.cfg)
+        (ESP_CFG, "XenServer"),  # XenServer 8: same layout and tool, its own brand on the entries
+    ],
+)
+def test_bios_layout_and_xenserver_brand(tmp_path: Path, cfg: str, brand: str) -> None:
+    root = copy_fixture(XCPNG, tmp_path)
+    text = (root / ESP_CFG).read_text().replace("'XCP-ng", f"'{brand}")
+    (root / ESP_CFG).unlink()
+    (root / cfg).parent.mkdir(parents=True, exist_ok=True)
+    (root / cfg).write_text(text)
+    inventory = root / "etc/xensource-inventory"
+    inventory.write_text(inventory.read_text().replace("'XCP-ng'", f"'{brand}'"))
+    (root / "etc/os-release").write_text(f'NAME="{brand}"\nID="xenenterprise"\nPRETTY_NAME="{brand} 8"\n')
+    a = analyse(collect(Options(root=str(root), devices=(NVME,))))
+    assert a.system.platform.id == ("xcp-ng" if brand == "XCP-ng" else "xenserver")
+    cmdline = next(o for o in offers(a) if o.strategy == "cmdline")
+    assert cmdline.offered and cmdline.fix is not None
+    assert cmdline.fix.commands == (f"{XEN_CMDLINE} --set-dom0 '{WANTED}'",)
+    assert cmdline.outcome is not None and cmdline.outcome.passes
+    assert cmdline.outcome.after.system.root.read_text(cfg) != text  # the simulated tool edited this file
