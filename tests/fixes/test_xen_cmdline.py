@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import FIXTURES, copy_fixture, devices, doctor
 from pciback_doctor.boot.analysis import analyse
@@ -232,3 +234,30 @@ def test_bios_layout_and_xenserver_brand(tmp_path: Path, cfg: str, brand: str) -
     assert cmdline.fix.commands == (f"{XEN_CMDLINE} --set-dom0 '{WANTED}'",)
     assert cmdline.outcome is not None and cmdline.outcome.passes
     assert cmdline.outcome.after.system.root.read_text(cfg) != text  # the simulated tool edited this file
+
+
+WORDS = st.text(alphabet='ab=x"() \t.-', max_size=12)
+LINES = st.one_of(
+    st.builds(
+        lambda t: f"menuentry '{t}' {{",
+        st.sampled_from(["XCP-ng", "XCP-ng (Serial)", "XCP-ng in Safe Mode", "x"]),
+    ),
+    st.builds(lambda w: f"\tmultiboot2 /boot/xen.gz {w}", WORDS),
+    st.builds(lambda w: f"\tmodule2 /boot/vmlinuz-4.19-xen {w}", WORDS),
+    st.just("}"),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(LINES, max_size=14), value=st.sampled_from(["(0000:04:00.0)", "", "(a)(b)"]))
+def test_xen_cmdline_model_is_total_and_idempotent(lines: list[str], value: str) -> None:
+    # values as the fix composes them: no space (a space would split the token on the next read, in
+    # the real tool's getKernelArgs as here)
+    text = "\n".join(lines)
+    ops = [("--set-dom0", [f"xen-pciback.hide={value}"])]
+    once = edited(text, "XCP-ng", ops)
+    assert once.count("\n") == text.count("\n")  # lines are edited in place, never added or dropped
+    assert edited(once, "XCP-ng", ops) == once  # running the same command again changes nothing
+    changed = [(a, b) for a, b in zip(text.split("\n"), once.split("\n"), strict=True) if a != b]
+    assert all(b.strip().startswith(("module2", "multiboot2")) for _, b in changed)
