@@ -261,3 +261,23 @@ def test_xen_cmdline_model_is_total_and_idempotent(lines: list[str], value: str)
     assert edited(once, "XCP-ng", ops) == once  # running the same command again changes nothing
     changed = [(a, b) for a, b in zip(text.split("\n"), once.split("\n"), strict=True) if a != b]
     assert all(b.strip().startswith(("module2", "multiboot2")) for _, b in changed)
+
+
+def test_simulated_xen_cmdline_moves_the_token_off_xens_line(tmp_path: Path) -> None:
+    from pciback_doctor.fixes.simulate import simulate
+    from pciback_doctor.model import Fix
+
+    root = copy_fixture(XCPNG, tmp_path)
+    cfg = root / ESP_CFG
+    text = cfg.read_text().replace(" xen-pciback.hide=(0000:04:00.0)(82.0.0)", "")
+    cfg.write_text(text.replace("vga=mode-0x0311", f"vga=mode-0x0311 {WANTED}"))
+    a = analyse(collect(Options(root=str(root))))
+    assert a.system.xen_cmdline is not None and WANTED in a.system.xen_cmdline.text.split()
+    commands = (f"{XEN_CMDLINE} --delete-xen xen-pciback.hide", set_dom0(WANTED))
+    after = simulate(a, Fix("cmdline", "", (), commands))
+    assert after.system.xen_cmdline is not None and "xen-pciback.hide" not in after.system.xen_cmdline.text
+    assert after.system.cmdline is not None and after.system.cmdline.text.endswith(WANTED)
+    assert {str(d.bdf): d.prediction.verdict for d in after.devices} == {
+        "0000:04:00.0": Verdict.CLAIMED,
+        NVME: Verdict.CLAIMED,
+    }
