@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import FIXTURES, copy_fixture, devices, doctor
 from pciback_doctor.boot.analysis import analyse
@@ -207,3 +209,75 @@ def test_pb201_names_the_address_mistakes_seen_on_xcpng(value: str, says: str) -
     assert ("is here" in message) == ("is here" in says)
     assert ("SCSI" in message) == ("SCSI" in says)
     assert "Looks like pciback driver not loaded" in message  # the backend is built in
+
+
+@pytest.mark.parametrize(
+    ("cfg", "brand"),
+    [
+        ("boot/grub/grub.cfg", "XCP-ng"),  # a BIOS install (host-installer: boot/grub/grub.cfg)
+        (ESP_CFG, "XenServer"),  # XenServer 8: same layout and tool, its own brand on the entries
+    ],
+)
+def test_bios_layout_and_xenserver_brand(tmp_path: Path, cfg: str, brand: str) -> None:
+    root = copy_fixture(XCPNG, tmp_path)
+    text = (root / ESP_CFG).read_text().replace("'XCP-ng", f"'{brand}")
+    (root / ESP_CFG).unlink()
+    (root / cfg).parent.mkdir(parents=True, exist_ok=True)
+    (root / cfg).write_text(text)
+    inventory = root / "etc/xensource-inventory"
+    inventory.write_text(inventory.read_text().replace("'XCP-ng'", f"'{brand}'"))
+    (root / "etc/os-release").write_text(f'NAME="{brand}"\nID="xenenterprise"\nPRETTY_NAME="{brand} 8"\n')
+    a = analyse(collect(Options(root=str(root), devices=(NVME,))))
+    assert a.system.platform.id == ("xcp-ng" if brand == "XCP-ng" else "xenserver")
+    cmdline = next(o for o in offers(a) if o.strategy == "cmdline")
+    assert cmdline.offered and cmdline.fix is not None
+    assert cmdline.fix.commands == (f"{XEN_CMDLINE} --set-dom0 '{WANTED}'",)
+    assert cmdline.outcome is not None and cmdline.outcome.passes
+    assert cmdline.outcome.after.system.root.read_text(cfg) != text  # the simulated tool edited this file
+
+
+WORDS = st.text(alphabet='ab=x"() \t.-', max_size=12)
+LINES = st.one_of(
+    st.builds(
+        lambda t: f"menuentry '{t}' {{",
+        st.sampled_from(["XCP-ng", "XCP-ng (Serial)", "XCP-ng in Safe Mode", "x"]),
+    ),
+    st.builds(lambda w: f"\tmultiboot2 /boot/xen.gz {w}", WORDS),
+    st.builds(lambda w: f"\tmodule2 /boot/vmlinuz-4.19-xen {w}", WORDS),
+    st.just("}"),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(LINES, max_size=14), value=st.sampled_from(["(0000:04:00.0)", "", "(a)(b)"]))
+def test_xen_cmdline_model_is_total_and_idempotent(lines: list[str], value: str) -> None:
+    # values as the fix composes them: no space (a space would split the token on the next read, in
+    # the real tool's getKernelArgs as here)
+    text = "\n".join(lines)
+    ops = [("--set-dom0", [f"xen-pciback.hide={value}"])]
+    once = edited(text, "XCP-ng", ops)
+    assert once.count("\n") == text.count("\n")  # lines are edited in place, never added or dropped
+    assert edited(once, "XCP-ng", ops) == once  # running the same command again changes nothing
+    changed = [(a, b) for a, b in zip(text.split("\n"), once.split("\n"), strict=True) if a != b]
+    assert all(b.strip().startswith(("module2", "multiboot2")) for _, b in changed)
+
+
+def test_simulated_xen_cmdline_moves_the_token_off_xens_line(tmp_path: Path) -> None:
+    from pciback_doctor.fixes.simulate import simulate
+    from pciback_doctor.model import Fix
+
+    root = copy_fixture(XCPNG, tmp_path)
+    cfg = root / ESP_CFG
+    text = cfg.read_text().replace(" xen-pciback.hide=(0000:04:00.0)(82.0.0)", "")
+    cfg.write_text(text.replace("vga=mode-0x0311", f"vga=mode-0x0311 {WANTED}"))
+    a = analyse(collect(Options(root=str(root))))
+    assert a.system.xen_cmdline is not None and WANTED in a.system.xen_cmdline.text.split()
+    commands = (f"{XEN_CMDLINE} --delete-xen xen-pciback.hide", set_dom0(WANTED))
+    after = simulate(a, Fix("cmdline", "", (), commands))
+    assert after.system.xen_cmdline is not None and "xen-pciback.hide" not in after.system.xen_cmdline.text
+    assert after.system.cmdline is not None and after.system.cmdline.text.endswith(WANTED)
+    assert {str(d.bdf): d.prediction.verdict for d in after.devices} == {
+        "0000:04:00.0": Verdict.CLAIMED,
+        NVME: Verdict.CLAIMED,
+    }

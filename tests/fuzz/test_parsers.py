@@ -240,6 +240,7 @@ BOOT_FILES = [
     ("boot-fedora-bls", "boot/grub2/grub.cfg"),
     ("boot-fedora-bls", "boot/loader/entries/8d3f0a6c5e4b4f2a9c1d7e6b5a4f3c2d-6.5.12-300.fc39.x86_64.conf"),
     ("boot-efi-xen-cfg", "boot/efi/EFI/xen/xen.cfg"),
+    ("xcpng-8.3-malformed-hide", "boot/efi/EFI/xenserver/grub.cfg"),
 ]
 
 

@@ -117,6 +117,7 @@ def simulate(a: Analysis, fix: Fix, token: str | None = None) -> Analysis:
     modprobe_files = read_modprobe_files(root)
     modprobe = read_modprobe(root, system.modules, modprobe_files)
     cmdline, next_boot = _cmdline_after(a, fix, root, token)
+    xen = _xen_line_after(a, next_boot) if edited else system.xen_cmdline
     dracut_conf = read_dracut_conf(root)
     image, problem = a.image, a.image_problem
     if any(c.startswith(REBUILD_COMMANDS) for c in fix.commands):
@@ -128,6 +129,7 @@ def simulate(a: Analysis, fix: Fix, token: str | None = None) -> Analysis:
         modprobe=modprobe,
         cmdline=cmdline,
         next_boot=next_boot,
+        xen_cmdline=xen,
         files={**system.files, **{c.path: c.content for c in fix.files}},
         dracut_conf=dracut_conf,
         image=image,
@@ -204,6 +206,15 @@ def _xen_cmdline_edits(a: Analysis, fix: Fix) -> dict[str, str]:
     if path is None or text is None:
         return {}
     return {path: xen_cmdline.edited(text, a.system.platform.os_name, ops)}
+
+
+def _xen_line_after(a: Analysis, next_boot: NextBoot | None) -> Cmdline | None:
+    """Xen's own command line once xen-cmdline (--set-xen / --delete-xen) has edited grub.cfg."""
+    xen = a.system.xen_cmdline
+    entry = next_boot.entry if next_boot else None
+    if xen is None or xen.source == "--xen-cmdline" or entry is None or entry.xen_cmdline is None:
+        return xen
+    return parse_cmdline(entry.xen_cmdline, xen.source, xen.line)
 
 
 def _is_hide(word: str) -> bool:
