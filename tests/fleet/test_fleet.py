@@ -260,6 +260,9 @@ def test_html_shows_every_host_device_and_prediction(tmp_path: Path) -> None:
     assert page.count("✘ NOT CLAIMED") == 4 and page.count("? UNKNOWN") == 1
     assert "--root /nonexistent/ghost: " in page
     assert "PB201" in page and "Do not reboot these hosts yet" in page
+    # the device's row names the findings about it
+    row = next(r for r in re.findall(r"<tr>.*?</tr>", page) if "0000:00:14.0" in r)
+    assert "NOT CLAIMED" in row and "<code>PB308</code>" in row
     # self-contained: nothing fetched, nothing run
     assert not re.search(r"<script|<link|src=|url\(|@import", page)
 

@@ -98,15 +98,23 @@ def _why(h: HostResult, fail_on: str) -> str:
     return "; ".join(why)
 
 
+def _ids(report: Report, bdf: str | None) -> str:
+    """The findings about this device (or, for a host without devices, all), worst first."""
+    ids = dict.fromkeys(f.id for f in report.findings if bdf is None or f.device == bdf)
+    return " ".join(f"<code>{escape(i)}</code>" for i in ids) or "-"
+
+
 def _matrix(fleet: Fleet) -> str:
     rows: list[list[str]] = []
     for i, h in enumerate(fleet.hosts):
         host = f"<strong>{_link(i, h)}</strong><br>{_badge(h.status)}"
         if h.report is None:
-            rows.append([host, "-", "-", "-", f'<span class="err">{escape(h.error or "no result")}</span>'])
+            rows.append(
+                [host, "-", "-", "-", f'<span class="err">{escape(h.error or "no result")}</span>', "-"]
+            )
             continue
         if not h.report.devices:
-            rows.append([host, "-", "-", "-", "no device meant for passthrough"])
+            rows.append([host, "-", "-", "-", "no device meant for passthrough", _ids(h.report, None)])
         for n, d in enumerate(h.report.devices):
             p = d.prediction
             verdict = p.verdict.value
@@ -119,9 +127,10 @@ def _matrix(fleet: Fleet) -> str:
                     f'<span class="badge b-{escape(verdict)}">{escape(VERDICT_LABEL.get(verdict, verdict))}</span>',
                     winner + (f" ({escape(p.phase)})" if p.phase else ""),
                     escape(p.reason),
+                    _ids(h.report, d.bdf),
                 ]
             )
-    table = _table(["host", "device", "prediction", "winner (phase)", "why"], rows)
+    table = _table(["host", "device", "prediction", "winner (phase)", "why", "findings"], rows)
     return f'<section id="matrix"><h2>Hosts and devices after the next reboot</h2>{table}</section>'
 
 
