@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pciback_doctor import __version__
 from pciback_doctor.fleet import Fleet, HostResult
-from pciback_doctor.model import Report
+from pciback_doctor.model import Report, Severity
 from pciback_doctor.render.escape import html_text as escape
 from pciback_doctor.render.escape import map_strings, visible
 
@@ -99,8 +99,11 @@ def _why(h: HostResult, fail_on: str) -> str:
 
 
 def _ids(report: Report, bdf: str | None) -> str:
-    """The findings about this device (or, for a host without devices, all), worst first."""
-    ids = dict.fromkeys(f.id for f in report.findings if bdf is None or f.device == bdf)
+    """The errors and warnings about this device (or, for a host without devices, all), worst first;
+    the infos are in the host's section."""
+    ids = dict.fromkeys(
+        f.id for f in report.findings if f.severity >= Severity.WARNING and (bdf is None or f.device == bdf)
+    )
     return " ".join(f"<code>{escape(i)}</code>" for i in ids) or "-"
 
 
