@@ -4,6 +4,8 @@ says on its root; a host that cannot be analysed is a row; exit 1 when any host 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 from referencing import Registry, Resource
 
 from helpers import FIXTURES, doctor
+from pciback_doctor import fleet
 from pciback_doctor.fleet import host_name
 from pciback_doctor.fleet.document import DocumentError, read_document
 
@@ -285,3 +288,26 @@ def test_parallel_and_serial_agree() -> None:
     serial = doctor("fleet", *roots, "--format", "json", "--jobs", "1")
     parallel = doctor("fleet", *roots, "--format", "json", "--jobs", "4")
     assert serial.json() == parallel.json()
+
+
+_check_document = fleet.check_document
+
+
+def _dies_on_malformed(root: str) -> tuple[str | None, str | None]:
+    """A worker that the kernel kills (OOM) on one host; runs in the pool's forked processes."""
+    if root.endswith("malformed-hide"):
+        os._exit(137)
+    return _check_document(root)
+
+
+@pytest.mark.skipif(
+    multiprocessing.get_start_method() != "fork", reason="the patch reaches forked workers only"
+)
+def test_a_worker_that_dies_loses_only_its_own_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fleet, "check_document", _dies_on_malformed)
+    roots = [str(FIXTURES / n) for n in HOSTS]
+    run = doctor("fleet", *roots, "--format", "json", "--jobs", "2")
+    hosts = by_name(run.json())
+    assert hosts["malformed-hide"]["status"] == "error"
+    assert "died" in hosts["malformed-hide"]["error"]
+    assert all(hosts[n]["status"] == s for n, s in HOSTS.items() if n != "malformed-hide")
