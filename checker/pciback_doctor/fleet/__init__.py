@@ -8,6 +8,7 @@ that host. A host that cannot be analysed is a row with its error, never the end
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -182,6 +183,9 @@ def _check_roots(
         for i in local:
             yield i, check_document(hosts[i].path or "")
         return
+    # the pipeline imported once, here: forked workers inherit it instead of each importing it
+    for module in ("boot.analysis", "checks", "facts.system", "outcome", "render.json"):
+        importlib.import_module(f"pciback_doctor.{module}")
     broken: list[int] = []
     with ProcessPoolExecutor(max_workers=n) as pool:
         futures: dict[Future[tuple[str | None, str | None]], int] = {
