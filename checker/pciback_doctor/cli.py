@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="extend",
         default=[],
         metavar="F",
-        help="documents that `check --format json` wrote on the hosts",
+        help="documents that `check --format json` wrote on the hosts (ROOTs go before this option)",
     )
     fleet.add_argument(
         "--name",

@@ -4,6 +4,8 @@ says on its root; a host that cannot be analysed is a row; exit 1 when any host 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 from referencing import Registry, Resource
 
 from helpers import FIXTURES, doctor
+from pciback_doctor import fleet
 from pciback_doctor.fleet import host_name
 from pciback_doctor.fleet.document import DocumentError, read_document
 
@@ -260,6 +263,9 @@ def test_html_shows_every_host_device_and_prediction(tmp_path: Path) -> None:
     assert page.count("✘ NOT CLAIMED") == 4 and page.count("? UNKNOWN") == 1
     assert "--root /nonexistent/ghost: " in page
     assert "PB201" in page and "Do not reboot these hosts yet" in page
+    # the device's row names the findings about it
+    row = next(r for r in re.findall(r"<tr>.*?</tr>", page) if "0000:00:14.0" in r)
+    assert "NOT CLAIMED" in row and "<code>PB308</code>" in row
     # self-contained: nothing fetched, nothing run
     assert not re.search(r"<script|<link|src=|url\(|@import", page)
 
@@ -282,3 +288,26 @@ def test_parallel_and_serial_agree() -> None:
     serial = doctor("fleet", *roots, "--format", "json", "--jobs", "1")
     parallel = doctor("fleet", *roots, "--format", "json", "--jobs", "4")
     assert serial.json() == parallel.json()
+
+
+_check_document = fleet.check_document
+
+
+def _dies_on_malformed(root: str) -> tuple[str | None, str | None]:
+    """A worker that the kernel kills (OOM) on one host; runs in the pool's forked processes."""
+    if root.endswith("malformed-hide"):
+        os._exit(137)
+    return _check_document(root)
+
+
+@pytest.mark.skipif(
+    multiprocessing.get_start_method() != "fork", reason="the patch reaches forked workers only"
+)
+def test_a_worker_that_dies_loses_only_its_own_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fleet, "check_document", _dies_on_malformed)
+    roots = [str(FIXTURES / n) for n in HOSTS]
+    run = doctor("fleet", *roots, "--format", "json", "--jobs", "2")
+    hosts = by_name(run.json())
+    assert hosts["malformed-hide"]["status"] == "error"
+    assert "died" in hosts["malformed-hide"]["error"]
+    assert all(hosts[n]["status"] == s for n, s in HOSTS.items() if n != "malformed-hide")

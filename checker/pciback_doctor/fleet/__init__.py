@@ -8,6 +8,7 @@ that host. A host that cannot be analysed is a row with its error, never the end
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -182,6 +183,10 @@ def _check_roots(
         for i in local:
             yield i, check_document(hosts[i].path or "")
         return
+    # the pipeline imported once, here: forked workers inherit it instead of each importing it
+    for module in ("boot.analysis", "checks", "facts.system", "outcome", "render.json"):
+        importlib.import_module(f"pciback_doctor.{module}")
+    broken: list[int] = []
     with ProcessPoolExecutor(max_workers=n) as pool:
         futures: dict[Future[tuple[str | None, str | None]], int] = {
             pool.submit(check_document, hosts[i].path or ""): i for i in local
@@ -189,8 +194,20 @@ def _check_roots(
         for future in as_completed(futures):
             try:
                 yield futures[future], future.result()
-            except BrokenProcessPool:  # a worker killed (the OOM killer): its hosts are rows
-                yield futures[future], (None, "the worker analysing this host died (out of memory?)")
+            except BrokenProcessPool:
+                broken.append(futures[future])
+            except Exception as exc:  # the answer could not come back (pickling): a row, not the end
+                yield futures[future], (None, f"internal error: {type(exc).__name__}: {exc}")
+    # a worker that dies (the OOM killer) takes the pool and every host still in it down: each of
+    # those again in a process of its own, so that only the host that kills it is lost
+    for i in broken:
+        with ProcessPoolExecutor(max_workers=1) as alone:
+            try:
+                yield i, alone.submit(check_document, hosts[i].path or "").result()
+            except BrokenProcessPool:
+                yield i, (None, "the process analysing this host died (killed, or out of memory)")
+            except Exception as exc:
+                yield i, (None, f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _read_file(path: str) -> tuple[bytes | None, str | None]:

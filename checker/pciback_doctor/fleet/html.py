@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pciback_doctor import __version__
 from pciback_doctor.fleet import Fleet, HostResult
-from pciback_doctor.model import Report
+from pciback_doctor.model import Report, Severity
 from pciback_doctor.render.escape import html_text as escape
 from pciback_doctor.render.escape import map_strings, visible
 
@@ -98,15 +98,26 @@ def _why(h: HostResult, fail_on: str) -> str:
     return "; ".join(why)
 
 
+def _ids(report: Report, bdf: str | None) -> str:
+    """The errors and warnings about this device (or, for a host without devices, all), worst first;
+    the infos are in the host's section."""
+    ids = dict.fromkeys(
+        f.id for f in report.findings if f.severity >= Severity.WARNING and (bdf is None or f.device == bdf)
+    )
+    return " ".join(f"<code>{escape(i)}</code>" for i in ids) or "-"
+
+
 def _matrix(fleet: Fleet) -> str:
     rows: list[list[str]] = []
     for i, h in enumerate(fleet.hosts):
         host = f"<strong>{_link(i, h)}</strong><br>{_badge(h.status)}"
         if h.report is None:
-            rows.append([host, "-", "-", "-", f'<span class="err">{escape(h.error or "no result")}</span>'])
+            rows.append(
+                [host, "-", "-", "-", f'<span class="err">{escape(h.error or "no result")}</span>', "-"]
+            )
             continue
         if not h.report.devices:
-            rows.append([host, "-", "-", "-", "no device meant for passthrough"])
+            rows.append([host, "-", "-", "-", "no device meant for passthrough", _ids(h.report, None)])
         for n, d in enumerate(h.report.devices):
             p = d.prediction
             verdict = p.verdict.value
@@ -119,9 +130,10 @@ def _matrix(fleet: Fleet) -> str:
                     f'<span class="badge b-{escape(verdict)}">{escape(VERDICT_LABEL.get(verdict, verdict))}</span>',
                     winner + (f" ({escape(p.phase)})" if p.phase else ""),
                     escape(p.reason),
+                    _ids(h.report, d.bdf),
                 ]
             )
-    table = _table(["host", "device", "prediction", "winner (phase)", "why"], rows)
+    table = _table(["host", "device", "prediction", "winner (phase)", "why", "findings"], rows)
     return f'<section id="matrix"><h2>Hosts and devices after the next reboot</h2>{table}</section>'
 
 
