@@ -131,3 +131,30 @@ def test_an_unknown_built_in_competitor_is_a_warning(tmp_path: Path) -> None:
     assert (
         doctor("--root", str(root), "--kernel", K, "--initramfs", str(img), "--fail-on", "warning").code == 1
     )
+
+
+def test_an_unusable_kernel_image_option_is_a_usage_error(tmp_path: Path) -> None:
+    # the tables are read on a thread beside the initramfs; its error still ends the run as exit 2
+    root = _root(tmp_path, "module-modprobe-options", None)
+    bogus = tmp_path / "not-a-kernel"
+    bogus.write_bytes(b"MZ" + bytes(5000))
+    run = doctor("--root", str(root), "--kernel", K, "--kernel-image", str(bogus), "--format", "json")
+    assert run.code == 2 and run.out == ""
+    assert run.err.startswith(f"pciback-doctor: --kernel-image {bogus}: ") and run.err.count("\n") == 1
+    named = doctor(
+        "--root", str(root), "--kernel", K, "--kernel-image", str(root / "nope"), "--format", "json"
+    )
+    assert named.code == 2 and "--kernel-image" in named.err
+
+
+def test_the_kernel_image_option_gives_the_built_in_tables(tmp_path: Path) -> None:
+    root = _root(tmp_path, "module-modprobe-options", None)
+    image = tmp_path / "vmlinux"
+    image.write_bytes(vmlinux(SERIAL, INTEL_NIC))
+    dev = _predict(root, SERIAL_DEVICE, "--kernel-image", str(image), bdf="0000:09:00.0")
+    assert (dev["prediction"], dev["phase"], dev["winner"], dev["native_mode"]) == (
+        "not-claimed",
+        "kernel",
+        "serial",
+        "builtin",
+    )
