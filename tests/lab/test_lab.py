@@ -66,7 +66,7 @@ def test_strict_failure_is_fatal(lab_boots: dict[str, BootResult]) -> None:
 
 # -- the doctor's prediction, made beforehand on the same kernel tree, image and command line ----------
 
-DEVICE_IDS = {"e1000e": "8086:10d3:020000", "pci-serial": "1b36:0002:070002"}
+DEVICE_IDS = {"e1000e": "8086:10d3:020000", "pci-serial": "1b36:0002:070002", "qemu-xhci": "1b36:000d:0c0330"}
 
 
 def predict(name: str, image: Path, host: Path) -> dict[str, dict[str, Any]]:
