@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import BootResult, dom0_kernel, require_tools, xen_elf
@@ -27,6 +28,24 @@ def lab_unavailable() -> str | None:
     except Unavailable as exc:
         return str(exc)
     return None
+
+
+#: The scenarios the selected tests need (all of them unless every selected lab test is one
+#: scenario's `name` parameter): `-m lab -k qubes` boots only those.
+_NEEDED: set[str] | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    global _NEEDED
+    lab_items = [item for item in session.items if _HERE in Path(item.path).resolve().parents]
+    names = [getattr(item, "callspec", None) and item.callspec.params.get("name") for item in lab_items]  # type: ignore[attr-defined]
+    _NEEDED = {n for n in names if isinstance(n, str)} if lab_items and all(names) else None
+
+
+def _scenarios() -> list[Any]:
+    from scenarios import SCENARIOS
+
+    return [s for s in SCENARIOS.values() if _NEEDED is None or s.name in _NEEDED]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -54,18 +73,16 @@ def lab_ready() -> None:
 def lab_images(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """scenario name -> image, all built in parallel (scenarios sharing an image share the build)."""
     from harness import build_images
-    from scenarios import SCENARIOS
 
-    return build_images(list(SCENARIOS.values()), tmp_path_factory.mktemp("lab-images"))
+    return build_images(_scenarios(), tmp_path_factory.mktemp("lab-images"))
 
 
 @pytest.fixture(scope="session")
 def lab_boots(lab_images: dict[str, Path]) -> dict[str, BootResult]:
     """scenario name -> boot result; every scenario booted once, in parallel."""
     from harness import boot_all
-    from scenarios import SCENARIOS
 
-    _BOOTS.update(boot_all(list(SCENARIOS.values()), lab_images))
+    _BOOTS.update(boot_all(_scenarios(), lab_images))
     return _BOOTS
 
 

@@ -549,9 +549,22 @@ class _Device:
         return None
 
 
+_CONTEXT: dict[tuple[int, str, int], tuple[System, ImageFacts, BinderContext]] = {}
+
+
 def binder_context(system: System, backend_mode: str, image: ImageFacts) -> BinderContext:
-    """What an early binder's hook sees: dracut's getcmdline order (etc/cmdline.d/*.conf,
-    etc/cmdline, the kernel's), the known devices, and whether pciback registers there."""
+    """What an early binder's hook sees, made once per system and image (asked per device)."""
+    key = (id(system), backend_mode, id(image))
+    found = _CONTEXT.get(key)
+    if found is None or found[0] is not system or found[1] is not image:
+        _CONTEXT.clear()
+        found = _CONTEXT[key] = (system, image, _binder_context(system, backend_mode, image))
+    return found[2]
+
+
+def _binder_context(system: System, backend_mode: str, image: ImageFacts) -> BinderContext:
+    """dracut's getcmdline order (etc/cmdline.d/*.conf, etc/cmdline, the kernel's), the known
+    devices, and whether pciback registers in the initramfs."""
     builtin = backend_mode == "builtin"
     in_image = builtin or BACKEND in image.modules
     # the hide value the backend gets: a built-in one reads the command line only, a module
@@ -567,7 +580,9 @@ def binder_context(system: System, backend_mode: str, image: ImageFacts) -> Bind
     elif malformed is not None:
         problem = "the malformed hide value keeps pciback from registering (pcistub_init returns -EINVAL)"
     cmds = tuple(c for c in (*image.cmdline_d, system.cmdline) if c is not None)
-    return BinderContext(cmds, system.devices, not problem, problem, in_image, malformed)
+    # the devices lspci would list: sysfs, and those given with --device
+    known = {d.bdf: d for d in system.offline_devices} | {d.bdf: d for d in system.devices}
+    return BinderContext(cmds, tuple(known.values()), not problem, problem, in_image, malformed)
 
 
 def hook_devices(

@@ -164,8 +164,10 @@ def run_hook(hook: Evidence, ctx: BinderContext) -> Selection:
         skipped = text_word in names
         words.append(Word(text_word, origin, evidence, skipped, intended, not problem, problem))
     stop: BootStop | None = None
-    last = next((w for w in reversed(words) if not w.skipped), None)
-    if last is not None and not last.binds:
+    # the loop's status is its last command's: the last word's bind, or `continue` (0) when the
+    # last word is a dom0_usb exception
+    last = words[-1] if words else None
+    if last is not None and not last.skipped and not last.binds:
         stop = BootStop(
             # the message names no device: $dev was set in the subshell (seen in the boot lab)
             f"the last device in its list, '{last.text}', fails ({last.problem}), and the hook calls die "
@@ -175,6 +177,11 @@ def run_hook(hook: Evidence, ctx: BinderContext) -> Selection:
     return Selection(
         hide_all_usb, usb_restricted, tuple(words), tuple(exceptions), tuple(warnings), tuple(unknown), stop
     )
+
+
+# the hook's run, kept for the context it was made for (the model asks once per device)
+_RUNS: dict[int, tuple[BinderContext, Evidence, Selection]] = {}
+_TAKES: dict[int, tuple[Selection, dict[Bdf, Take]]] = {}
 
 
 @dataclass(frozen=True)
@@ -198,10 +205,21 @@ class QubesPciback:
         return hook_priority(self.hook.path)
 
     def selection(self, ctx: BinderContext) -> Selection:
-        return run_hook(self.hook, ctx)
+        found = _RUNS.get(id(ctx))
+        if found is None or found[0] is not ctx or found[1] != self.hook:
+            _RUNS.clear()
+            found = _RUNS[id(ctx)] = (ctx, self.hook, run_hook(self.hook, ctx))
+        return found[2]
 
     def takes(self, ctx: BinderContext) -> dict[Bdf, Take]:
         sel = self.selection(ctx)
+        found = _TAKES.get(id(sel))
+        if found is None or found[0] is not sel:
+            _TAKES.clear()
+            found = _TAKES[id(sel)] = (sel, self._takes(sel))
+        return found[1]
+
+    def _takes(self, sel: Selection) -> dict[Bdf, Take]:
         found: dict[Bdf, Take] = {}
         for word in sel.words:
             if word.intended is None or word.skipped:
