@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cpio_writer import file, newc
+from cpio_writer import file, newc, symlink
 from helpers import copy_fixture, devices, doctor, finding_ids
 from pciback_doctor.boot.binders import BinderContext
 from pciback_doctor.boot.qubes import getargbool, run_hook
@@ -231,3 +231,23 @@ def test_hook_recognised_by_its_name_only(tmp_path: Path) -> None:
     img.write_bytes(gzip.compress(newc([file("usr/lib/dracut/modules.txt", b"base\n")])))  # type: ignore[arg-type]
     run = check(root, "--cmdline", "root=/dev/sda1", "--device", f"{NIC}=8086:10d3:020000")
     assert devices(run)[NIC]["prediction"] != "claimed"
+
+
+def test_dash_as_init_shell_stops_the_boot(tmp_path: Path) -> None:
+    """The hook is bash; dracut sources it in the image's /bin/sh. Without dracut's bash module
+    (dash, as in the boot lab's qubes-dash) `set -o pipefail` fails and the hook dies."""
+    root = qubes_root(tmp_path)
+    img = root / "boot" / f"initramfs-{K}.img"
+    entries = [
+        file("usr/lib/dracut/modules.txt", b"base\ndash\nqubes-pciback\n"),
+        file("usr/lib/dracut/hooks/cmdline/02-qubes-pciback.sh", b"# 90qubes-pciback's hook\n"),
+        file(f"{MODS}/xen/xen-pciback/xen-pciback.ko", b"\x7fELF"),
+        file("usr/bin/dash", b"\x7fELF"),
+        symlink("usr/bin/sh", "dash"),
+        symlink("bin", "usr/bin"),
+    ]
+    img.write_bytes(gzip.compress(newc(entries)))  # type: ignore[arg-type]
+    run = check(root, "--cmdline", "root=/dev/sda1 rd.qubes.hide_pci=01:00.0")
+    msgs = [f["message"] for f in run.json()["findings"] if f["id"] == "PB703"]
+    assert len(msgs) == 1 and "dash" in msgs[0], msgs
+    assert devices(run)[GPU]["prediction"] == "not-claimed"

@@ -56,6 +56,8 @@ QUBES_SCENARIOS: tuple[Scenario, ...] = (
         devices=(E1000E_DEV, SERIAL_DEV),
         **QUBES,
     ),
+    # the module without dracut's bash module (dash as /bin/sh, Debian's): the hook is bash
+    Scenario("qubes-dash", **{**QUBES, "dracut_modules": MODULE_IMAGE}),
     # a domain in rd.qubes.hide_pci: the module prepends 0000: again, the last bind fails, die
     Scenario(
         "qubes-domain-prefix",
@@ -198,7 +200,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "qubes-masked-failure": {E1000E: "pciback", SERIAL: "serial"},
 }
 #: Scenarios whose boot is expected to stop in the initramfs (no owners to compare).
-STOPS = ("module-strict", "qubes-domain-prefix")
+STOPS = ("module-strict", "qubes-domain-prefix", "qubes-dash")
 
 
 def watched(scenario: Scenario) -> list[str]:

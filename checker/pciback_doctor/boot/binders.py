@@ -32,6 +32,7 @@ class BinderContext:
     backend_problem: str  # why it does not, when it does not
     backend_in_image: bool  # built in, or xen-pciback.ko in the image
     malformed_hide: Evidence | None = None  # the malformed hide value that keeps pciback from registering
+    shell: Evidence | None = None  # the image's bin/sh (text: its basename), when known
 
 
 @dataclass(frozen=True)

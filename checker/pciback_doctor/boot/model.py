@@ -582,7 +582,8 @@ def _binder_context(system: System, backend_mode: str, image: ImageFacts) -> Bin
     cmds = tuple(c for c in (*image.cmdline_d, system.cmdline) if c is not None)
     # the devices lspci would list: sysfs, and those given with --device
     known = {d.bdf: d for d in system.offline_devices} | {d.bdf: d for d in system.devices}
-    return BinderContext(cmds, tuple(known.values()), not problem, problem, in_image, malformed)
+    shell = image.where("bin/sh", None, image.shell) if image.shell else None
+    return BinderContext(cmds, tuple(known.values()), not problem, problem, in_image, malformed, shell)
 
 
 def hook_devices(

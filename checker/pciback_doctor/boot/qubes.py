@@ -28,7 +28,7 @@ udev has not started, so no module-backed driver competes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pciback_doctor.boot.binders import BinderContext, BootStop, Take, hook_priority, hook_stage
 from pciback_doctor.facts.cmdline import Cmdline
@@ -105,6 +105,19 @@ def selected_by_class(device: PciDevice, hide_all_usb: bool) -> bool:
 
 
 def run_hook(hook: Evidence, ctx: BinderContext) -> Selection:
+    sel = _run_hook(hook, ctx)
+    if ctx.shell is not None and ctx.shell.text == "dash":
+        # dracut sources hooks in its init shell, whatever their #!: under dash line 33's
+        # `set -o pipefail` is an illegal option, $(…) fails and the hook dies (seen in the boot lab)
+        reason = (
+            "the image's /bin/sh is dash, not bash (dracut's bash module is missing): `set -o pipefail` "
+            "fails and the hook calls die ('Cannot obtain list of PCI devices to unbind.')"
+        )
+        return replace(sel, stop=BootStop(reason, (hook, ctx.shell)))
+    return sel
+
+
+def _run_hook(hook: Evidence, ctx: BinderContext) -> Selection:
     cmds = ctx.cmdlines
     warnings: list[tuple[str, Evidence | None]] = []
     hide_all_usb = getargbool(cmds, False, HIDE_ALL_USB)

@@ -42,6 +42,7 @@ class ImageFacts:
     hostonly: bool | None  # dracut's hostonly mode (None: not dracut, or not recorded)
     hooks: tuple[str, ...] = ()  # dracut hook scripts, in the order dracut runs them
     error: str | None = None
+    shell: str | None = None  # what bin/sh leads to (basename): dracut's init and its hooks run in it
 
     def where(self, inner: str, line: int | None = None, text: str = "") -> Evidence:
         return Evidence(f"{self.path}!{inner}", line, text)
@@ -189,4 +190,5 @@ def image_facts(raw: Initramfs, path: str) -> ImageFacts:
         hostonly=hostonly,
         hooks=tuple(n for n in names if n.startswith(DRACUT_HOOKS) and n.endswith(".sh")),
         error=raw.error,
+        shell=(sh := raw.resolve("bin/sh")) and sh.rsplit("/", 1)[-1],
     )
