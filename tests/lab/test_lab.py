@@ -67,7 +67,7 @@ def test_strict_failure_is_fatal(lab_boots: dict[str, BootResult]) -> None:
 # -- the doctor's prediction, made beforehand on the same kernel tree, image and command line ----------
 
 #: The doctor names a native driver by its module; sysfs shows the PCI driver's own name.
-DRIVER_NAME = {"xhci_pci": "xhci_hcd"}
+DRIVER_NAME = {"xhci_pci": "xhci_hcd", "8250_pci": "serial"}
 DEVICE_IDS = {"e1000e": "8086:10d3:020000", "pci-serial": "1b36:0002:070002", "qemu-xhci": "1b36:000d:0c0330"}
 
 
