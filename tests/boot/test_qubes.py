@@ -251,3 +251,21 @@ def test_dash_as_init_shell_stops_the_boot(tmp_path: Path) -> None:
     msgs = [f["message"] for f in run.json()["findings"] if f["id"] == "PB703"]
     assert len(msgs) == 1 and "dash" in msgs[0], msgs
     assert devices(run)[GPU]["prediction"] == "not-claimed"
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "warned", "stops"),
+    [
+        # bogus dom0_usb: ignored with a warning, the USB controller is hidden after all
+        ("rd.qubes.hide_all_usb rd.qubes.dom0_usb=00:14.0;", "Bogus rd.qubes.dom0_usb", False),
+        # upper-case hex in hide_pci: warned at line 38, then 'Bogus PCI device list' stops the boot
+        ("rd.qubes.hide_pci=01:00.0,01:00.1,0A:00.0", "Bogus rd.qubes.hide_pci", True),
+    ],
+)
+def test_bogus_options(tmp_path: Path, cmdline: str, warned: str, stops: bool) -> None:
+    run = check(qubes_root(tmp_path), "--cmdline", f"root=/dev/sda1 {cmdline}")
+    found = run.json()["findings"]
+    assert next(f["message"] for f in found if f["id"] == "PB707").startswith(warned), found
+    assert ("PB703" in finding_ids(run)) is stops
+    if not stops:
+        assert devices(run)[USB]["prediction"] == "claimed"
