@@ -269,7 +269,7 @@ def _finish(args: argparse.Namespace, analysis: Analysis, roles: frozenset[str],
     for given in [*args.select, *args.ignore]:
         if not any(i.startswith(given) for i in known):
             raise UsageError(
-                f"no check matches '{given}' (see 'pciback-doctor explain ID'; IDs run PB101 to PB702)"
+                f"no check matches '{given}' (see 'pciback-doctor explain ID'; IDs run PB101 to PB707)"
             )
     findings = run_checks(analysis, roles)
     if args.waivers:

@@ -30,7 +30,7 @@ class Severity(enum.IntEnum):
 
 
 # the ways a fix can hand devices to pciback (SPEC §8), in the order they are preferred
-STRATEGIES = ("modprobe", "cmdline", "dracut", "late-binding")
+STRATEGIES = ("modprobe", "cmdline", "dracut", "late-binding", "qubes")  # qubes: rd.qubes.hide_pci
 
 
 @dataclass(frozen=True)

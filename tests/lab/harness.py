@@ -43,6 +43,9 @@ from debian import Unavailable, cache_dir, extract_deb, kernel_tree
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "dracut-module" / "90xen-pciback"
 HOST_DRACUT = Path("/usr/lib/dracut")
+#: Other projects' dracut modules (test material, never part of this repository): a scenario's
+#: `peer_modules` are copied verbatim from here into the private dracut tree at test time.
+PEERS = Path(os.environ.get("PCIBACK_DOCTOR_PEERS", REPO.parent.parent / "shared" / "peers"))
 XEN_PACKAGE = os.environ.get("PCIBACK_DOCTOR_XEN", "xen-hypervisor-4.17-amd64")
 
 #: dracut modules of the smallest image that boots to the initqueue (FACTS: "Boot lab know-how").
@@ -88,6 +91,9 @@ class Scenario:
     extra_files: Mapping[str, str] = field(default_factory=dict)
     #: Debian kernel flavour (`tests.debian.kernel_tree`).
     flavour: str = "amd64"
+    #: Other projects' dracut modules (directory names under `PEERS`, e.g. `90qubes-pciback`),
+    #: copied verbatim into the private dracut tree and added to the `-m` list.
+    peer_modules: tuple[str, ...] = ()
 
     def cmdline(self) -> str:
         """dom0's full kernel command line for this boot (what `/proc/cmdline` shows)."""
@@ -103,6 +109,7 @@ class Scenario:
             " ".join(self.add_drivers),
             repr(sorted(self.extra_files.items())),
             self.flavour,
+            " ".join(self.peer_modules),
         ]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
@@ -129,6 +136,12 @@ class BootResult:
     def completed(self) -> bool:
         """The probe ran (the boot reached the initqueue after udev settled)."""
         return "LAB-DONE" in self.log
+
+    @property
+    def stopped(self) -> bool:
+        """dracut's `die` stopped the boot in the initramfs (dracut-lib.sh: "FATAL: …" then
+        "Refusing to continue"; with rd.shell=0 init exits and the kernel panics)."""
+        return not self.completed and "Refusing to continue" in self.log
 
     def lines(self, needle: str) -> list[str]:
         """Serial log lines containing `needle`."""
@@ -248,7 +261,7 @@ sleep 30
 """
 
 
-def _dracut_base(work: Path, with_module: bool) -> Path:
+def _dracut_base(work: Path, with_module: bool, peers: Sequence[str] = ()) -> Path:
     """A private copy of the host's dracut tree, plus the lab probe and the project's module."""
     base = work / "dracut"
     shutil.copytree(HOST_DRACUT, base, symlinks=True)
@@ -267,6 +280,10 @@ def _dracut_base(work: Path, with_module: bool) -> Path:
         if not (MODULE_DIR / "module-setup.sh").exists():
             raise FileNotFoundError(MODULE_DIR / "module-setup.sh")
         shutil.copytree(MODULE_DIR, base / "modules.d" / MODULE_DIR.name)
+    for peer in peers:
+        if not (PEERS / peer / "module-setup.sh").exists():
+            raise Unavailable(f"peer dracut module {PEERS / peer} missing")
+        shutil.copytree(PEERS / peer, base / "modules.d" / peer)
     return base
 
 
@@ -310,9 +327,11 @@ def build_image(scenario: Scenario, out_dir: Path | None = None) -> Path:
     modules = [*scenario.dracut_modules, LAB_MODULE]
     if scenario.with_module and PROJECT_MODULE not in modules:
         modules.append(PROJECT_MODULE)
+    # dracut names a module by its directory without the two-digit priority
+    modules += [peer[2:] for peer in scenario.peer_modules]
     with tempfile.TemporaryDirectory(prefix=f"lab-{scenario.name}-") as tmp:
         work = Path(tmp)
-        base = _dracut_base(work, scenario.with_module)
+        base = _dracut_base(work, scenario.with_module, scenario.peer_modules)
         stage = work / "stage"
         _stage(scenario, stage)
         confdir = work / "conf.d"
@@ -344,6 +363,18 @@ def build_image(scenario: Scenario, out_dir: Path | None = None) -> Path:
             str(image),
         ]
         env = {**os.environ, "dracutbasedir": str(base)}
+        if scenario.peer_modules:
+            # A peer's installkernel() may ask `modinfo -k KVER` (90qubes-pciback does, and fails the
+            # build when it finds nothing): answer from the extracted tree, as a real dom0's
+            # /lib/modules would, without touching the host. dracut resets PATH from DRACUT_PATH.
+            shim = work / "bin"
+            shim.mkdir()
+            real = shutil.which("modinfo") or "/usr/sbin/modinfo"
+            (shim / "modinfo").write_text(
+                f'#!/bin/sh\ncase " $* " in *" -k "*) exec {real} -b "{root}" "$@" ;; esac\nexec {real} "$@"\n'
+            )
+            (shim / "modinfo").chmod(0o755)
+            env["DRACUT_PATH"] = f"{shim} /sbin /bin /usr/sbin /usr/bin"
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if result.returncode != 0 or not image.exists():
             raise RuntimeError(

@@ -18,6 +18,10 @@ E1000E = "0000:00:04.0"
 SERIAL = "0000:00:05.0"
 E1000E_DEV = "e1000e,addr=04.0"
 SERIAL_DEV = "pci-serial,addr=05.0"
+XHCI = "0000:00:06.0"
+XHCI2 = "0000:00:07.0"
+XHCI_DEV = "qemu-xhci,addr=06.0"
+XHCI2_DEV = "qemu-xhci,addr=07.0"
 #: the lab's own kernel (backend built in): dracut installs only the native module
 BUILTIN: dict[str, Any] = {"flavour": FLAVOUR, "add_drivers": ("e1000e",)}
 #: dash as /bin/sh (Debian's): the project's hook must be POSIX
@@ -36,6 +40,47 @@ def under_systemd(scenario: Scenario) -> Scenario:
         extra_files={**scenario.extra_files, NEED_INITQUEUE: ""},
     )
 
+
+#: Qubes OS's module (`90qubes-pciback`, GPL-2.0, a peer's code used verbatim at test time) is bash:
+#: dracut's `bash` module makes the init shell bash; lspci/grep/awk come from the build host.
+QUBES: dict[str, Any] = {
+    "dracut_modules": (*MINIMAL_MODULES, "bash"),
+    "peer_modules": ("90qubes-pciback",),
+    "add_drivers": ("e1000e", "xen-pciback", "xhci_pci"),
+}
+#: Qubes's binder (one line each; a variant, e.g. under systemd, is a `replace` of these).
+QUBES_SCENARIOS: tuple[Scenario, ...] = (
+    # the NIC is taken by class (02xx) with nothing on the command line
+    Scenario("qubes-nic-class", **QUBES),
+    # rd.qubes.hide_pci (no domain) takes pci-serial, whose native driver (8250_pci) is built in
+    Scenario(
+        "qubes-hide-serial", dom0_args="rd.qubes.hide_pci=00:05.0", devices=(E1000E_DEV, SERIAL_DEV), **QUBES
+    ),
+    # rd.qubes.hide_all_usb adds class 0c03; rd.qubes.dom0_usb keeps one controller in dom0
+    Scenario(
+        "qubes-usb-dom0-usb",
+        dom0_args="rd.qubes.hide_all_usb rd.qubes.dom0_usb=00:06.0",
+        devices=(E1000E_DEV, XHCI_DEV, XHCI2_DEV),
+        **QUBES,
+    ),
+    # ... the same word first and a good one last: `set -e` is inert inside `( … ) ||`, only the
+    # last bind's status counts, so the failure is silent and the boot goes on (serial keeps its card)
+    Scenario(
+        "qubes-masked-failure",
+        dom0_args=f"rd.qubes.hide_pci={SERIAL},00:04.0",
+        devices=(E1000E_DEV, SERIAL_DEV),
+        **QUBES,
+    ),
+    # the module without dracut's bash module (dash as /bin/sh, Debian's): the hook is bash
+    Scenario("qubes-dash", **{**QUBES, "dracut_modules": MODULE_IMAGE}),
+    # a domain in rd.qubes.hide_pci: the module prepends 0000: again, the last bind fails, die
+    Scenario(
+        "qubes-domain-prefix",
+        dom0_args=f"rd.qubes.hide_pci={SERIAL}",
+        devices=(E1000E_DEV, SERIAL_DEV),
+        **QUBES,
+    ),
+)
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -151,6 +196,7 @@ SCENARIOS: dict[str, Scenario] = {
             devices=(E1000E_DEV, SERIAL_DEV),
             **BUILTIN,
         ),
+        *QUBES_SCENARIOS,
     )
 }
 
@@ -190,6 +236,10 @@ EXPECTED: dict[str, dict[str, str]] = {
     # under systemd: rd.driver.pre works without kernel-modules; modules-load.d is read
     "systemd-driver-pre-minimal": {E1000E: "pciback"},
     "systemd-modules-load": {E1000E: "pciback"},
+    "qubes-nic-class": {E1000E: "pciback"},
+    "qubes-hide-serial": {E1000E: "pciback", SERIAL: "pciback"},
+    "qubes-usb-dom0-usb": {E1000E: "pciback", XHCI: "xhci_hcd", XHCI2: "pciback"},
+    "qubes-masked-failure": {E1000E: "pciback", SERIAL: "serial"},
 }
 for _name in SYSTEMD_VARIANTS:
     EXPECTED.setdefault(SYSTEMD_PREFIX + _name, EXPECTED[_name])
@@ -197,7 +247,7 @@ for _name in SYSTEMD_VARIANTS:
 #: racers, whichever came first that time.
 RACES: dict[str, tuple[str, ...]] = {"systemd-modules-load": (E1000E,)}
 #: Scenarios whose boot is expected to stop in the initramfs (no owners to compare).
-STOPS = ("module-strict",)
+STOPS = ("module-strict", "qubes-domain-prefix", "qubes-dash")
 
 
 def watched(scenario: Scenario) -> list[str]:

@@ -90,7 +90,9 @@ def test_strict_failure_is_fatal(lab_boots: dict[str, BootResult]) -> None:
 
 # -- the doctor's prediction, made beforehand on the same kernel tree, image and command line ----------
 
-DEVICE_IDS = {"e1000e": "8086:10d3:020000", "pci-serial": "1b36:0002:070002"}
+#: The doctor names a native driver by its module; sysfs shows the PCI driver's own name.
+DRIVER_NAME = {"xhci_pci": "xhci_hcd", "8250_pci": "serial"}
+DEVICE_IDS = {"e1000e": "8086:10d3:020000", "pci-serial": "1b36:0002:070002", "qemu-xhci": "1b36:000d:0c0330"}
 
 
 def predict(name: str, image: Path, host: Path) -> dict[str, dict[str, Any]]:
@@ -139,7 +141,8 @@ def test_prediction_equals_boot(
         elif observed == "pciback":
             assert dev["prediction"] == "claimed", (name, bdf, dev)
         else:
-            assert (dev["prediction"], dev["winner"]) == ("not-claimed", observed), (name, bdf, dev)
+            winner = DRIVER_NAME.get(dev["winner"], dev["winner"])
+            assert (dev["prediction"], winner) == ("not-claimed", observed), (name, bdf, dev)
 
 
 def test_doctor_reports_the_malformed_list_and_strict_stop(
@@ -161,6 +164,42 @@ def test_doctor_reports_the_malformed_list_and_strict_stop(
     )  # fmt: skip
     pb702 = [f for f in run.json()["findings"] if f["id"] == "PB702"]
     assert [f["message"] for f in pb702] == ["'zz:99.9' is not a PCI address the dracut module accepts"]
+
+
+@pytest.mark.parametrize(
+    ("name", "fatal"),
+    [
+        # a domain in rd.qubes.hide_pci: 0000:0000:… (new_slot EINVAL, bind ENODEV) is the last bind
+        ("qubes-domain-prefix", "FATAL: Cannot unbind"),
+        # dash as /bin/sh: `set -o pipefail` is an illegal option there
+        ("qubes-dash", "FATAL: Cannot obtain list of PCI devices"),
+    ],
+)
+def test_qubes_stops_the_boot(
+    name: str, fatal: str, lab_images: dict[str, Path], lab_boots: dict[str, BootResult], tmp_path: Path
+) -> None:
+    """90qubes-pciback calls die: the boot stops, and the doctor says so beforehand (PB703)."""
+    from scenarios import SCENARIOS, watched
+
+    result = lab_boots[name]
+    assert result.stopped, describe(result)
+    assert result.lines(fatal), describe(result)
+    predicted = predict(name, lab_images[name], tmp_path)
+    for bdf in watched(SCENARIOS[name]):
+        assert (predicted[bdf]["prediction"], predicted[bdf]["winner"]) == ("not-claimed", "none")
+        assert "stops the boot" in predicted[bdf]["reason"]
+
+
+@pytest.mark.parametrize("name", ["qubes-hide-serial"])
+def test_qubes_claims_before_udev(name: str, lab_boots: dict[str, BootResult]) -> None:
+    """Cmdline hook 02 runs before udevd: the NIC is unbound then, the built-in serial driver owns
+    its card, and 90qubes-pciback takes both (the boot shows pciback seizing them)."""
+    from scenarios import SERIAL
+
+    result = lab_boots[name]
+    assert result.early.get("udevd") == "no", result.early
+    assert result.early_owners.get(E1000E) == "none" and result.early_owners.get(SERIAL) == "serial"
+    assert result.lines("pciback 0000:00:05.0: xen_pciback: seizing device"), describe(result)
 
 
 def test_fix_then_rebuild_then_boot(lab_images: dict[str, Path], tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pciback_doctor.boot.backend import BackendVerdict, backend_state
+from pciback_doctor.boot.binders import binders_in
 from pciback_doctor.boot.hide import HideSource, cmdline_hides, modprobe_hides
-from pciback_doctor.boot.model import BootInputs, DevicePrediction, hook_devices, predict_device
+from pciback_doctor.boot.model import BootInputs, DevicePrediction, binder_context, predict_device
 from pciback_doctor.facts.cmdline import parse_cmdline
 from pciback_doctor.facts.pci import Bdf, PciDevice
 from pciback_doctor.facts.target import System
@@ -34,8 +35,10 @@ class Analysis:
         return next((d for d in self.system.devices if d.bdf == bdf), None)
 
 
-def wanted_devices(system: System, hides: list[HideSource], image: ImageFacts | None) -> dict[Bdf, list[str]]:
-    """Devices meant for passthrough: hide values anywhere, `--device`, the dracut module's list."""
+def wanted_devices(
+    system: System, hides: list[HideSource], image: ImageFacts | None, backend_mode: str = "unknown"
+) -> dict[Bdf, list[str]]:
+    """Devices meant for passthrough: hide values anywhere, `--device`, the early binders' lists."""
     wanted: dict[Bdf, list[str]] = {}
 
     def want(bdf: Bdf, why: str) -> None:
@@ -68,10 +71,13 @@ def wanted_devices(system: System, hides: list[HideSource], image: ImageFacts | 
         for spec in config.pci:
             for bdf in spec_devices(spec, known):
                 want(bdf, f"xl:{config.path}")
-    cmdlines = [c for c in (system.cmdline, *(image.cmdline_d if image else ())) if c is not None]
-    hook_config = image.pciback_hook.config if image and image.pciback_hook else ()
-    for bdf, evidence in hook_devices(cmdlines, hook_config, known).items():
-        want(bdf, "cmdline" if evidence.path == system.cmdline_source else f"initramfs:{evidence.path}")
+    if image is not None and not image.error:
+        ctx = binder_context(system, backend_mode, image)
+        for binder in binders_in(image):
+            for bdf, take in binder.takes(ctx).items():
+                if take.certain:
+                    path = take.evidence.path
+                    want(bdf, "cmdline" if path == system.cmdline_source else f"initramfs:{path}")
     return wanted
 
 
@@ -94,7 +100,7 @@ def analyse(system: System) -> Analysis:
     image, image_problem = system.image, system.image_problem
     hides = modprobe_hides(system.modprobe, "modprobe") + cmdline_hides(system.cmdline)
     image_hides = modprobe_hides(image.modprobe, "image") if image else []
-    wanted = wanted_devices(system, hides + image_hides, image)
+    wanted = wanted_devices(system, hides + image_hides, image, backend.backend.mode)
     inputs = BootInputs(backend.backend.mode, image, None if image else image_problem, seized(system))
     by_bdf = {d.bdf: d for d in system.devices}
     for d in system.offline_devices:

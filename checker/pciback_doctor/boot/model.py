@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pciback_doctor.boot.binders import BinderContext, binders_in
 from pciback_doctor.boot.hide import HideSource, cmdline_hides, effective_hide, modprobe_hides
 from pciback_doctor.boot.native import PCIBACK_DRIVER, NativeDriver, cmdline_blacklist, resolve_native
 from pciback_doctor.facts.cmdline import Cmdline
@@ -286,8 +287,8 @@ class _Device:
             return self.rootfs()
         if image.error:
             return self.unknown(Phase.INITRAMFS, f"the initramfs cannot be read: {image.error}")
-        # dracut's init runs the cmdline hooks before pre-udev and udevd: the module's hook is first
-        hook = self.dracut_hook(image)
+        # dracut's init runs the cmdline hooks before pre-udev and udevd: early binders come first
+        hook = self.early_binders(image)
         if hook is not None:
             return hook
         native = self.native.name
@@ -536,56 +537,45 @@ class _Device:
         return self.lost(Phase.ROOTFS, "nothing loads xen-pciback with a hide value naming the device")
 
     # -- what takes a device even after another driver bound it ---------------------------------
-    def dracut_hook(self, image: ImageFacts) -> Prediction | None:
-        """The project's dracut module (dracut-module/90xen-pciback/xen-pciback-hide.sh): at the
-        cmdline hook, before udev, it writes pciback to driver_override, loads the backend, unbinds
-        the current driver (built-in ones too) and binds the device to pciback."""
-        hook = image.pciback_hook
-        if hook is None:
+    def early_binders(self, image: ImageFacts) -> Prediction | None:
+        """The early binders in the image (boot/binders.py), in hook order: one that stops the
+        boot ends it for every device; the first that binds the device claims it before udev."""
+        binders = binders_in(image)
+        if not binders:
             return None
-        cmds = [c for c in (self.system.cmdline, *image.cmdline_d) if c is not None]
-        if any(p.value == "0" for c in cmds for p in c.get("rd.xen_pciback")):
-            self.observe("hook-disabled", "rd.xen_pciback=0 disables the dracut module")
-            return None
-        listed = hook_devices(cmds, hook.config, [d.bdf for d in self.system.devices])
-        if self.bdf not in listed:
-            return None
-        strict = any(p.value == "1" for c in cmds for p in c.get("rd.xen_pciback.strict"))
-        if strict and malformed_hook_entries(cmds, hook.config):
-            return Prediction(
-                Verdict.NOT_CLAIMED,
-                Phase.INITRAMFS,
-                "none",
-                "rd.xen_pciback.strict=1 and a malformed device list: the dracut module stops the boot",
-                (hook.hook,),
+        ctx = binder_context(self.system, self.inputs.backend_mode, image)
+        for binder in binders:
+            stop = binder.stops(ctx)
+            if stop is not None:
+                self.observe("boot-stops", f"{binder.name} stops the boot: {stop.reason}", *stop.evidence)
+                return Prediction(
+                    Verdict.NOT_CLAIMED,
+                    Phase.INITRAMFS,
+                    "none",
+                    f"{binder.name} stops the boot in the initramfs: {stop.reason}",
+                    stop.evidence,
+                )
+        for binder in binders:
+            take = binder.takes(ctx).get(self.bdf)
+            if take is None:
+                continue
+            if take.binds:
+                return self.claimed(Phase.INITRAMFS, binder.claim_reason, binder.hook, take.evidence)
+            if take.stranded:
+                return Prediction(
+                    Verdict.NOT_CLAIMED, Phase.INITRAMFS, "none", take.problem, (binder.hook, take.evidence)
+                )
+            if not take.certain:
+                return Prediction(
+                    Verdict.UNKNOWN, Phase.INITRAMFS, None, f"{binder.name}: {take.problem}", (binder.hook,)
+                )
+            message = (
+                take.problem
+                if take.kind != "binder-skips"
+                else f"{binder.name} does not bind {self.bdf}: {take.problem}"
             )
-        if self.inputs.backend_mode == "module" and BACKEND not in image.modules:
-            self.observe("image-lacks-backend", "the dracut module is in the image but xen-pciback is not")
-            return None
-        # the hide value the backend gets: a built-in one reads the command line only, a module
-        # the image's modprobe.d options and then the command line (kmod)
-        builtin = self.inputs.backend_mode == "builtin"
-        sources = cmdline_hides(self.system.cmdline)
-        if not builtin:
-            sources = modprobe_hides(image.modprobe, "image") + sources
-        hide = effective_hide(sources, builtin=builtin, classic_alias=False)
-        if hide is not None and not hide.spec.valid:
-            # driver_override is already pciback, so the native driver cannot bind either
-            return Prediction(
-                Verdict.NOT_CLAIMED,
-                Phase.INITRAMFS,
-                "none",
-                "the dracut module sets driver_override, but with the malformed hide value the backend "
-                "never comes up (pcistub_init returns -EINVAL), so nothing binds the device",
-                (hook.hook, hide.evidence),
-            )
-        return self.claimed(
-            Phase.INITRAMFS,
-            "the pciback dracut module binds the device through driver_override at the cmdline hook, "
-            "before udev starts",
-            hook.hook,
-            listed[self.bdf],
-        )
+            self.observe(take.kind, message, binder.hook, take.evidence)
+        return None
 
     def refused_hide(self) -> HideSource | None:
         """The malformed hide value the backend gets when it comes up in the real root, if any."""
@@ -598,7 +588,7 @@ class _Device:
 
     def stealers(self, after: Phase) -> Prediction | None:
         if after is Phase.KERNEL and self.inputs.image is not None and not self.inputs.image.error:
-            hook = self.dracut_hook(self.inputs.image)
+            hook = self.early_binders(self.inputs.image)
             if hook is not None:
                 return hook
         if after in (Phase.KERNEL, Phase.INITRAMFS, Phase.ROOTFS):
@@ -633,6 +623,43 @@ class _Device:
         if self.bdf in self.inputs.seize and self.inputs.backend_mode != "missing":
             return self.claimed(Phase.DOMAIN_START, "xl takes the device at domain start (seize=1)")
         return None
+
+
+_CONTEXT: dict[tuple[int, str, int], tuple[System, ImageFacts, BinderContext]] = {}
+
+
+def binder_context(system: System, backend_mode: str, image: ImageFacts) -> BinderContext:
+    """What an early binder's hook sees, made once per system and image (asked per device)."""
+    key = (id(system), backend_mode, id(image))
+    found = _CONTEXT.get(key)
+    if found is None or found[0] is not system or found[1] is not image:
+        _CONTEXT.clear()
+        found = _CONTEXT[key] = (system, image, _binder_context(system, backend_mode, image))
+    return found[2]
+
+
+def _binder_context(system: System, backend_mode: str, image: ImageFacts) -> BinderContext:
+    """dracut's getcmdline order (etc/cmdline.d/*.conf, etc/cmdline, the kernel's), the known
+    devices, and whether pciback registers in the initramfs."""
+    builtin = backend_mode == "builtin"
+    in_image = builtin or BACKEND in image.modules
+    # the hide value the backend gets: a built-in one reads the command line only, a module
+    # the image's modprobe.d options and then the command line (kmod)
+    sources = cmdline_hides(system.cmdline)
+    if not builtin:
+        sources = modprobe_hides(image.modprobe, "image") + sources
+    hide = effective_hide(sources, builtin=builtin, classic_alias=False)
+    malformed = hide.evidence if hide is not None and not hide.spec.valid else None
+    problem = ""
+    if not in_image:
+        problem = "xen-pciback is not in the image: pciback's new_slot and bind do not exist"
+    elif malformed is not None:
+        problem = "the malformed hide value keeps pciback from registering (pcistub_init returns -EINVAL)"
+    cmds = tuple(c for c in (*image.cmdline_d, system.cmdline) if c is not None)
+    # the devices lspci would list: sysfs, and those given with --device
+    known = {d.bdf: d for d in system.offline_devices} | {d.bdf: d for d in system.devices}
+    shell = image.where("bin/sh", None, image.shell) if image.shell else None
+    return BinderContext(cmds, tuple(known.values()), not problem, problem, in_image, malformed, shell)
 
 
 def hook_devices(

@@ -62,7 +62,17 @@ def check(
 
 def all_checks() -> dict[str, Check]:
     # importing the modules registers their checks
-    from pciback_doctor.checks import backend, boot, domu, dracut, hide, initramfs, nextboot, waivers  # noqa: F401
+    from pciback_doctor.checks import (  # noqa: F401
+        backend,
+        binders,
+        boot,
+        domu,
+        dracut,
+        hide,
+        initramfs,
+        nextboot,
+        waivers,
+    )
 
     return dict(sorted(REGISTRY.items()))
 

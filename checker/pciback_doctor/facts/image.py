@@ -48,6 +48,7 @@ class ImageFacts:
     systemd: bool = False
     wanted_units: frozenset[str] = frozenset()  # units a target in the image wants (`*.wants/` links)
     modules_load: tuple[Evidence, ...] = ()  # lines of the image's modules-load.d naming the backend
+    shell: str | None = None  # what bin/sh leads to (basename): dracut's init and its hooks run in it
 
     def where(self, inner: str, line: int | None = None, text: str = "") -> Evidence:
         return Evidence(f"{self.path}!{inner}", line, text)
@@ -234,4 +235,5 @@ def image_facts(raw: Initramfs, path: str) -> ImageFacts:
         systemd=systemd,
         wanted_units=_wanted_units(raw) if systemd else frozenset(),
         modules_load=tuple(modules_load),
+        shell=(sh := raw.resolve("bin/sh")) and sh.rsplit("/", 1)[-1],
     )

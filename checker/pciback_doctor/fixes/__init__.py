@@ -9,8 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pciback_doctor.boot.analysis import Analysis
+from pciback_doctor.boot.binders import binders_in
 from pciback_doctor.boot.hide import HideSource, cmdline_hides, effective_hide, modprobe_hides
-from pciback_doctor.boot.model import DevicePrediction
+from pciback_doctor.boot.model import DevicePrediction, binder_context
+from pciback_doctor.boot.qubes import HIDE_PCI, QubesPciback, getarg, lspci_slot
 from pciback_doctor.facts.bootloader import grub_variables, shell_variables
 from pciback_doctor.facts.cmdline import parse_cmdline
 from pciback_doctor.facts.hide import HIDE_MAX, HideEntry
@@ -54,6 +56,14 @@ def applicable(a: Analysis, dev: DevicePrediction) -> list[str]:
     if mode in ("missing", "unknown"):
         return []
     dracut = _generator(a) == "dracut"
+    if _qubes_binder(a) is not None and dev.bdf.domain == 0:
+        # 90qubes-pciback unbinds whatever holds the device at cmdline hook 02, built-in or not
+        return ["qubes", *applicable_generic(a, dev, dracut)]
+    return applicable_generic(a, dev, dracut)
+
+
+def applicable_generic(a: Analysis, dev: DevicePrediction, dracut: bool) -> list[str]:
+    mode = a.backend.backend.mode
     if mode == "builtin":
         return ["cmdline", *(["dracut"] if dracut else []), "late-binding"]
     if dev.native.mode == "builtin":
@@ -86,6 +96,8 @@ def precondition(strategy: str, a: Analysis) -> str | None:
             return "the command line already sets xen-pciback.hide=, which overrides modprobe.d"
         if any(not s.classic for s in _pending(a)):
             return "etc/default/grub sets xen-pciback.hide= (not in grub.cfg yet), which would override modprobe.d"
+    if strategy == "qubes" and _qubes_binder(a) is None:
+        return "the initramfs has no Qubes OS 90qubes-pciback hook"
     if strategy == "dracut" and _generator(a) != "dracut":
         generator = _generator(a)
         return (
@@ -110,7 +122,13 @@ def _unregistrable(a: Analysis) -> str | None:
 
 
 def build(strategy: str, a: Analysis, devices: Sequence[DevicePrediction]) -> Fix | None:
-    builders = {"modprobe": _modprobe, "cmdline": _cmdline, "dracut": _dracut, "late-binding": _late_binding}
+    builders = {
+        "qubes": _qubes,
+        "modprobe": _modprobe,
+        "cmdline": _cmdline,
+        "dracut": _dracut,
+        "late-binding": _late_binding,
+    }
     if not devices or precondition(strategy, a) is not None:
         return None
     if any(strategy not in applicable(a, d) for d in devices):
@@ -600,7 +618,7 @@ def offers(a: Analysis, only: str | None = None) -> list[Offer]:
         if due:
             steps = Fix("regenerate", "generated files older than their settings", commands=tuple(due))
             found.append(Offer(steps.strategy, steps, None, "not enough on its own, but due anyway"))
-    for strategy in (only,) if only else STRATEGIES:
+    for strategy in (only,) if only else strategies(a):
         why = precondition(strategy, a)
         if why is None:
             misfits = [d for d in devices if strategy not in applicable(a, d)]
@@ -614,13 +632,101 @@ def offers(a: Analysis, only: str | None = None) -> list[Offer]:
         if fix is None:
             found.append(Offer(strategy, None, None, why or "does not fit these devices"))
             continue
-        token = cmdline_token(a, devices) if strategy == "cmdline" else None
+        token = (
+            cmdline_token(a, devices)
+            if strategy == "cmdline"
+            else qubes_token(a, devices)
+            if strategy == "qubes"
+            else None
+        )
         result = outcome(a, simulate(a, fix, token))
         if result.passes:
             found.append(Offer(strategy, _described(fix, result), result))
         else:
             found.append(Offer(strategy, fix, result, _failure(result)))
     return found
+
+
+def strategies(a: Analysis) -> tuple[str, ...]:
+    """The strategies worth trying here: Qubes OS's own first when its binder is in the image."""
+    generic = tuple(s for s in STRATEGIES if s != "qubes")
+    return ("qubes", *generic) if _qubes_binder(a) is not None else generic
+
+
+# -- Qubes OS: rd.qubes.hide_pci in GRUB_CMDLINE_LINUX (boot/qubes.py) ------------------------------
+
+
+def _qubes_binder(a: Analysis) -> QubesPciback | None:
+    if a.image is None or a.image.error:
+        return None
+    return next((b for b in binders_in(a.image) if isinstance(b, QubesPciback)), None)
+
+
+def _is_qubes_hide(word: str) -> bool:
+    return word.split("=", 1)[0] == HIDE_PCI
+
+
+def qubes_token(a: Analysis, devices: Sequence[DevicePrediction]) -> str | None:
+    """`rd.qubes.hide_pci=` holding the words in force now (as lspci prints them: the hook prepends
+    0000: itself, so a domain written there goes) and the devices the hook does not select by
+    class; None when a device sits outside PCI domain 0, which the hook cannot name."""
+    binder = _qubes_binder(a)
+    if binder is None or a.image is None:
+        return None
+    ctx = binder_context(a.system, a.backend.backend.mode, a.image)
+    sel = binder.selection(ctx)
+    by_class = {w.intended for w in sel.words if w.origin != HIDE_PCI and w.binds and not w.skipped}
+    current = getarg(ctx.cmdlines, HIDE_PCI)
+    words: list[str] = []
+    for word in (current[0] if current else "").replace(",", " ").split():
+        bdf = parse_bdf(word)
+        if bdf is not None and bdf.domain == 0:  # a bogus word would stop the boot: it goes
+            words.append(lspci_slot(bdf))
+    for dev in devices:
+        if dev.bdf.domain != 0:
+            return None
+        if dev.bdf not in by_class:
+            words.append(lspci_slot(dev.bdf))
+    return f"{HIDE_PCI}={','.join(dict.fromkeys(words))}"
+
+
+def _qubes(a: Analysis, devices: Sequence[DevicePrediction]) -> Fix | None:
+    token = qubes_token(a, devices)
+    if token is None:
+        return None
+    if DEFAULT_GRUB not in a.system.files:
+        return Fix(
+            "qubes",
+            f"{token} on the dom0 kernel command line",
+            commands=(
+                f"by hand: put {token} on the dom0 kernel command line, replacing any rd.qubes.hide_pci=",
+            ),
+        )
+    values = grub_variables(a.system.root)
+    # 20_linux_xen: a non-empty GRUB_CMDLINE_LINUX_XEN_REPLACE replaces GRUB_CMDLINE_LINUX for Xen entries
+    variable = (
+        "GRUB_CMDLINE_LINUX_XEN_REPLACE"
+        if values.get("GRUB_CMDLINE_LINUX_XEN_REPLACE")
+        else "GRUB_CMDLINE_LINUX"
+    )
+    text = a.system.files[DEFAULT_GRUB]
+    for other in GRUB_LINUX_VARIABLES:
+        if other != variable:
+            text = without_words(text, other, _is_qubes_hide)
+    new = with_word(text, variable, token, replaces=_is_qubes_hide)
+    change = FileChange(DEFAULT_GRUB, new)
+    return Fix(
+        "qubes",
+        f"{token} in {variable} of etc/default/grub (read by 90qubes-pciback)",
+        (change,),
+        (grub_update(a),),
+    )
+
+
+def qubes_fix(a: Analysis) -> Fix | None:
+    """The Qubes OS fix, proven by simulation, or None."""
+    found = [o for o in offers(a, only="qubes") if o.offered]
+    return found[0].fix if found else None
 
 
 def _changes(before: Analysis, after: Analysis) -> bool:
