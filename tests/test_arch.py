@@ -4,6 +4,7 @@ architecture's symbol, never one it lacks (XEN_PCIDEV_BACKEND `depends on X86`, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -199,3 +200,39 @@ def test_xen_on_arm_without_a_xen_command_line_is_a_reminder(tmp_path: Path) -> 
 )
 def test_pb111_only_for_arm_passthrough(tmp_path: Path, config: str, args: tuple[str, ...]) -> None:
     assert pb111(arm_root(tmp_path, config), *args, "--xen-cmdline", "dom0_mem=1G") == []
+
+
+def module_tree(where: Path, module: bytes) -> Path:
+    tree = where / K
+    (tree / "kernel").mkdir(parents=True)
+    (tree / "kernel" / "e1000e.ko").write_bytes(module)
+    (tree / "modules.dep").write_text("kernel/e1000e.ko:\n")
+    (tree / "modules.alias").write_text("")
+    return tree
+
+
+def arm64_image(where: Path) -> Path:
+    """An arm64 Image header and nothing the image reader can use: no IKCONFIG, no symbols."""
+    (where / "vmlinuz").write_bytes(ARM64_IMAGE + bytes(4096))
+    return where / "vmlinuz"
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "ids"),
+    [
+        # an arm64 module tree has no xen-pcifront because Arm has no PV guests: not an error
+        (lambda p: module_tree(p, elf(183)), 0, ["PB503"]),
+        (lambda p: module_tree(p, elf(62)), 1, ["PB501"]),  # x86_64 without the frontend: it may run PV
+        (arm64_image, 0, ["PB503"]),
+    ],
+)
+def test_domu_kernel_architecture_from_its_bytes(
+    tmp_path: Path, make: Callable[[Path], Path], code: int, ids: list[str]
+) -> None:
+    run = doctor("domu", str(make(tmp_path)), "--format", "json")
+    assert run.code == code
+    found = run.json()["findings"]
+    assert [f["id"] for f in found] == ids
+    if code == 0:
+        assert "an arm64 guest is never PV" in found[0]["message"]
+        assert found[0]["evidence"][0]["text"] in ("ELF machine: arm64", "kernel image for arm64")

@@ -93,3 +93,15 @@ def test_without_config_or_modules_the_real_image_header(arm64: tuple[Path, str]
     }
     pb101 = next(f for f in doc["findings"] if f["id"] == "PB101")
     assert "XEN_PCIDEV_STUB" in pb101["fixes"][0]["commands"][0]
+
+
+@pytest.mark.parametrize("what", ["boot/vmlinuz-{r}", "lib/modules/{r}", "boot/config-{r}"])
+def test_the_real_arm64_kernel_as_a_domu(arm64: tuple[Path, str], what: str) -> None:
+    """Image, module tree or config: each says arm64, whose guests are never PV (no pcifront exists
+    there: XEN_PCIDEV_FRONTEND depends on XEN_PV, x86 only), so the domU gate passes."""
+    root, release = arm64
+    run = doctor("domu", str(root / what.format(r=release)), "--format", "json")
+    assert run.code == 0, run.out
+    found = run.json()["findings"]
+    assert [f["id"] for f in found] == ["PB503"]
+    assert "an arm64 guest is never PV" in found[0]["message"]

@@ -548,7 +548,7 @@ def inspect_domu_kernel(host: Path, shown: str) -> DomuKernel:
         tree_opts = Options(modules_dir=str(host))
         tree = read_module_tree(tree_opts, Root(host), None)
         assert tree is not None
-        return from_module_tree(tree)
+        return from_module_tree(tree, read_machine(tree_opts, Root(host), None, tree))
     data = read_regular(host, KERNEL_IMAGE)
     return from_config_bytes(data, shown) or from_image(data, shown)
 
