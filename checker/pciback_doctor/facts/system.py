@@ -250,8 +250,12 @@ def read_builtin_pci(
             return None
         shown, data = found
     vmlinux, error = vmlinux_of(data)
+    if vmlinux is None:  # an arm64 Image is no ELF and no bzImage: its own reader
+        from pciback_doctor.facts.arm64_image import arm64_builtin_pci
+
+        arm64 = arm64_builtin_pci(data, shown)
     tables = (
-        BuiltinPciDrivers(shown, (), error or "no vmlinux in the kernel image")
+        (arm64 or BuiltinPciDrivers(shown, (), error or "no vmlinux in the kernel image"))
         if vmlinux is None
         else read_builtin_pci_drivers(vmlinux, shown)
     )
