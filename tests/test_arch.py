@@ -236,3 +236,15 @@ def test_domu_kernel_architecture_from_its_bytes(
     if code == 0:
         assert "an arm64 guest is never PV" in found[0]["message"]
         assert found[0]["evidence"][0]["text"] in ("ELF machine: arm64", "kernel image for arm64")
+
+
+def test_defconfig_form_config_without_an_architecture_symbol(tmp_path: Path) -> None:
+    """A defconfig-form config lists no CONFIG_ARM64 (`def_bool y`) and has no header: the modules'
+    ELF header decides, so the advice is Arm's."""
+    root = root_with(tmp_path, elf(183))
+    (root / "boot").mkdir()
+    (root / "boot" / f"config-{K}").write_text("CONFIG_XEN=y\nCONFIG_PCI=y\n")
+    got = pb101(root)
+    assert got["target"]["arch"]["name"] == "arm64"
+    assert got["target"]["config"] == f"boot/config-{K}"
+    assert got["finding"]["fixes"][0]["commands"][0] == "scripts/config --module XEN_PCIDEV_STUB"

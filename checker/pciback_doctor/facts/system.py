@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from pciback_doctor.arches import names_arch
 from pciback_doctor.errors import UsageError
 from pciback_doctor.facts.bootloader import BootEntry, NextBoot, find_next_boot
 from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers, read_builtin_pci_drivers
@@ -701,7 +702,10 @@ def collect(opts: Options) -> System:
         builtin_pci=read_builtin_pci(opts, root, release, modules),
         backend_module_problem=broken_backend,
         platform=detect_platform(root),
-        machine=read_machine(opts, root, release, modules) if config is None else None,
+        # the kernel's bytes, only when no config says (a defconfig-form one often does not)
+        machine=read_machine(opts, root, release, modules)
+        if config is None or not names_arch(config)
+        else None,
     )
 
 
