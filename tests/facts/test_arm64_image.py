@@ -20,10 +20,15 @@ ANY = 0xFFFFFFFF
 
 
 def image(
-    drivers: list[tuple[str, list[tuple[int, int]], int]], *, relr: bool = False, gz: bool = False
+    drivers: list[tuple[str, list[tuple[int, int]], int]],
+    *,
+    relr: bool = False,
+    gz: bool = False,
+    linked: frozenset[str] = frozenset(),
 ) -> bytes:
     """`drivers`: (name, [(vendor, device)], probe offset). Each gets a name and an id table in
-    rodata and a pci_driver {zero list_head, name, id_table, probe} in data."""
+    rodata and a pci_driver {zero list_head, name, id_table, probe} in data; those in `linked` get
+    a list_head of two pointers instead (relocated places: zero bytes in the Image all the same)."""
     out = bytearray(END)
     out[0:2] = b"MZ"
     struct.pack_into("<Q", out, 16, END)  # image_size
@@ -43,6 +48,8 @@ def image(
             struct.pack_into("<6I", out, ro, vendor, device, ANY, ANY, 0, 0)
             ro += 40
         ro += 40  # the terminating all-zero entry
+        if name in linked:
+            relocs += [(BASE + data, BASE + DATA), (BASE + data + 8, BASE + DATA)]
         data += 16  # the list_head
         for value in (name_at, table_at, probe):
             relocs.append((BASE + data, BASE + value))
@@ -86,6 +93,16 @@ def test_finds_the_driver_and_its_ids(relr: bool, gz: bool) -> None:
 )
 def test_lookalikes_are_not_drivers(impostor: tuple[str, list[tuple[int, int]], int]) -> None:
     found = arm64_builtin_pci(image([SERIAL, impostor]), "vmlinuz")
+    assert found is not None
+    assert [d.name for d in found.drivers] == ["serial"]
+
+
+def test_a_struct_on_a_list_is_no_static_driver() -> None:
+    """Real Debian arm64 Image: a struct shaped like pci_driver (name "local", code pointer) whose
+    first 16 bytes are relocated pointers, zero in the file only because RELA places are."""
+    found = arm64_builtin_pci(
+        image([SERIAL, ("local", [(2, 0x8000)], TEXT + 0x300)], linked=frozenset({"local"})), "x"
+    )
     assert found is not None
     assert [d.name for d in found.drivers] == ["serial"]
 

@@ -59,8 +59,16 @@ def arm64_builtin_pci(data: bytes, path: str) -> BuiltinPciDrivers | None:
     base = found_base
     if relocations:
         text_end = min(relocations)  # code needs no relocation: it lies below the first place
-        # name, id_table and probe: three relocated places in a row
-        places = [p - base for p in relocations if p + 8 in relocations and p + 16 in relocations]
+        # name, id_table and probe: three relocated places in a row, after a list_head that is
+        # zero for real (its bytes are zero in the Image whenever they are relocated places, too)
+        places = [
+            p - base
+            for p in relocations
+            if p + 8 in relocations
+            and p + 16 in relocations
+            and p - 8 not in relocations
+            and p - 16 not in relocations
+        ]
     else:  # CONFIG_RELR: the link-time addresses are in place
         text_end = base + len(image)
         places = [m.start() + 16 for m in _IN_PLACE.finditer(image) if m.start() % 8 == 0]
