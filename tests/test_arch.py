@@ -248,3 +248,40 @@ def test_defconfig_form_config_without_an_architecture_symbol(tmp_path: Path) ->
     assert got["target"]["arch"]["name"] == "arm64"
     assert got["target"]["config"] == f"boot/config-{K}"
     assert got["finding"]["fixes"][0]["commands"][0] == "scripts/config --module XEN_PCIDEV_STUB"
+
+
+HEADERLESS = (
+    "# hand-written, no header\nCONFIG_XEN=y\nCONFIG_PCI=y\nCONFIG_XEN_BACKEND=y\nCONFIG_XEN_DOM0=y\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "dom0_symbol", "domu"),
+    [
+        ((), "CONFIG_XEN_PCIDEV_BACKEND", "PB501"),  # nothing says: x86's symbols (the mainline default)
+        (("--arch", "arm64"), "CONFIG_XEN_PCIDEV_STUB", "PB503"),  # Arm: the stub; guests never PV
+    ],
+)
+def test_gate_arch_option_names_the_architecture(
+    tmp_path: Path, args: tuple[str, ...], dom0_symbol: str, domu: str
+) -> None:
+    config = tmp_path / "config"
+    config.write_text(HEADERLESS)
+    run = doctor("kernel", "--config", str(config), "--role", "both", "--format", "json", *args)
+    found = {f["id"]: f for f in run.json()["findings"]}
+    assert dom0_symbol in found["PB101"]["message"]
+    assert domu in found
+    if args:
+        assert run.json()["target"]["arch"]["evidence"] == {
+            "path": "--arch",
+            "line": None,
+            "text": "ARCH=arm64",
+        }
+        assert "XEN_PCIDEV_BACKEND" not in run.out and "XEN_PCIDEV_FRONTEND" not in run.out
+
+
+def test_gate_arch_option_never_overrides_the_config(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text(X86_DOM0)
+    run = doctor("kernel", "--config", str(config), "--arch", "arm64", "--format", "json")
+    assert run.json()["target"]["arch"]["name"] == "x86_64"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import PurePath
 from typing import TYPE_CHECKING
 
-from pciback_doctor.arches import arch_named, arch_of, pv_symbol
+from pciback_doctor.arches import arch_named, arch_of, names_arch, pv_symbol
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.domu import FRONTEND, DomuKernel
 from pciback_doctor.model import Finding, Fix, Severity, Verdict
@@ -23,8 +23,10 @@ def kernel_verdict(kernel: DomuKernel) -> tuple[str, str]:
     `not-needed` (it cannot run PV: no XEN_PV, or an Arm kernel) or `unknown`. Every PB50x finding on a
     kernel comes from here, so no two of them contradict each other."""
     config = kernel.config
-    if config is None and kernel.machine is not None and arch_named(kernel.machine.arch).pv is None:
-        # no config, but the kernel's bytes show an architecture without PV guests (Arm)
+    told = kernel.machine is not None and (config is None or not names_arch(config))
+    if told and kernel.machine is not None and arch_named(kernel.machine.arch).pv is None:
+        # the kernel's bytes (or the gate's --arch) show an architecture without PV guests (Arm),
+        # where no config says which architecture it is
         return "not-needed", f"{_an(kernel.machine.arch)} guest is never PV: it needs no PCI frontend"
     if config is not None:
         arch = arch_of(config)
@@ -168,7 +170,7 @@ def has_frontend(chk: Check, a: Analysis) -> Iterator[Finding]:
 )
 def guest_type(chk: Check, a: Analysis) -> Iterator[Finding]:
     for kernel, verdict, why in _kernels(a):
-        if verdict == "not-needed" and kernel.config is not None:
+        if verdict == "not-needed" and kernel.config is not None and kernel.machine is None:
             pv = pv_symbol(arch_of(kernel.config), kernel.config)
             yield chk.finding(
                 f"{kernel.path}: {why}",
