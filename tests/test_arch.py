@@ -4,6 +4,7 @@ architecture's symbol, never one it lacks (XEN_PCIDEV_BACKEND `depends on X86`, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -199,3 +200,88 @@ def test_xen_on_arm_without_a_xen_command_line_is_a_reminder(tmp_path: Path) -> 
 )
 def test_pb111_only_for_arm_passthrough(tmp_path: Path, config: str, args: tuple[str, ...]) -> None:
     assert pb111(arm_root(tmp_path, config), *args, "--xen-cmdline", "dom0_mem=1G") == []
+
+
+def module_tree(where: Path, module: bytes) -> Path:
+    tree = where / K
+    (tree / "kernel").mkdir(parents=True)
+    (tree / "kernel" / "e1000e.ko").write_bytes(module)
+    (tree / "modules.dep").write_text("kernel/e1000e.ko:\n")
+    (tree / "modules.alias").write_text("")
+    return tree
+
+
+def arm64_image(where: Path) -> Path:
+    """An arm64 Image header and nothing the image reader can use: no IKCONFIG, no symbols."""
+    (where / "vmlinuz").write_bytes(ARM64_IMAGE + bytes(4096))
+    return where / "vmlinuz"
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "ids"),
+    [
+        # an arm64 module tree has no xen-pcifront because Arm has no PV guests: not an error
+        (lambda p: module_tree(p, elf(183)), 0, ["PB503"]),
+        (lambda p: module_tree(p, elf(62)), 1, ["PB501"]),  # x86_64 without the frontend: it may run PV
+        (arm64_image, 0, ["PB503"]),
+    ],
+)
+def test_domu_kernel_architecture_from_its_bytes(
+    tmp_path: Path, make: Callable[[Path], Path], code: int, ids: list[str]
+) -> None:
+    run = doctor("domu", str(make(tmp_path)), "--format", "json")
+    assert run.code == code
+    found = run.json()["findings"]
+    assert [f["id"] for f in found] == ids
+    if code == 0:
+        assert "an arm64 guest is never PV" in found[0]["message"]
+        assert found[0]["evidence"][0]["text"] in ("ELF machine: arm64", "kernel image for arm64")
+
+
+def test_defconfig_form_config_without_an_architecture_symbol(tmp_path: Path) -> None:
+    """A defconfig-form config lists no CONFIG_ARM64 (`def_bool y`) and has no header: the modules'
+    ELF header decides, so the advice is Arm's."""
+    root = root_with(tmp_path, elf(183))
+    (root / "boot").mkdir()
+    (root / "boot" / f"config-{K}").write_text("CONFIG_XEN=y\nCONFIG_PCI=y\n")
+    got = pb101(root)
+    assert got["target"]["arch"]["name"] == "arm64"
+    assert got["target"]["config"] == f"boot/config-{K}"
+    assert got["finding"]["fixes"][0]["commands"][0] == "scripts/config --module XEN_PCIDEV_STUB"
+
+
+HEADERLESS = (
+    "# hand-written, no header\nCONFIG_XEN=y\nCONFIG_PCI=y\nCONFIG_XEN_BACKEND=y\nCONFIG_XEN_DOM0=y\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "dom0_symbol", "domu"),
+    [
+        ((), "CONFIG_XEN_PCIDEV_BACKEND", "PB501"),  # nothing says: x86's symbols (the mainline default)
+        (("--arch", "arm64"), "CONFIG_XEN_PCIDEV_STUB", "PB503"),  # Arm: the stub; guests never PV
+    ],
+)
+def test_gate_arch_option_names_the_architecture(
+    tmp_path: Path, args: tuple[str, ...], dom0_symbol: str, domu: str
+) -> None:
+    config = tmp_path / "config"
+    config.write_text(HEADERLESS)
+    run = doctor("kernel", "--config", str(config), "--role", "both", "--format", "json", *args)
+    found = {f["id"]: f for f in run.json()["findings"]}
+    assert dom0_symbol in found["PB101"]["message"]
+    assert domu in found
+    if args:
+        assert run.json()["target"]["arch"]["evidence"] == {
+            "path": "--arch",
+            "line": None,
+            "text": "ARCH=arm64",
+        }
+        assert "XEN_PCIDEV_BACKEND" not in run.out and "XEN_PCIDEV_FRONTEND" not in run.out
+
+
+def test_gate_arch_option_never_overrides_the_config(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text(X86_DOM0)
+    run = doctor("kernel", "--config", str(config), "--arch", "arm64", "--format", "json")
+    assert run.json()["target"]["arch"]["name"] == "x86_64"

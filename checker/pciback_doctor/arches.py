@@ -118,6 +118,14 @@ def arch_of(config: KernelConfig) -> Arch:
     return BY_NAME["x86"]
 
 
+def names_arch(config: KernelConfig) -> bool:
+    """Does the config itself say which architecture it is for (a symbol only one has, or the
+    header's SRCARCH)? A defconfig-form file often does not: CONFIG_ARM64 is `def_bool y`."""
+    if "CONFIG_XEN_PRIVILEGED_GUEST" in config.values or config.header_arch:
+        return True
+    return any(a.detected_by and config.get(a.detected_by) == "y" for a in ARCHES)
+
+
 def arch_named(name: str) -> Arch:
     """The row for an architecture named by make's ARCH= or by the kernel's own bytes
     (facts/machine.py): x86_64, i386, x86, arm64, arm; any other has no Xen (`OTHER`)."""

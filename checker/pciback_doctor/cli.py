@@ -164,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="kernel source tree whose Kconfig expands a defconfig-form --config (make savedefconfig)",
     )
     kernel.add_argument(
-        "--arch", metavar="ARCH", help="make's ARCH= for that expansion, when the config does not say"
+        "--arch",
+        metavar="ARCH",
+        help="make's ARCH= for that expansion, and the architecture the advice is for, when the config does not say",
     )
     kernel.add_argument("--role", choices=("dom0", "domu", "both"), default="dom0")
     _output_options(kernel)
@@ -462,10 +464,19 @@ def run_fix(args: argparse.Namespace) -> int:
 
 
 def run_kernel(args: argparse.Namespace) -> int:
+    from pciback_doctor.arches import names_arch
     from pciback_doctor.boot.analysis import analyse
+    from pciback_doctor.facts.machine import Machine
     from pciback_doctor.facts.standalone import kernel_build
+    from pciback_doctor.model import Evidence
 
     system = kernel_build(args.config, args.modules_builtin, args.build_dir, args.source_dir, args.arch)
+    if args.arch and system.config is not None and not names_arch(system.config):
+        # --arch names the architecture of a config that does not say (no header, no CONFIG_ARM64):
+        # the backend and frontend advice follow it; a config that says wins
+        machine = Machine(args.arch, Evidence("--arch", None, f"ARCH={args.arch}"))
+        kernels = tuple(replace(k, machine=machine) for k in system.domu_kernels)
+        system = replace(system, machine=machine, domu_kernels=kernels)
     roles = frozenset({"dom0", "domu"}) if args.role == "both" else frozenset({args.role})
     return _finish(args, analyse(system), roles, scope="kernel")
 

@@ -93,3 +93,52 @@ def test_without_config_or_modules_the_real_image_header(arm64: tuple[Path, str]
     }
     pb101 = next(f for f in doc["findings"] if f["id"] == "PB101")
     assert "XEN_PCIDEV_STUB" in pb101["fixes"][0]["commands"][0]
+
+
+@pytest.mark.parametrize("what", ["boot/vmlinuz-{r}", "lib/modules/{r}", "boot/config-{r}"])
+def test_the_real_arm64_kernel_as_a_domu(arm64: tuple[Path, str], what: str) -> None:
+    """Image, module tree or config: each says arm64, whose guests are never PV (no pcifront exists
+    there: XEN_PCIDEV_FRONTEND depends on XEN_PV, x86 only), so the domU gate passes."""
+    root, release = arm64
+    run = doctor("domu", str(root / what.format(r=release)), "--format", "json")
+    assert run.code == 0, run.out
+    found = run.json()["findings"]
+    assert [f["id"] for f in found] == ["PB503"]
+    assert "an arm64 guest is never PV" in found[0]["message"]
+
+
+def test_built_in_drivers_of_the_real_image(arm64: tuple[Path, str], tmp_path: Path) -> None:
+    """Debian's 6.1 records no PCI ids of built-in drivers in modules.builtin.modinfo, so they are read
+    from the Image itself: 8250_pci ("serial") is built in and binds an Oxford PCIe serial card
+    (1415:c158) during kernel init, while e1000e is a module the modprobe fix can order."""
+    from pciback_doctor.facts.arm64_image import arm64_builtin_pci
+
+    root, release = arm64
+    found = arm64_builtin_pci((root / "boot" / f"vmlinuz-{release}").read_bytes(), "vmlinuz")
+    assert found is not None and found.error is None
+    names = {d.name for d in found.drivers}
+    assert {"serial", "pcieport", "8250_pericom"} <= names
+    serial = next(d for d in found.drivers if d.name == "serial")
+    assert len(serial.ids) > 400  # 8250_pci's table
+    run = doctor(
+        "check",
+        "--root",
+        str(root),
+        "--kernel",
+        release,
+        "--cmdline",
+        "ro",
+        "--format",
+        "json",
+        "--device",
+        "0000:02:00.0=1415:c158:070002",
+        "--device",
+        NIC,
+    )
+    devices = {d["bdf"]: d for d in run.json()["devices"]}
+    assert (
+        devices["0000:02:00.0"]["winner"] == "serial" and devices["0000:02:00.0"]["native_mode"] == "builtin"
+    )
+    assert devices["0000:01:00.0"]["native_driver"] == "e1000e"
+    fix = doctor("fix", "--root", str(root), "--kernel", release, "--cmdline", "ro", "--device", NIC)
+    assert fix.out.startswith("# modprobe:"), fix.out[:400]  # the simplest fix is offered on arm64 too

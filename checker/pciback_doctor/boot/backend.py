@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pciback_doctor.arches import Arch, arch_evidence, arch_named, arch_of
+from pciback_doctor.arches import Arch, arch_evidence, arch_named, arch_of, names_arch
 from pciback_doctor.facts.target import BACKEND, System
 from pciback_doctor.model import Backend, Evidence
 
@@ -22,7 +22,7 @@ class BackendVerdict:
 def architecture(system: System) -> tuple[Arch | None, Evidence | None]:
     """The target kernel's architecture and the fact it rests on: the config decides (it also tells
     XenLinux trees apart); without one, the kernel's own bytes (facts/machine.py)."""
-    if system.config is not None:
+    if system.config is not None and (system.machine is None or names_arch(system.config)):
         arch = arch_of(system.config)
         return arch, arch_evidence(arch, system.config)
     if system.machine is not None:

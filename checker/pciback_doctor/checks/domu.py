@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import PurePath
 from typing import TYPE_CHECKING
 
-from pciback_doctor.arches import arch_of, pv_symbol
+from pciback_doctor.arches import arch_named, arch_of, names_arch, pv_symbol
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.domu import FRONTEND, DomuKernel
 from pciback_doctor.model import Finding, Fix, Severity, Verdict
@@ -23,11 +23,16 @@ def kernel_verdict(kernel: DomuKernel) -> tuple[str, str]:
     `not-needed` (it cannot run PV: no XEN_PV, or an Arm kernel) or `unknown`. Every PB50x finding on a
     kernel comes from here, so no two of them contradict each other."""
     config = kernel.config
+    told = kernel.machine is not None and (config is None or not names_arch(config))
+    if told and kernel.machine is not None and arch_named(kernel.machine.arch).pv is None:
+        # the kernel's bytes (or the gate's --arch) show an architecture without PV guests (Arm),
+        # where no config says which architecture it is
+        return "not-needed", f"{_an(kernel.machine.arch)} guest is never PV: it needs no PCI frontend"
     if config is not None:
         arch = arch_of(config)
         pv = pv_symbol(arch, config)
         if pv is None:
-            return "not-needed", f"an {arch.name} guest is never PV: it needs no PCI frontend"
+            return "not-needed", f"{_an(arch.name)} guest is never PV: it needs no PCI frontend"
         if not config.known(pv):
             return "unknown", f"a defconfig-form config without {pv}: give the expanded .config"
         if config.get(pv) != "y":
@@ -43,6 +48,11 @@ def kernel_verdict(kernel: DomuKernel) -> tuple[str, str]:
             return "lacks", f"{_said(config.evidence(FRONTEND).text)} in a PV-capable kernel ({pv}=y)"
         return "lacks", "no xen-pcifront in it, built in or as a module"
     return "unknown", kernel.note
+
+
+def _an(arch: str) -> str:
+    """`an arm64`, `an x86_64`, `an s390`, `a riscv`: the article as the name is spoken."""
+    return f"{'an' if arch[:1] in 'aeiosx' else 'a'} {arch}"
 
 
 def _said(line: str) -> str:
@@ -160,12 +170,14 @@ def has_frontend(chk: Check, a: Analysis) -> Iterator[Finding]:
 )
 def guest_type(chk: Check, a: Analysis) -> Iterator[Finding]:
     for kernel, verdict, why in _kernels(a):
-        if verdict == "not-needed" and kernel.config is not None:
+        if verdict == "not-needed" and kernel.config is not None and kernel.machine is None:
             pv = pv_symbol(arch_of(kernel.config), kernel.config)
             yield chk.finding(
                 f"{kernel.path}: {why}",
                 evidence=[kernel.config.evidence(pv)] if pv else list(kernel.evidence),
             )
+        elif verdict == "not-needed" and kernel.machine is not None:
+            yield chk.finding(f"{kernel.path}: {why}", evidence=[kernel.machine.evidence])
     for config in a.domu_configs:
         if not config.pci:
             continue

@@ -1,12 +1,14 @@
 """A domU kernel's PCI frontend (CONFIG_XEN_PCIDEV_FRONTEND, module xen-pcifront), from whatever the
-admin has: a config file, a module tree, a bzImage or a vmlinux."""
+admin has: a config file, a module tree, a bzImage or a vmlinux; and, without a config, the
+architecture its bytes show (facts/machine.py): an Arm kernel is never a PV guest."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, BinaryIO
 
 from pciback_doctor.facts.kconfig import ConfigError, KernelConfig, decode_config, parse_config
+from pciback_doctor.facts.machine import HEAD, Machine, kernel_image_machine
 from pciback_doctor.facts.modules import ModuleTree
 from pciback_doctor.model import Evidence
 
@@ -27,6 +29,7 @@ class DomuKernel:
     note: str = ""  # what would decide an `unknown`, or how it was decided
     module_present: bool | None = None  # the frontend module is in the domU's module tree
     config: KernelConfig | None = None  # its config, when known: guest types (XEN_PV) and arch
+    machine: Machine | None = None  # its architecture from its bytes, when there is no config
 
 
 def from_config(config: KernelConfig, path: str) -> DomuKernel:
@@ -38,30 +41,42 @@ def from_config(config: KernelConfig, path: str) -> DomuKernel:
     return DomuKernel(path, mode, (config.evidence(FRONTEND),), config=config)
 
 
-def from_module_tree(tree: ModuleTree) -> DomuKernel:
+def from_module_tree(tree: ModuleTree, machine: Machine | None = None) -> DomuKernel:
+    """`machine`: what one of the tree's modules was built for (an arm64 tree has no xen-pcifront
+    because Arm has no PV guests, not because the frontend was left out)."""
     if tree.is_builtin(FRONTEND_MODULE):
-        return DomuKernel(tree.path, "builtin", (tree.builtin[FRONTEND_MODULE],), module_present=False)
+        return DomuKernel(
+            tree.path, "builtin", (tree.builtin[FRONTEND_MODULE],), module_present=False, machine=machine
+        )
     if tree.has_file(FRONTEND_MODULE):
         where = Evidence(f"{tree.path}/{tree.files[FRONTEND_MODULE]}", None, "module file")
-        return DomuKernel(tree.path, "module", (where,), module_present=True)
+        return DomuKernel(tree.path, "module", (where,), module_present=True, machine=machine)
     if tree.has_index or tree.files:
-        return DomuKernel(
-            tree.path, "missing", (Evidence(tree.path, None, "no xen-pcifront"),), module_present=False
-        )
-    return DomuKernel(tree.path, "unknown", note="the module tree has no modules.dep and no module files")
+        no = Evidence(tree.path, None, "no xen-pcifront")
+        return DomuKernel(tree.path, "missing", (no,), module_present=False, machine=machine)
+    return DomuKernel(
+        tree.path, "unknown", note="the module tree has no modules.dep and no module files", machine=machine
+    )
 
 
 def from_image(data: bytes, path: str) -> DomuKernel:
     from pciback_doctor.facts.kimage import inspect_kernel_image
 
-    return _from_kernel_image(inspect_kernel_image(data, path), path)
+    kernel = _from_kernel_image(inspect_kernel_image(data, path), path)
+    return (
+        replace(kernel, machine=kernel_image_machine(data[:HEAD], path)) if kernel.config is None else kernel
+    )
 
 
 def from_image_file(stream: BinaryIO, path: str) -> DomuKernel:
     """The same from an open image file, read in pieces (bounded memory whatever its size)."""
     from pciback_doctor.facts.kimage import inspect_kernel_file
 
-    return _from_kernel_image(inspect_kernel_file(stream, path), path)
+    kernel = _from_kernel_image(inspect_kernel_file(stream, path), path)
+    if kernel.config is not None:
+        return kernel
+    stream.seek(0)
+    return replace(kernel, machine=kernel_image_machine(stream.read(HEAD), path))
 
 
 def _from_kernel_image(image: KernelImage, path: str) -> DomuKernel:

@@ -38,11 +38,12 @@ def inspect_domu_kernel(host: Path, shown: str) -> DomuKernel:
     """A domU kernel given as a module tree, a config file, a bzImage or a vmlinux."""
     if host.is_dir():
         from pciback_doctor.facts.domu import from_module_tree
-        from pciback_doctor.facts.system import read_module_tree  # the collector's reader, for a tree
+        from pciback_doctor.facts.system import read_machine, read_module_tree  # the collector's readers
 
-        tree = read_module_tree(Options(modules_dir=str(host)), Root(host), None)
+        tree_opts = Options(modules_dir=str(host))
+        tree = read_module_tree(tree_opts, Root(host), None)
         assert tree is not None
-        return from_module_tree(tree)
+        return from_module_tree(tree, read_machine(tree_opts, Root(host), None, tree))
     data = read_regular(host, KERNEL_IMAGE)
     return from_config_bytes(data, shown) or from_image(data, shown)
 

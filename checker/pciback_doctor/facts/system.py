@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from pciback_doctor.arches import names_arch
 from pciback_doctor.background import in_background
 from pciback_doctor.errors import UsageError
 from pciback_doctor.facts.bootloader import BootEntry, find_next_boot
@@ -171,8 +172,12 @@ def read_builtin_pci(
             return None
         shown, data = found
     vmlinux, error = vmlinux_of(data)
+    if vmlinux is None:  # an arm64 Image is no ELF and no bzImage: its own reader
+        from pciback_doctor.facts.arm64_image import arm64_builtin_pci
+
+        arm64 = arm64_builtin_pci(data, shown)
     tables = (
-        BuiltinPciDrivers(shown, (), error or "no vmlinux in the kernel image")
+        (arm64 or BuiltinPciDrivers(shown, (), error or "no vmlinux in the kernel image"))
         if vmlinux is None
         else read_builtin_pci_drivers(vmlinux, shown)
     )
@@ -565,7 +570,10 @@ def collect(opts: Options, editable: Iterable[str] = ()) -> System:
         builtin_pci=builtin_pci,
         backend_module_problem=broken_backend,
         platform=detect_platform(root),
-        machine=read_machine(opts, root, release, modules) if config is None else None,
+        # the kernel's bytes, only when no config says (a defconfig-form one often does not)
+        machine=read_machine(opts, root, release, modules)
+        if config is None or not names_arch(config)
+        else None,
     )
 
 

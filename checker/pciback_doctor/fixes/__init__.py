@@ -285,7 +285,8 @@ def rebuild_command(a: Analysis, generator: str | None = None) -> str:
         "dracut": f"dracut -f --kver {release}",
         "initramfs-tools": f"update-initramfs -u -k {release}",
         "mkinitcpio": "mkinitcpio -P",  # every preset: mkinitcpio(8)
-        "mkinitfs": f"mkinitfs {release}",  # mkinitfs [options] [kernelversion]
+        # alpinelinux/mkinitfs mkinitfs.in: `mkinitfs [...] [kernelversion]`, writes boot/initramfs-FLAVOUR
+        "mkinitfs": f"mkinitfs {release}",
     }.get(tool, f"rebuild the initramfs for {release} with your distribution's tool")
 
 
