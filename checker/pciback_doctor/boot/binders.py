@@ -10,12 +10,14 @@ asks every binder found in the image, in the order dracut runs their hooks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pciback_doctor.facts.cmdline import Cmdline
-from pciback_doctor.facts.image import ImageFacts, PcibackHook
 from pciback_doctor.facts.pci import Bdf, PciDevice
 from pciback_doctor.model import Evidence
+
+if TYPE_CHECKING:  # annotations only: `kernel` and `domu` import no image reader (start-up)
+    from pciback_doctor.facts.image import ImageFacts, PcibackHook
 
 #: dracut's init runs the hook directories in this order (modules.d/99base/init.sh); a binder
 #: at `cmdline` runs before udevd starts, so only built-in drivers hold devices then
