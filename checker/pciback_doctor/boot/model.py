@@ -283,7 +283,9 @@ class _Device:
             return self.rootfs()
         if image.error:
             return self.unknown(Phase.INITRAMFS, f"the initramfs cannot be read: {image.error}")
-        # dracut's init runs the cmdline hooks before pre-udev and udevd: the module's hook is first
+        # dracut's init runs the cmdline hooks before pre-udev and udevd: the module's hook is first.
+        # With systemd as /init the same holds: dracut-cmdline.service is Before=dracut-pre-udev.service,
+        # which is Before=systemd-udevd.service (98dracut-systemd/*.service; seen in the lab)
         hook = self.dracut_hook(image)
         if hook is not None:
             return hook
