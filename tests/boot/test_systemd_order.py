@@ -197,3 +197,10 @@ def test_mkinitcpio_with_systemd_does_not_run_its_modules_loop(tmp_path: Path) -
     listed = file("etc/modules-load.d/MODULES.conf", b"xen-pciback\n")
     dev, _ = predict(image(tmp_path, *base, listed), HIDE_TOKEN)
     assert dev["prediction"] == "unknown", dev
+
+
+def test_initramfs_summary_names_the_init_and_the_race(tmp_path: Path) -> None:
+    run = doctor("initramfs", str(image(tmp_path, *systemd_dracut(E1000E, BACKEND, MODULES_LOAD))))
+    assert "init         systemd" in run.out
+    assert "rd.driver.pre support (dracut-pre-udev.service): yes" in run.out
+    assert "!etc/modules-load.d/xen-pciback.conf:2: xen-pciback" in run.out
