@@ -174,3 +174,33 @@ def test_header_says_whether_the_image_runs_systemd(tmp_path: Path) -> None:
 def test_fedora_family_runs_systemd_in_its_initramfs_when_no_image_says() -> None:
     run = doctor("--root", str(FIXTURES / "boot-fedora-bls"), "--format", "json")
     assert run.json()["target"]["initramfs_systemd"] is True, run.err
+
+
+def test_mkinitcpio_with_systemd_does_not_run_its_modules_loop(tmp_path: Path) -> None:
+    """mkinitcpio's init modprobes MODULES before udev; with its systemd hook systemd is /init, so
+    only what systemd-modules-load reads loads the backend, and that races udev."""
+    base = [
+        file("init_functions"),
+        file("VERSION", b"39\n"),
+        file("config", b"MODULES=(xen-pciback)\nHOOKS=(base systemd)\n"),
+        file("usr/lib/systemd/systemd", b"\x7fELF"),
+        symlink("init", "usr/lib/systemd/systemd"),
+        symlink(
+            f"{UNITS}/sysinit.target.wants/systemd-modules-load.service", "../systemd-modules-load.service"
+        ),
+        file(f"{UNITS}/systemd-modules-load.service"),
+        E1000E,
+        BACKEND,
+    ]
+    dev, _ = predict(image(tmp_path, *base), HIDE_TOKEN)
+    assert (dev["prediction"], dev["winner"]) == ("not-claimed", "e1000e"), dev
+    listed = file("etc/modules-load.d/MODULES.conf", b"xen-pciback\n")
+    dev, _ = predict(image(tmp_path, *base, listed), HIDE_TOKEN)
+    assert dev["prediction"] == "unknown", dev
+
+
+def test_initramfs_summary_names_the_init_and_the_race(tmp_path: Path) -> None:
+    run = doctor("initramfs", str(image(tmp_path, *systemd_dracut(E1000E, BACKEND, MODULES_LOAD))))
+    assert "init         systemd" in run.out
+    assert "rd.driver.pre support (dracut-pre-udev.service): yes" in run.out
+    assert "!etc/modules-load.d/xen-pciback.conf:2: xen-pciback" in run.out

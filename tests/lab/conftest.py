@@ -129,4 +129,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for name, result in _BOOTS.items():
         owners = " ".join(f"{bdf}={result.owners.get(bdf, '?')}" for bdf in watched(SCENARIOS[name]))
         state = "" if result.completed else " (stopped before the probe)"
-        terminalreporter.write_line(f"{name:24} {result.seconds:5.1f}s {owners}{state}")
+        terminalreporter.write_line(f"{name:36} {result.seconds:5.1f}s {owners}{state}")

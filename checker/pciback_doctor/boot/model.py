@@ -287,7 +287,9 @@ class _Device:
             return self.rootfs()
         if image.error:
             return self.unknown(Phase.INITRAMFS, f"the initramfs cannot be read: {image.error}")
-        # dracut's init runs the cmdline hooks before pre-udev and udevd: early binders come first
+        # dracut's init runs the cmdline hooks before pre-udev and udevd: early binders come first.
+        # With systemd as /init the same holds: dracut-cmdline.service is Before=dracut-pre-udev.service,
+        # which is Before=systemd-udevd.service (98dracut-systemd/*.service; seen in the lab)
         hook = self.early_binders(image)
         if hook is not None:
             return hook

@@ -184,13 +184,16 @@ def image_facts(raw: Initramfs, path: str) -> ImageFacts:
         if n in files
     )
     generator = raw.generator()
+    systemd = _runs_systemd(raw)
     early: list[tuple[str, Evidence]] = []
     if "conf/modules" in files:  # initramfs-tools: /etc/initramfs-tools/modules, loaded after udev
         for number, line in enumerate(files["conf/modules"].splitlines(), 1):
             words = line.split()
             if words and not words[0].startswith("#"):
                 early.append((words[0], where("conf/modules", number, line.strip())))
-    if generator == "mkinitcpio" and "config" in files:  # MODULES, loaded before the udev hook
+    # MODULES, loaded before the udev hook by mkinitcpio's own init; with its systemd hook, systemd
+    # is /init and that loop never runs (what systemd-modules-load loads is read below)
+    if generator == "mkinitcpio" and "config" in files and not systemd:
         for number, line in enumerate(files["config"].splitlines(), 1):
             key, eq, value = line.partition("=")
             if eq and key.strip() == "MODULES":
@@ -213,7 +216,6 @@ def image_facts(raw: Initramfs, path: str) -> ImageFacts:
             if ("--no-hostonly" in words or "-N" in words)
             else None
         )
-    systemd = _runs_systemd(raw)
     modules_load: list[Evidence] = []
     for rel in config_files(_modules_load_listing(raw), MODULES_LOAD_DIRS):
         loaders = backend_loaders("modules-load.d", f"{path}!{rel}", files.get(rel, ""))
