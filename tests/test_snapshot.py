@@ -556,3 +556,23 @@ def test_names_with_odd_bytes_come_through_the_snapshot(shell: str, tmp_path: Pa
     live = check_json("--root", str(root))
     assert "caf" in json.dumps(live)
     assert check_json("--root", str(snapshot)) == live
+
+
+def test_xl_configs_and_the_pv_kernels_they_name_are_taken(tmp_path: Path) -> None:
+    root = copy_fixture("example", tmp_path)
+    (root / "etc/xen/my vm.cfg").write_text(
+        'name="a"\ntype="pv"\nkernel="/boot/vmlinuz-domu"\npci=["0000:01:00.0"]\n'
+    )
+    (root / "etc/xen/auto").mkdir()
+    os.symlink("../my vm.cfg", root / "etc/xen/auto/my vm.cfg")
+    (root / "boot/vmlinuz-domu").write_text("CONFIG_XEN_PCIDEV_FRONTEND=y\n")
+    (root / "etc/xen/scripts").mkdir()
+    (root / "etc/xen/scripts/block").write_text("#!/bin/sh\n")
+    snapshot = collect(root, tmp_path / "s.tgz", "busybox")
+    with tarfile.open(snapshot) as archive:
+        names = set(archive.getnames())
+    assert {"etc/xen/my vm.cfg", "etc/xen/auto/my vm.cfg", "boot/vmlinuz-domu"} <= names
+    assert "etc/xen/scripts/block" not in names  # the doctor does not read it
+    live = check_json("--root", str(root))
+    assert "boot/vmlinuz-domu" in json.dumps(live)
+    assert check_json("--root", str(snapshot)) == live
