@@ -174,6 +174,10 @@ def test_collector_command_prints_its_path_and_its_script(tmp_path: Path) -> Non
         (["--kernel", "../x"], "--kernel ../x: not a kernel release"),
         (["--compress", "rar"], "--compress rar: use gzip"),
         (["--bogus"], "unknown argument '--bogus'"),
+        (
+            ["--root", str(FIXTURES / "example"), "--output", "/nonexistent/dir/x.tgz"],
+            "--output /nonexistent/dir/x.tgz: cannot be written",
+        ),
     ],
 )
 def test_collector_usage_errors_are_one_line(args: list[str], message: str) -> None:
