@@ -406,13 +406,14 @@ def _parity_tree(root: Path) -> None:
     os.symlink("/usr/lib/modules", root / "etc/xen/mods")  # a link to a directory in a walked tree
     os.mkfifo(root / "etc/fifo")
     (root / "etc/empty").mkdir()
+    os.link(root / "etc/xen/vm.cfg", root / "etc/xen/hard.cfg")  # tar writes a hard link member
 
 
 PARITY_PATHS = [
     "lib/modules/6.1/modules.dep", "lib/modules", "lib", "etc/xen/auto/vm.cfg", "etc/xen/up/xen/vm.cfg",
     "etc/xen/up/xen/up/xen", "etc/loop1", "etc/dangling", "etc/fifo", "etc/empty", "etc", "",
     "../../etc/xen/vm.cfg", "/etc/xen/vm.cfg", "etc/xen/vm.cfg/x", "usr/lib/modules/6.1/kernel/a.ko",
-    "etc/xen/mods/6.1/modules.dep", "nothing/here",
+    "etc/xen/mods/6.1/modules.dep", "nothing/here", "etc/xen/hard.cfg",
 ]  # fmt: skip
 
 
