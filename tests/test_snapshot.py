@@ -581,3 +581,46 @@ def test_xl_configs_and_the_pv_kernels_they_name_are_taken(tmp_path: Path) -> No
     live = check_json("--root", str(root))
     assert "boot/vmlinuz-domu" in json.dumps(live)
     assert check_json("--root", str(snapshot)) == live
+
+
+def test_the_collector_changes_nothing_in_the_root_and_leaves_no_temporary_files(tmp_path: Path) -> None:
+    root = copy_fixture("boot-fedora-bls", tmp_path)
+
+    def state() -> list[tuple[str, int, int, float]]:
+        return sorted(
+            (str(p.relative_to(root)), p.lstat().st_mode, p.lstat().st_size, p.lstat().st_mtime)
+            for p in [root, *root.rglob("*")]
+        )
+
+    before = state()
+    work = tmp_path / "tmp"
+    work.mkdir()
+    out = work / "s.tgz"
+    subprocess.run(
+        ["dash", str(COLLECTOR), "--root", str(root), "--output", str(out)],
+        check=True,
+        env={"PATH": os.environ["PATH"], "TMPDIR": str(work)},
+    )
+    assert state() == before
+    assert [p.name for p in work.iterdir()] == ["s.tgz"]  # the staging directory is gone
+
+
+def test_a_stopped_collector_leaves_neither_staging_nor_a_partial_snapshot(tmp_path: Path) -> None:
+    if shutil.which("xz") is None:
+        unavailable("xz is not installed")
+    root = copy_fixture("example", tmp_path)
+    (root / "boot/initrd.img-6.1.0-56-xendom0").write_bytes(os.urandom(8 << 20))  # xz takes seconds
+    work = tmp_path / "tmp"
+    work.mkdir()
+    out = work / "s.txz"
+    proc = subprocess.Popen(
+        ["dash", str(COLLECTOR), "--root", str(root), "--output", str(out), "--compress", "xz"],
+        env={"PATH": os.environ["PATH"], "TMPDIR": str(work)},
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and out.stat().st_size > 0):
+        time.sleep(0.05)  # the archive is being written
+    proc.terminate()
+    assert proc.wait(timeout=60) != 0
+    assert list(work.iterdir()) == []
