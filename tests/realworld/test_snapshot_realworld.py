@@ -27,8 +27,15 @@ def debian_root(amd64, dracut_image, tmp_path_factory: pytest.TempPathFactory) -
         except OSError:
             shutil.copy2(src, dst)
 
+    def replace(src: str, dst: str) -> None:
+        # never write through a hard link: the linked file is the shared package cache
+        Path(dst).unlink(missing_ok=True)
+        shutil.copy2(src, dst)
+
     shutil.copytree(amd64.root, root, symlinks=True, copy_function=link_or_copy)
-    shutil.copytree(FIXTURES / "classic-pciback-hide", root, symlinks=True, dirs_exist_ok=True)
+    shutil.copytree(
+        FIXTURES / "classic-pciback-hide", root, symlinks=True, dirs_exist_ok=True, copy_function=replace
+    )
     (root / f"boot/config-{amd64.release}").unlink()  # the fixture's belongs to another kernel
     shutil.copy2(amd64.config, root / f"boot/config-{amd64.release}")
     image = dracut_image(
