@@ -260,60 +260,57 @@ def _valid() -> bytes:
     )
 
 
-OUTSIDE = "/tmp/pciback-doctor-snapshot-outside"
-
-
 @pytest.mark.parametrize(
     ("case", "archive", "outcome"),
     [
         # names and links that would leave the root if it were unpacked: placed inside it, or left out
         (
             "absolute name",
-            lambda: _tar([_file("/etc/modprobe.d/x.conf")]),
+            lambda o: _tar([_file("/etc/modprobe.d/x.conf")]),
             ("reads", "etc/modprobe.d/x.conf"),
         ),
         (
             "dotdot name",
-            lambda: _tar([_file("../../etc/modprobe.d/x.conf")]),
+            lambda o: _tar([_file("../../etc/modprobe.d/x.conf")]),
             ("left out", "../../etc/modprobe.d/x.conf"),
         ),
         (
             "symlink out, then a member through it",
-            lambda: _tar([_link("etc/modprobe.d", f"/../../..{OUTSIDE}"), _file("etc/modprobe.d/x.conf")]),
+            lambda o: _tar([_link("etc/modprobe.d", f"/../../..{o}"), _file("etc/modprobe.d/x.conf")]),
             ("left out", "etc/modprobe.d/x.conf"),
         ),
         (
             "hard link to outside",
-            lambda: _tar([_link("etc/modprobe.d/x.conf", f"../../..{OUTSIDE}/secret", tarfile.LNKTYPE)]),
+            lambda o: _tar([_link("etc/modprobe.d/x.conf", f"../../..{o}/secret", tarfile.LNKTYPE)]),
             ("left out", "etc/modprobe.d/x.conf"),
         ),
         (
             "sparse member of 20 GiB",
-            lambda: _header("etc/modprobe.d/x.conf", 0, b"S") + bytes(1024),
+            lambda o: _header("etc/modprobe.d/x.conf", 0, b"S") + bytes(1024),
             ("left out", "etc/modprobe.d/x.conf"),
         ),
         # archives that cannot be a root: refused with one line naming the limit or the damage
         (
             "member claiming 20 GiB",
-            lambda: gzip.compress(_header("boot/initrd.img-6.1", 20 << 30) + bytes(4096)),
+            lambda o: gzip.compress(_header("boot/initrd.img-6.1", 20 << 30) + bytes(4096)),
             ("refused", "snapshot member size"),
         ),
-        ("gzip bomb", lambda: _bomb(128 << 20), ("refused", "decompression bomb")),
-        ("a million entries", lambda: _many_entries(1_000_000), ("refused", "limit")),
-        ("not a tar", lambda: b"\x7fELF" + os.urandom(4000), ("refused", "not a tar archive")),
-        ("gzip of not a tar", lambda: gzip.compress(b"hello\n" * 500), ("refused", "not a tar archive")),
-        ("truncated", lambda: _valid()[: len(_valid()) // 2], ("refused", "cut short")),
-        ("empty", lambda: b"", ("refused", "not a tar archive")),
+        ("gzip bomb", lambda o: _bomb(128 << 20), ("refused", "decompression bomb")),
+        ("a million entries", lambda o: _many_entries(1_000_000), ("refused", "limit")),
+        ("not a tar", lambda o: b"\x7fELF" + os.urandom(4000), ("refused", "not a tar archive")),
+        ("gzip of not a tar", lambda o: gzip.compress(b"hello\n" * 500), ("refused", "not a tar archive")),
+        ("truncated", lambda o: _valid()[: len(_valid()) // 2], ("refused", "cut short")),
+        ("empty", lambda o: b"", ("refused", "not a tar archive")),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
 def test_hostile_archives(case: str, archive: Any, outcome: tuple[str, str], tmp_path: Path) -> None:
-    outside = Path(OUTSIDE)
-    outside.mkdir(exist_ok=True)
+    outside = tmp_path / "outside"  # what a link or a name could reach if the archive were unpacked
+    outside.mkdir()
     (outside / "x.conf").write_text("options xen-pciback hide=(0000:66:00.0)\n")
     (outside / "secret").write_text("s3cret\n")
     path = tmp_path / "hostile"
-    path.write_bytes(archive())
+    path.write_bytes(archive(str(outside)))
     before = sorted(p.name for p in tmp_path.iterdir())
     start = time.perf_counter()
     run = doctor("check", "--root", str(path), "--format", "json")
