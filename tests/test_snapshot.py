@@ -174,6 +174,10 @@ def test_collector_command_prints_its_path_and_its_script(tmp_path: Path) -> Non
         (["--kernel", "../x"], "--kernel ../x: not a kernel release"),
         (["--compress", "rar"], "--compress rar: use gzip"),
         (["--bogus"], "unknown argument '--bogus'"),
+        (
+            ["--root", str(FIXTURES / "example"), "--output", "/nonexistent/dir/x.tgz"],
+            "--output /nonexistent/dir/x.tgz: cannot be written",
+        ),
     ],
 )
 def test_collector_usage_errors_are_one_line(args: list[str], message: str) -> None:
@@ -256,60 +260,57 @@ def _valid() -> bytes:
     )
 
 
-OUTSIDE = "/tmp/pciback-doctor-snapshot-outside"
-
-
 @pytest.mark.parametrize(
     ("case", "archive", "outcome"),
     [
         # names and links that would leave the root if it were unpacked: placed inside it, or left out
         (
             "absolute name",
-            lambda: _tar([_file("/etc/modprobe.d/x.conf")]),
+            lambda o: _tar([_file("/etc/modprobe.d/x.conf")]),
             ("reads", "etc/modprobe.d/x.conf"),
         ),
         (
             "dotdot name",
-            lambda: _tar([_file("../../etc/modprobe.d/x.conf")]),
+            lambda o: _tar([_file("../../etc/modprobe.d/x.conf")]),
             ("left out", "../../etc/modprobe.d/x.conf"),
         ),
         (
             "symlink out, then a member through it",
-            lambda: _tar([_link("etc/modprobe.d", f"/../../..{OUTSIDE}"), _file("etc/modprobe.d/x.conf")]),
+            lambda o: _tar([_link("etc/modprobe.d", f"/../../..{o}"), _file("etc/modprobe.d/x.conf")]),
             ("left out", "etc/modprobe.d/x.conf"),
         ),
         (
             "hard link to outside",
-            lambda: _tar([_link("etc/modprobe.d/x.conf", f"../../..{OUTSIDE}/secret", tarfile.LNKTYPE)]),
+            lambda o: _tar([_link("etc/modprobe.d/x.conf", f"../../..{o}/secret", tarfile.LNKTYPE)]),
             ("left out", "etc/modprobe.d/x.conf"),
         ),
         (
             "sparse member of 20 GiB",
-            lambda: _header("etc/modprobe.d/x.conf", 0, b"S") + bytes(1024),
+            lambda o: _header("etc/modprobe.d/x.conf", 0, b"S") + bytes(1024),
             ("left out", "etc/modprobe.d/x.conf"),
         ),
         # archives that cannot be a root: refused with one line naming the limit or the damage
         (
             "member claiming 20 GiB",
-            lambda: gzip.compress(_header("boot/initrd.img-6.1", 20 << 30) + bytes(4096)),
+            lambda o: gzip.compress(_header("boot/initrd.img-6.1", 20 << 30) + bytes(4096)),
             ("refused", "snapshot member size"),
         ),
-        ("gzip bomb", lambda: _bomb(128 << 20), ("refused", "decompression bomb")),
-        ("a million entries", lambda: _many_entries(1_000_000), ("refused", "limit")),
-        ("not a tar", lambda: b"\x7fELF" + os.urandom(4000), ("refused", "not a tar archive")),
-        ("gzip of not a tar", lambda: gzip.compress(b"hello\n" * 500), ("refused", "not a tar archive")),
-        ("truncated", lambda: _valid()[: len(_valid()) // 2], ("refused", "cut short")),
-        ("empty", lambda: b"", ("refused", "not a tar archive")),
+        ("gzip bomb", lambda o: _bomb(128 << 20), ("refused", "decompression bomb")),
+        ("a million entries", lambda o: _many_entries(1_000_000), ("refused", "limit")),
+        ("not a tar", lambda o: b"\x7fELF" + os.urandom(4000), ("refused", "not a tar archive")),
+        ("gzip of not a tar", lambda o: gzip.compress(b"hello\n" * 500), ("refused", "not a tar archive")),
+        ("truncated", lambda o: _valid()[: len(_valid()) // 2], ("refused", "cut short")),
+        ("empty", lambda o: b"", ("refused", "not a tar archive")),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
 def test_hostile_archives(case: str, archive: Any, outcome: tuple[str, str], tmp_path: Path) -> None:
-    outside = Path(OUTSIDE)
-    outside.mkdir(exist_ok=True)
+    outside = tmp_path / "outside"  # what a link or a name could reach if the archive were unpacked
+    outside.mkdir()
     (outside / "x.conf").write_text("options xen-pciback hide=(0000:66:00.0)\n")
     (outside / "secret").write_text("s3cret\n")
     path = tmp_path / "hostile"
-    path.write_bytes(archive())
+    path.write_bytes(archive(str(outside)))
     before = sorted(p.name for p in tmp_path.iterdir())
     start = time.perf_counter()
     run = doctor("check", "--root", str(path), "--format", "json")
@@ -402,13 +403,14 @@ def _parity_tree(root: Path) -> None:
     os.symlink("/usr/lib/modules", root / "etc/xen/mods")  # a link to a directory in a walked tree
     os.mkfifo(root / "etc/fifo")
     (root / "etc/empty").mkdir()
+    os.link(root / "etc/xen/vm.cfg", root / "etc/xen/hard.cfg")  # tar writes a hard link member
 
 
 PARITY_PATHS = [
     "lib/modules/6.1/modules.dep", "lib/modules", "lib", "etc/xen/auto/vm.cfg", "etc/xen/up/xen/vm.cfg",
     "etc/xen/up/xen/up/xen", "etc/loop1", "etc/dangling", "etc/fifo", "etc/empty", "etc", "",
     "../../etc/xen/vm.cfg", "/etc/xen/vm.cfg", "etc/xen/vm.cfg/x", "usr/lib/modules/6.1/kernel/a.ko",
-    "etc/xen/mods/6.1/modules.dep", "nothing/here",
+    "etc/xen/mods/6.1/modules.dep", "nothing/here", "etc/xen/hard.cfg",
 ]  # fmt: skip
 
 
@@ -556,3 +558,66 @@ def test_names_with_odd_bytes_come_through_the_snapshot(shell: str, tmp_path: Pa
     live = check_json("--root", str(root))
     assert "caf" in json.dumps(live)
     assert check_json("--root", str(snapshot)) == live
+
+
+def test_xl_configs_and_the_pv_kernels_they_name_are_taken(tmp_path: Path) -> None:
+    root = copy_fixture("example", tmp_path)
+    (root / "etc/xen/my vm.cfg").write_text(
+        'name="a"\ntype="pv"\nkernel="/boot/vmlinuz-domu"\npci=["0000:01:00.0"]\n'
+    )
+    (root / "etc/xen/auto").mkdir()
+    os.symlink("../my vm.cfg", root / "etc/xen/auto/my vm.cfg")
+    (root / "boot/vmlinuz-domu").write_text("CONFIG_XEN_PCIDEV_FRONTEND=y\n")
+    (root / "etc/xen/scripts").mkdir()
+    (root / "etc/xen/scripts/block").write_text("#!/bin/sh\n")
+    snapshot = collect(root, tmp_path / "s.tgz", "busybox")
+    with tarfile.open(snapshot) as archive:
+        names = set(archive.getnames())
+    assert {"etc/xen/my vm.cfg", "etc/xen/auto/my vm.cfg", "boot/vmlinuz-domu"} <= names
+    assert "etc/xen/scripts/block" not in names  # the doctor does not read it
+    live = check_json("--root", str(root))
+    assert "boot/vmlinuz-domu" in json.dumps(live)
+    assert check_json("--root", str(snapshot)) == live
+
+
+def test_the_collector_changes_nothing_in_the_root_and_leaves_no_temporary_files(tmp_path: Path) -> None:
+    root = copy_fixture("boot-fedora-bls", tmp_path)
+
+    def state() -> list[tuple[str, int, int, float]]:
+        return sorted(
+            (str(p.relative_to(root)), p.lstat().st_mode, p.lstat().st_size, p.lstat().st_mtime)
+            for p in [root, *root.rglob("*")]
+        )
+
+    before = state()
+    work = tmp_path / "tmp"
+    work.mkdir()
+    out = work / "s.tgz"
+    subprocess.run(
+        ["dash", str(COLLECTOR), "--root", str(root), "--output", str(out)],
+        check=True,
+        env={"PATH": os.environ["PATH"], "TMPDIR": str(work)},
+    )
+    assert state() == before
+    assert [p.name for p in work.iterdir()] == ["s.tgz"]  # the staging directory is gone
+
+
+def test_a_stopped_collector_leaves_neither_staging_nor_a_partial_snapshot(tmp_path: Path) -> None:
+    if shutil.which("xz") is None:
+        unavailable("xz is not installed")
+    root = copy_fixture("example", tmp_path)
+    (root / "boot/initrd.img-6.1.0-56-xendom0").write_bytes(os.urandom(8 << 20))  # xz takes seconds
+    work = tmp_path / "tmp"
+    work.mkdir()
+    out = work / "s.txz"
+    proc = subprocess.Popen(
+        ["dash", str(COLLECTOR), "--root", str(root), "--output", str(out), "--compress", "xz"],
+        env={"PATH": os.environ["PATH"], "TMPDIR": str(work)},
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and out.stat().st_size > 0):
+        time.sleep(0.05)  # the archive is being written
+    proc.terminate()
+    assert proc.wait(timeout=60) != 0
+    assert list(work.iterdir()) == []

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.realworld
 
 @pytest.fixture(scope="module")
 def debian_root(amd64, dracut_image, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
-    """The unpacked linux-image package (hard links where the file system allows), the devices,
-    modprobe.d and cmdline of a fixture, and a dracut image with the native driver in it."""
+    """The unpacked linux-image package (hard links where the file system allows) with its real
+    config and module indexes, the devices, modprobe.d and cmdline of a fixture, and a dracut
+    image (the root's own file) with the native driver in it."""
     root = tmp_path_factory.mktemp("snapshot") / "root"
 
     def link_or_copy(src: str, dst: str) -> None:
@@ -27,17 +28,13 @@ def debian_root(amd64, dracut_image, tmp_path_factory: pytest.TempPathFactory) -
         except OSError:
             shutil.copy2(src, dst)
 
-    def replace(src: str, dst: str) -> None:
-        # never write through a hard link: the linked file is the shared package cache
-        Path(dst).unlink(missing_ok=True)
-        shutil.copy2(src, dst)
-
     shutil.copytree(amd64.root, root, symlinks=True, copy_function=link_or_copy)
-    shutil.copytree(
-        FIXTURES / "classic-pciback-hide", root, symlinks=True, dirs_exist_ok=True, copy_function=replace
-    )
-    (root / f"boot/config-{amd64.release}").unlink()  # the fixture's belongs to another kernel
-    shutil.copy2(amd64.config, root / f"boot/config-{amd64.release}")
+    # the fixture's devices, modprobe.d and cmdline, in directories of the root's own: the
+    # package's files (hard links into the shared cache) are never written to
+    fixture = FIXTURES / "classic-pciback-hide"
+    for top in ("etc", "proc", "sys"):
+        assert not (root / top).exists()
+        shutil.copytree(fixture / top, root / top, symlinks=True)
     image = dracut_image(
         "snapshot", ["e1000e"], {"etc/modprobe.d/pciback.conf": "options xen-pciback hide=(0000:05:00.0)\n"}
     )
