@@ -118,6 +118,8 @@ class Root:
         host = self.resolve(rel)
         if host is None:
             raise FileNotFoundError(2, "No such file or directory", rel)
+        if host.is_dir():
+            raise IsADirectoryError(21, "Is a directory", rel)
         return read_regular(host, limit)
 
     def probe(self, rel: str) -> tuple[int, bytes] | None:
@@ -195,15 +197,15 @@ class Root:
 
     def read_bytes(self, rel: str, limit: Limit = TEXT_FILE, *, text: bool = False) -> bytes | None:
         """The file at `rel`, or None: missing, a directory, or not readable (then it is recorded in
-        `unreadable`: a FIFO, a device, over `limit`, with `text` a line over LINE, an I/O error)."""
-        host = self.resolve(rel)
-        if host is None or host.is_dir():
-            return None
+        `unreadable`: a FIFO, a device, over `limit`, with `text` a line over LINE, an I/O error).
+        Through `read_file`, so every kind of root (a directory, a snapshot) records alike."""
         try:
-            data = read_regular(host, limit)
+            data = self.read_file(rel, limit)
             if text:
                 check_lines(data)
             return data
+        except (FileNotFoundError, IsADirectoryError):
+            return None
         except (OSError, NotReadable) as exc:
             self._failed(rel, exc)
             return None

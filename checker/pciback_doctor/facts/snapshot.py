@@ -28,7 +28,6 @@ from pciback_doctor.facts.compression import CHUNK, DECODERS, ByteSource, Corrup
 from pciback_doctor.facts.decode import display
 from pciback_doctor.facts.initramfs import Entry, Namespace
 from pciback_doctor.facts.limits import (
-    CONFIG_FILE,
     IMAGE_RATIO,
     IMAGE_RATIO_FLOOR,
     SNAPSHOT_ENTRIES,
@@ -38,7 +37,7 @@ from pciback_doctor.facts.limits import (
     TEXT_FILE,
     Limit,
 )
-from pciback_doctor.facts.root import NotReadable, Root, check_lines, kind, open_regular
+from pciback_doctor.facts.root import NotReadable, Root, kind, open_regular
 
 MANIFEST = "pciback-doctor-snapshot.json"
 FORMATS = ("gzip", "zstd", "xz", "bzip2")  # what the collector's --compress writes
@@ -557,22 +556,6 @@ class SnapshotRoot(Root):
         stream, _ = self.open_file(rel)
         with stream:
             return stream.read(limit.value + 1)
-
-    def read_bytes(self, rel: str, limit: Limit = TEXT_FILE, *, text: bool = False) -> bytes | None:
-        try:
-            data = self.read_file(rel, limit)
-            if text:
-                check_lines(data)
-            return data
-        except (FileNotFoundError, IsADirectoryError):
-            return None
-        except (OSError, NotReadable) as exc:
-            self._failed(rel, exc)
-            return None
-
-    def read_text(self, rel: str, limit: Limit = CONFIG_FILE) -> str | None:
-        data = self.read_bytes(rel, limit, text=True)
-        return None if data is None else display(data)
 
     def probe(self, rel: str) -> tuple[int, bytes] | None:
         try:
