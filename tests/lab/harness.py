@@ -27,6 +27,7 @@ import gzip
 import hashlib
 import os
 import re
+import select
 import shutil
 import subprocess
 import tempfile
@@ -443,6 +444,36 @@ def parse_log(log: str) -> tuple[dict[str, str], dict[str, str], dict[str, str]]
     return owners, early_owners, early
 
 
+#: Xen's line when dom0 halts instead of powering off (dracut's die under systemd runs
+#: `systemctl halt`): Xen then idles and qemu would run until the timeout
+XEN_DOM0_HALTED = b"Hardware Dom0 halted"
+
+
+def _run_until_halted(cmd: list[str], timeout: float) -> tuple[bytes, int | None]:
+    """Run qemu, its stderr merged into stdout, until it exits, Xen says dom0 halted, or the
+    timeout; returns the output and the exit status (None when it had to be stopped)."""
+    out = bytearray()
+    with subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    ) as proc:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        fd = proc.stdout.fileno()
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], max(0.0, min(1.0, deadline - time.monotonic())))
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return bytes(out), proc.wait()
+            out += chunk
+            if XEN_DOM0_HALTED in out[-len(chunk) - len(XEN_DOM0_HALTED) :]:
+                break
+        proc.kill()
+        proc.wait()
+        return bytes(out), None
+
+
 def boot(scenario: Scenario, image: Path, timeout: float = 240.0, smp: int = 1) -> BootResult:
     """Boot Xen + dom0 + `image` under qemu and read the owners from the serial console.
 
@@ -451,18 +482,7 @@ def boot(scenario: Scenario, image: Path, timeout: float = 240.0, smp: int = 1) 
     require_tools()
     cmd = qemu_command(scenario, image, smp)
     start = time.monotonic()
-    try:
-        proc = subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-        raw, returncode = proc.stdout + proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as exc:
-        raw = (exc.stdout or b"") + (exc.stderr or b"")
-        returncode = None
+    raw, returncode = _run_until_halted(cmd, timeout)
     seconds = time.monotonic() - start
     log = raw.decode("utf-8", "replace").replace("\r\n", "\n")
     owners, early_owners, early = parse_log(log)
