@@ -46,7 +46,19 @@ MODULE_DIR = REPO / "dracut-module" / "90xen-pciback"
 HOST_DRACUT = Path("/usr/lib/dracut")
 #: Other projects' dracut modules (test material, never part of this repository): a scenario's
 #: `peer_modules` are copied verbatim from here into the private dracut tree at test time.
-PEERS = Path(os.environ.get("PCIBACK_DOCTOR_PEERS", REPO.parent.parent / "shared" / "peers"))
+#: Other projects' real dracut modules, kept beside the repository (`../shared/peers`; from a git
+#: worktree under a sibling folder, one level further up); PCIBACK_DOCTOR_PEERS names another place.
+PEERS = Path(
+    os.environ.get("PCIBACK_DOCTOR_PEERS")
+    or next(
+        (
+            p
+            for p in (REPO.parent / "shared" / "peers", REPO.parent.parent / "shared" / "peers")
+            if p.is_dir()
+        ),
+        REPO.parent / "shared" / "peers",
+    )
+)
 XEN_PACKAGE = os.environ.get("PCIBACK_DOCTOR_XEN", "xen-hypervisor-4.17-amd64")
 
 #: dracut modules of the smallest image that boots to the initqueue (FACTS: "Boot lab know-how").
