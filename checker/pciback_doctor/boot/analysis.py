@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pciback_doctor.boot.backend import BackendVerdict, backend_state
-from pciback_doctor.boot.binders import binders_in
+from pciback_doctor.boot.binders import binders_for
 from pciback_doctor.boot.hide import HideSource, cmdline_hides, modprobe_hides
 from pciback_doctor.boot.model import BootInputs, DevicePrediction, binder_context, predict_device
 from pciback_doctor.facts.cmdline import parse_cmdline
@@ -71,9 +71,10 @@ def wanted_devices(
         for spec in config.pci:
             for bdf in spec_devices(spec, known):
                 want(bdf, f"xl:{config.path}")
-    if image is not None and not image.error:
-        ctx = binder_context(system, backend_mode, image)
-        for binder in binders_in(image):
+    binders = binders_for(system, image)
+    if binders:
+        ctx = binder_context(system, backend_mode, image if image is not None and not image.error else None)
+        for binder in binders:
             for bdf, take in binder.takes(ctx).items():
                 if take.certain:
                     path = take.evidence.path

@@ -18,6 +18,7 @@ from pciback_doctor.model import Evidence
 
 if TYPE_CHECKING:  # annotations only: `kernel` and `domu` import no image reader (start-up)
     from pciback_doctor.facts.image import ImageFacts, PcibackHook
+    from pciback_doctor.facts.target import System
 
 #: dracut's init runs the hook directories in this order (modules.d/99base/init.sh); a binder
 #: at `cmdline` runs before udevd starts, so only built-in drivers hold devices then
@@ -177,6 +178,21 @@ def binders_in(image: ImageFacts) -> list[EarlyBinder]:
         if name.endswith(QUBES_HOOK) and hook_stage(name) == "cmdline":
             found.append(QubesPciback(image.where(name)))
     return sorted(found, key=_order)
+
+
+def binders_for(system: System, image: ImageFacts | None) -> list[EarlyBinder]:
+    """The early binders of the next boot: those in the image when it can be read; without one
+    (Fedora and Qubes write /boot/initramfs-*.img readable by root only), those the platform puts
+    into every image it builds: Qubes OS's dracut always includes 90qubes-pciback (no check() in
+    its module-setup.sh, so dracut takes it whenever it is installed, as it is on every dom0)."""
+    from pciback_doctor.boot.qubes import QubesPciback
+
+    if image is not None and not image.error:
+        return binders_in(image)
+    if system.platform.id == "qubes":
+        rel = next((e.path for e in system.platform.evidence), "etc/os-release")
+        return [QubesPciback(Evidence(rel, None, "Qubes OS: dracut puts 90qubes-pciback into every image"))]
+    return []
 
 
 def _order(binder: EarlyBinder) -> tuple[int, int, str]:

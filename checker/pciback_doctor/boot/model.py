@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pciback_doctor.boot.binders import BinderContext, binders_in
+from pciback_doctor.boot.binders import BinderContext, binders_for
 from pciback_doctor.boot.hide import HideSource, cmdline_hides, effective_hide, modprobe_hides
 from pciback_doctor.boot.native import PCIBACK_DRIVER, NativeDriver, cmdline_blacklist, resolve_native
 from pciback_doctor.facts.cmdline import Cmdline
@@ -261,6 +261,10 @@ class _Device:
     def initramfs(self) -> Prediction:
         image = self.inputs.image
         if image is None:
+            # no image to read, but one the platform always puts a binder into (Qubes OS)
+            hook = self.early_binders(None)
+            if hook is not None:
+                return hook
             if self.inputs.backend_mode == "module" and self.native.mode in ("module", "unknown"):
                 problem = self.inputs.image_problem or "no initramfs"
                 # Whatever the image holds, a native driver that nothing orders wins either there or
@@ -539,10 +543,11 @@ class _Device:
         return self.lost(Phase.ROOTFS, "nothing loads xen-pciback with a hide value naming the device")
 
     # -- what takes a device even after another driver bound it ---------------------------------
-    def early_binders(self, image: ImageFacts) -> Prediction | None:
-        """The early binders in the image (boot/binders.py), in hook order: one that stops the
-        boot ends it for every device; the first that binds the device claims it before udev."""
-        binders = binders_in(image)
+    def early_binders(self, image: ImageFacts | None) -> Prediction | None:
+        """The early binders in the image (boot/binders.py; without one, those the platform puts in
+        every image), in hook order: one that stops the boot ends it for every device; the first
+        that binds the device claims it before udev."""
+        binders = binders_for(self.system, image)
         if not binders:
             return None
         ctx = binder_context(self.system, self.inputs.backend_mode, image)
@@ -627,10 +632,10 @@ class _Device:
         return None
 
 
-_CONTEXT: dict[tuple[int, str, int], tuple[System, ImageFacts, BinderContext]] = {}
+_CONTEXT: dict[tuple[int, str, int], tuple[System, ImageFacts | None, BinderContext]] = {}
 
 
-def binder_context(system: System, backend_mode: str, image: ImageFacts) -> BinderContext:
+def binder_context(system: System, backend_mode: str, image: ImageFacts | None) -> BinderContext:
     """What an early binder's hook sees, made once per system and image (asked per device)."""
     key = (id(system), backend_mode, id(image))
     found = _CONTEXT.get(key)
@@ -640,15 +645,20 @@ def binder_context(system: System, backend_mode: str, image: ImageFacts) -> Bind
     return found[2]
 
 
-def _binder_context(system: System, backend_mode: str, image: ImageFacts) -> BinderContext:
+def _binder_context(system: System, backend_mode: str, image: ImageFacts | None) -> BinderContext:
     """dracut's getcmdline order (etc/cmdline.d/*.conf, etc/cmdline, the kernel's), the known
-    devices, and whether pciback registers in the initramfs."""
+    devices, and whether pciback registers in the initramfs. Without an image (a binder the
+    platform always installs, boot/binders.binders_for): the image that binder's own installkernel
+    makes, which takes xen-pciback whenever the kernel has it as a module."""
     builtin = backend_mode == "builtin"
-    in_image = builtin or BACKEND in image.modules
+    if image is None:
+        in_image = builtin or (system.modules is not None and system.modules.has_file(BACKEND))
+    else:
+        in_image = builtin or BACKEND in image.modules
     # the hide value the backend gets: a built-in one reads the command line only, a module
     # the image's modprobe.d options and then the command line (kmod)
     sources = cmdline_hides(system.cmdline)
-    if not builtin:
+    if not builtin and image is not None:
         sources = modprobe_hides(image.modprobe, "image") + sources
     hide = effective_hide(sources, builtin=builtin, classic_alias=False)
     malformed = hide.evidence if hide is not None and not hide.spec.valid else None
@@ -657,10 +667,10 @@ def _binder_context(system: System, backend_mode: str, image: ImageFacts) -> Bin
         problem = "xen-pciback is not in the image: pciback's new_slot and bind do not exist"
     elif malformed is not None:
         problem = "the malformed hide value keeps pciback from registering (pcistub_init returns -EINVAL)"
-    cmds = tuple(c for c in (*image.cmdline_d, system.cmdline) if c is not None)
+    cmds = tuple(c for c in (*(image.cmdline_d if image else ()), system.cmdline) if c is not None)
     # the devices lspci would list: sysfs, and those given with --device
     known = {d.bdf: d for d in system.offline_devices} | {d.bdf: d for d in system.devices}
-    shell = image.where("bin/sh", None, image.shell) if image.shell else None
+    shell = image.where("bin/sh", None, image.shell) if image is not None and image.shell else None
     return BinderContext(cmds, tuple(known.values()), not problem, problem, in_image, malformed, shell)
 
 

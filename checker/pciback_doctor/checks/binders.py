@@ -17,19 +17,18 @@ if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model 
 def _context(a: Analysis) -> BinderContext | None:
     from pciback_doctor.boot.model import binder_context
 
-    if a.image is None or a.image.error:
-        return None
-    return binder_context(a.system, a.backend.backend.mode, a.image)
+    image = a.image if a.image is not None and not a.image.error else None
+    return binder_context(a.system, a.backend.backend.mode, image)
 
 
 def _qubes(a: Analysis) -> tuple[QubesPciback, Selection] | None:
-    from pciback_doctor.boot.binders import binders_in
+    from pciback_doctor.boot.binders import binders_for
     from pciback_doctor.boot.qubes import QubesPciback
 
     ctx = _context(a)
-    if ctx is None or a.image is None:
+    if ctx is None:
         return None
-    found = next((b for b in binders_in(a.image) if isinstance(b, QubesPciback)), None)
+    found = next((b for b in binders_for(a.system, a.image) if isinstance(b, QubesPciback)), None)
     return (found, found.selection(ctx)) if found is not None else None
 
 
@@ -63,12 +62,12 @@ def _qubes_fixes(a: Analysis) -> list[Fix]:
     list (rd.qubes.hide_pci takes BB:SS.F, lower-case hex, comma separated) and regenerate grub.cfg.""",
 )
 def stops_boot(chk: Check, a: Analysis) -> Iterator[Finding]:
-    from pciback_doctor.boot.binders import binders_in
+    from pciback_doctor.boot.binders import binders_for
 
     ctx = _context(a)
-    if ctx is None or a.image is None:
+    if ctx is None:
         return
-    for binder in binders_in(a.image):
+    for binder in binders_for(a.system, a.image):
         stop = binder.stops(ctx)
         if stop is not None:
             fixes = _qubes_fixes(a) if binder.name.startswith("Qubes") else []

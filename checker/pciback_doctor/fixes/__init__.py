@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pciback_doctor.boot.analysis import Analysis
-from pciback_doctor.boot.binders import binders_in
+from pciback_doctor.boot.binders import binders_for
 from pciback_doctor.boot.hide import HideSource, cmdline_hides, effective_hide, modprobe_hides
 from pciback_doctor.boot.model import DevicePrediction, binder_context
 from pciback_doctor.boot.qubes import HIDE_PCI, QubesPciback, getarg, lspci_slot
@@ -658,9 +658,7 @@ def strategies(a: Analysis) -> tuple[str, ...]:
 
 
 def _qubes_binder(a: Analysis) -> QubesPciback | None:
-    if a.image is None or a.image.error:
-        return None
-    return next((b for b in binders_in(a.image) if isinstance(b, QubesPciback)), None)
+    return next((b for b in binders_for(a.system, a.image) if isinstance(b, QubesPciback)), None)
 
 
 def _is_qubes_hide(word: str) -> bool:
@@ -672,9 +670,10 @@ def qubes_token(a: Analysis, devices: Sequence[DevicePrediction]) -> str | None:
     0000: itself, so a domain written there goes) and the devices the hook does not select by
     class; None when a device sits outside PCI domain 0, which the hook cannot name."""
     binder = _qubes_binder(a)
-    if binder is None or a.image is None:
+    if binder is None:
         return None
-    ctx = binder_context(a.system, a.backend.backend.mode, a.image)
+    image = a.image if a.image is not None and not a.image.error else None
+    ctx = binder_context(a.system, a.backend.backend.mode, image)
     sel = binder.selection(ctx)
     by_class = {w.intended for w in sel.words if w.origin != HIDE_PCI and w.binds and not w.skipped}
     current = getarg(ctx.cmdlines, HIDE_PCI)

@@ -14,14 +14,16 @@ from dataclasses import dataclass, replace
 
 from pciback_doctor.boot.analysis import Analysis, analyse
 from pciback_doctor.boot.native import NativeDriver, resolve_native
+from pciback_doctor.boot.qubes import QUBES_HOOK
 from pciback_doctor.facts.bootloader import NextBoot, find_next_boot
 from pciback_doctor.facts.cmdline import Cmdline, parse_cmdline
 from pciback_doctor.facts.dracutconf import DracutConfig
-from pciback_doctor.facts.image import PCIBACK_CONF, ImageFacts, PcibackHook, parse_device_list
+from pciback_doctor.facts.image import DRACUT_HOOKS, PCIBACK_CONF, ImageFacts, PcibackHook, parse_device_list
 from pciback_doctor.facts.limits import TEXT_FILE, Limit
 from pciback_doctor.facts.modprobe import CONFIG_DIRS, ModprobeConfig, parse_modprobe_file
 from pciback_doctor.facts.modules import normalize
 from pciback_doctor.facts.pci import Bdf
+from pciback_doctor.facts.platform import Platform
 from pciback_doctor.facts.root import Root
 from pciback_doctor.facts.system import (
     read_dracut_conf,
@@ -243,7 +245,7 @@ def _rebuilt(
       as conf/modules, loaded after udev coldplug (init-top/udev runs first);
     - mkinitcpio: modprobe.d through the modconf hook, MODULES loaded before the udev hook."""
     old = a.image
-    generator = old.generator if old is not None else _guess_generator(root)
+    generator = old.generator if old is not None else _guess_generator(root, a.system.platform)
     path = old.path if old is not None else f"boot/initrd.img-{a.system.release or 'new'}"
     # an image made anew may hold the native drivers of the devices present (udev loads them
     # there): assume it does, for every device, wanted or not
@@ -261,6 +263,7 @@ def _rebuilt(
             copied[rel] = data
     early: list[tuple[str, Evidence]] = []
     hook: PcibackHook | None = old.pciback_hook if old is not None else None
+    hooks = old.hooks if old is not None else ()
     if generator == "dracut":
         for item in conf.words("install_items"):
             rel = item.lstrip("/")
@@ -278,6 +281,14 @@ def _rebuilt(
             text = (root.read_bytes(PCIBACK_CONF) or b"").decode("utf-8", "replace")
             where = Evidence(f"{path}!usr/lib/dracut/hooks/cmdline/00-xen-pciback-hide.sh")
             hook = PcibackHook(where, parse_device_list(text, f"{path}!{PCIBACK_CONF}"))
+            modules.add(normalize("xen-pciback"))
+        # Qubes OS's 90qubes-pciback has no check(): installed, dracut takes it into every image,
+        # with its hook and (installkernel) xen-pciback; Qubes installs it on every dom0
+        if a.system.platform.id == "qubes" or any(
+            root.is_dir(f"{d}/90qubes-pciback") for d in DRACUT_MODULE_DIRS
+        ):
+            qubes_hook = f"{DRACUT_HOOKS[0]}cmdline/02-{QUBES_HOOK}"
+            hooks = (*hooks, *(() if qubes_hook in hooks else (qubes_hook,)))
             modules.add(normalize("xen-pciback"))
     elif generator == "initramfs-tools":
         text = (root.read_bytes("etc/initramfs-tools/modules") or b"").decode("utf-8", "replace")
@@ -304,6 +315,7 @@ def _rebuilt(
         early_modules=tuple(early) if generator in ("initramfs-tools", "mkinitcpio") else base.early_modules,
         early_modules_before_udev=generator == "mkinitcpio",
         pciback_hook=hook,
+        hooks=hooks,
         error=None,
     )
 
@@ -324,8 +336,13 @@ def _module_lines(text: str, where: str) -> Iterable[tuple[str, Evidence]]:
             yield words[0], Evidence(where, number, line.strip())
 
 
-def _guess_generator(root: Root) -> str:
-    if root.exists("etc/dracut.conf.d") or root.exists("etc/dracut.conf"):
+def _guess_generator(root: Root, platform: Platform) -> str:
+    # the Fedora family (Qubes included) and XenServer/XCP-ng build their images with dracut
+    if (
+        root.exists("etc/dracut.conf.d")
+        or root.exists("etc/dracut.conf")
+        or platform.family in ("fedora", "xenserver")
+    ):
         return "dracut"
     if root.exists("etc/initramfs-tools"):
         return "initramfs-tools"
