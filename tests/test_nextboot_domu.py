@@ -110,3 +110,31 @@ def test_domu_command_on_configs_and_kernels(tmp_path: Path) -> None:
     assert ids.count("PB501") == 1 and "PB506" in ids and "PB505" in ids
     assert run.code == 1
     assert run.json()["devices"] == []  # guest-side checks only
+
+
+@pytest.mark.parametrize(
+    ("extra", "sysfs", "warned"),
+    [
+        ((), True, True),  # 09:00.0 is not in sys/bus/pci/devices: a typo, or a card that moved
+        (("--device", "0000:09:00.0=8086:10d3"), True, False),  # named on the command line: present
+        ((), False, False),  # no sysfs to look at (an offline root): nothing to say
+    ],
+)
+def test_pci_entry_naming_no_device(
+    tmp_path: Path, extra: tuple[str, ...], sysfs: bool, warned: bool
+) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(FIXTURES / "example", root, symlinks=True)
+    if not sysfs:
+        shutil.rmtree(root / "sys")
+    (root / "etc/xen").mkdir(parents=True, exist_ok=True)
+    (root / "etc/xen/vm.cfg").write_text('name = "vm"\ntype = "hvm"\npci = [ "0000:09:00.0", "05:00.0" ]\n')
+    run = doctor("--root", str(root), "--format", "json", *extra)
+    findings = run.json()["findings"]
+    pb508 = [f for f in findings if f["id"] == "PB508"]
+    assert [f["device"] for f in pb508] == (["0000:09:00.0"] if warned else [])
+    if warned:
+        assert pb508[0]["severity"] == "warning" and "etc/xen/vm.cfg" in pb508[0]["message"]
+        # seize=1 cannot help a device that is not there: no PB504 advice for it
+        assert "0000:09:00.0" not in {f["device"] for f in findings if f["id"] == "PB504"}
+    assert not [f for f in pb508 if f["device"] == "0000:05:00.0"]  # present in sysfs

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 from pciback_doctor.arches import arch_named, arch_of, names_arch, pv_symbol
 from pciback_doctor.checks import Check, check
 from pciback_doctor.facts.domu import FRONTEND, DomuKernel
+from pciback_doctor.facts.pci import Bdf
 from pciback_doctor.model import Finding, Fix, Severity, Verdict
 
 if TYPE_CHECKING:  # annotations only: `explain` must not import the boot model and readers
     from pciback_doctor.boot.analysis import Analysis
+    from pciback_doctor.facts.xl import PciSpec, XlConfig
 
 _RELEASE = re.compile(r"^\d+\.\d+(\.\d+)?([-+.~_][\w.+~-]*)?$")
 
@@ -209,12 +211,15 @@ def not_assignable(chk: Check, a: Analysis) -> Iterator[Finding]:
 
     predictions = {d.bdf: d for d in a.devices}
     known = [d.bdf for d in a.system.devices]
+    absent = set(_absent(a))
     for config in a.domu_configs:
         for spec in config.pci:
             if spec.seize:
                 continue
             for bdf in spec_devices(spec, known):
                 dev = predictions.get(bdf)
+                if bdf in absent:
+                    continue  # PB508: no boot and no seize=1 gives xl a device that is not there
                 if dev is not None and dev.prediction.verdict is not Verdict.CLAIMED:
                     yield chk.finding(
                         f"{config.path} passes {bdf} through, but the next boot leaves it {dev.prediction.verdict.value}"
@@ -242,3 +247,40 @@ def malformed_xl(chk: Check, a: Analysis) -> Iterator[Finding]:
     for config in a.domu_configs:
         for error in config.errors:
             yield chk.finding(f"{config.path}: {error.message}", evidence=[error.evidence])
+
+
+@check(
+    "PB508",
+    Severity.WARNING,
+    "Device in a domU's pci= does not exist",
+    """The device is not in sys/bus/pci/devices: a typo in the address, a card moved to another slot or
+    renumbered after a BIOS change, or one that is powered down. pciback cannot hold a device that is
+    not there, so xl cannot assign it and the domain does not start; hiding it at boot changes
+    nothing. Find the device's address now (lspci -D) and correct the pci= entry.""",
+    role="domu",
+)
+def absent_device(chk: Check, a: Analysis) -> Iterator[Finding]:
+    for config, spec, bdf in _absent_entries(a):
+        yield chk.finding(
+            f"{config.path} passes {bdf} through, but there is no such device in sys/bus/pci/devices",
+            device=str(bdf),
+            evidence=[spec.evidence],
+        )
+
+
+def _absent_entries(a: Analysis) -> Iterator[tuple[XlConfig, PciSpec, Bdf]]:
+    """xl pci= entries naming one function that the live sysfs does not list (--device counts as present)."""
+    if not a.system.sysfs:
+        return
+    present = {d.bdf for d in (*a.system.devices, *a.system.offline_devices)}
+    for config in a.domu_configs:
+        for spec in config.pci:
+            if spec.domain is None or spec.bus is None or spec.slot is None or spec.func is None:
+                continue  # `name=` entries and `F = *` name what is there
+            bdf = Bdf(spec.domain, spec.bus, spec.slot, spec.func)
+            if bdf not in present:
+                yield config, spec, bdf
+
+
+def _absent(a: Analysis) -> Iterator[Bdf]:
+    return (bdf for _, _, bdf in _absent_entries(a))
