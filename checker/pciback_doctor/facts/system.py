@@ -156,31 +156,19 @@ def read_builtin_pci(
         shown = opts.kernel_image
         data = _read_explicit(opts.kernel_image, "--kernel-image", KERNEL_IMAGE, text=False)
     else:
-        found = (
-            next(
-                (
-                    (rel, d)
-                    for rel in kernel_image_candidates(release)
-                    if (d := root.read_bytes(rel, KERNEL_IMAGE))
-                ),
-                None,
-            )
-            if release is not None
-            else None
-        )
+        candidates = kernel_image_candidates(release) if release is not None else ()
+        found = next(((rel, d) for rel in candidates if (d := root.read_bytes(rel, KERNEL_IMAGE))), None)
         if found is None:
             return None
         shown, data = found
     vmlinux, error = vmlinux_of(data)
-    if vmlinux is None:  # an arm64 Image is no ELF and no bzImage: its own reader
+    if vmlinux is not None:
+        tables = read_builtin_pci_drivers(vmlinux, shown)
+    else:  # an arm64 Image is no ELF and no bzImage: its own reader
         from pciback_doctor.facts.arm64_image import arm64_builtin_pci
 
-        arm64 = arm64_builtin_pci(data, shown)
-    tables = (
-        (arm64 or BuiltinPciDrivers(shown, (), error or "no vmlinux in the kernel image"))
-        if vmlinux is None
-        else read_builtin_pci_drivers(vmlinux, shown)
-    )
+        no_vmlinux = BuiltinPciDrivers(shown, (), error or "no vmlinux in the kernel image")
+        tables = arm64_builtin_pci(data, shown) or no_vmlinux
     if opts.kernel_image and tables.error:  # named on the command line: unusable is a usage error
         raise UsageError(f"--kernel-image {shown}: {tables.error}")
     return tables
