@@ -53,6 +53,16 @@ _X86_DOM0 = (("CONFIG_XEN_DOM0", "y"), ("CONFIG_XEN_BACKEND", "y"))
 _ARM_DOM0 = (("CONFIG_XEN", "y"), ("CONFIG_XEN_DOM0", "y"), ("CONFIG_XEN_BACKEND", "y"))
 
 # fmt: off
+_X86_64 = Arch(name="x86_64", detected_by="CONFIG_X86_64",
+               backend="CONFIG_XEN_PCIDEV_BACKEND", backend_kind="full", module="xen_pciback",
+               dom0=_X86_DOM0, pv="CONFIG_XEN_PV", frontend="CONFIG_XEN_PCIDEV_FRONTEND", guests="PV, PVH, HVM",
+               dom0_fix=("make xen.config",), dom0_note="kernel/configs/xen.config sets XEN, XEN_DOM0, XEN_BACKEND",
+               backend_fix="scripts/config --module XEN_PCIDEV_BACKEND")
+_ARM64 = Arch(name="arm64", detected_by="CONFIG_ARM64",
+              backend="CONFIG_XEN_PCIDEV_STUB", backend_kind="stub", module="xen_pciback",
+              dom0=_ARM_DOM0, pv=None, frontend=None, guests="one type (xl's pvh)",
+              dom0_fix=("make xen.config",), dom0_note="XEN_DOM0 and XEN_BACKEND follow CONFIG_XEN on Arm",
+              backend_fix="scripts/config --module XEN_PCIDEV_STUB")
 ARCHES: tuple[Arch, ...] = (
     Arch(name="xenlinux", detected_by="CONFIG_XEN_PRIVILEGED_GUEST",
          backend="CONFIG_XEN_PCIDEV_BACKEND", backend_kind="full", module="pciback",
@@ -61,32 +71,16 @@ ARCHES: tuple[Arch, ...] = (
          dom0_fix=("scripts/config --enable XEN_PRIVILEGED_GUEST --enable XEN_BACKEND", "make oldconfig"),
          dom0_note="the XenLinux tree's dom0 switch",
          backend_fix="scripts/config --module XEN_PCIDEV_BACKEND"),
-    Arch(name="x86_64", detected_by="CONFIG_X86_64",
-         backend="CONFIG_XEN_PCIDEV_BACKEND", backend_kind="full", module="xen_pciback",
-         dom0=_X86_DOM0, pv="CONFIG_XEN_PV", frontend="CONFIG_XEN_PCIDEV_FRONTEND", guests="PV, PVH, HVM",
-         dom0_fix=("make xen.config",), dom0_note="kernel/configs/xen.config sets XEN, XEN_DOM0, XEN_BACKEND",
-         backend_fix="scripts/config --module XEN_PCIDEV_BACKEND"),
+    _X86_64,
     Arch(name="i386", detected_by="CONFIG_X86_32",
          backend="CONFIG_XEN_PCIDEV_BACKEND", backend_kind="full", module="xen_pciback",
          dom0=_X86_DOM0, pv="CONFIG_XEN_PV", frontend="CONFIG_XEN_PCIDEV_FRONTEND",
          guests="HVM, PVH (PV before Linux 5.9)",
          dom0_fix=(), dom0_note="build for x86_64: XEN_DOM0 needs XEN_PV, which Linux 5.9 removed for 32-bit x86",
          backend_fix="scripts/config --module XEN_PCIDEV_BACKEND"),
-    Arch(name="x86", detected_by="",  # an x86 header without CONFIG_X86_64 / CONFIG_X86_32 lines
-         backend="CONFIG_XEN_PCIDEV_BACKEND", backend_kind="full", module="xen_pciback",
-         dom0=_X86_DOM0, pv="CONFIG_XEN_PV", frontend="CONFIG_XEN_PCIDEV_FRONTEND", guests="PV, PVH, HVM",
-         dom0_fix=("make xen.config",), dom0_note="kernel/configs/xen.config sets XEN, XEN_DOM0, XEN_BACKEND",
-         backend_fix="scripts/config --module XEN_PCIDEV_BACKEND"),
-    Arch(name="arm64", detected_by="CONFIG_ARM64",
-         backend="CONFIG_XEN_PCIDEV_STUB", backend_kind="stub", module="xen_pciback",
-         dom0=_ARM_DOM0, pv=None, frontend=None, guests="one type (xl's pvh)",
-         dom0_fix=("make xen.config",), dom0_note="XEN_DOM0 and XEN_BACKEND follow CONFIG_XEN on Arm",
-         backend_fix="scripts/config --module XEN_PCIDEV_STUB"),
-    Arch(name="arm", detected_by="CONFIG_ARM",
-         backend="CONFIG_XEN_PCIDEV_STUB", backend_kind="stub", module="xen_pciback",
-         dom0=_ARM_DOM0, pv=None, frontend=None, guests="one type (xl's pvh)",
-         dom0_fix=("make xen.config",), dom0_note="XEN_DOM0 and XEN_BACKEND follow CONFIG_XEN on Arm",
-         backend_fix="scripts/config --module XEN_PCIDEV_STUB"),
+    replace(_X86_64, name="x86", detected_by=""),  # an x86 header without CONFIG_X86_64 / _32 lines
+    _ARM64,
+    replace(_ARM64, name="arm", detected_by="CONFIG_ARM"),
 )
 OTHER = Arch(name="other", detected_by="", backend="", backend_kind="none", module="xen_pciback",
              dom0=(("CONFIG_XEN", "y"),), pv=None, frontend=None, guests="none", dom0_fix=(),
