@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import threading
+import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -158,3 +161,28 @@ def test_the_kernel_image_option_gives_the_built_in_tables(tmp_path: Path) -> No
         "serial",
         "builtin",
     )
+
+
+def test_with_no_device_to_predict_the_kernel_image_is_not_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # decompressing the kernel for its id tables is the slowest read of a check: a system that
+    # wants no device passed through answers without waiting for it (it runs on a thread)
+    import pciback_doctor.facts.system as system
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow(*_args: object) -> None:
+        started.set()
+        release.wait(60)
+
+    monkeypatch.setattr(system, "read_builtin_pci", slow)
+    root = _root(tmp_path, "module-modprobe-options", vmlinux(SERIAL))
+    (root / "etc/modprobe.d/xen-pciback.conf").write_text("# nothing hidden\n")
+    try:
+        begun = time.monotonic()
+        run = doctor("--root", str(root), "--kernel", K, "--format", "json")
+        assert run.code in (0, 1) and run.json()["devices"] == [], run.err
+        assert started.is_set() and time.monotonic() - begun < 30  # read, but never waited for
+    finally:
+        release.set()

@@ -174,7 +174,7 @@ class _Device:
             system.modules,
             system.modprobe,
             system.root.is_live and system.release == system.running_release,
-            system.builtin_pci,
+            system.builtin_pci(),
         )
 
     def observe(self, kind: str, message: str, *evidence: Evidence) -> None:

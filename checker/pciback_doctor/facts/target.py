@@ -83,8 +83,9 @@ class System:
     loaders: tuple[BackendLoader, ...] = ()
     late_bindings: tuple[LateBinding, ...] = ()
     problems: tuple[Evidence, ...] = field(default=())  # unreadable discovered inputs
-    # the built-in PCI drivers read from the kernel image, when the module tree does not list them
-    builtin_pci: BuiltinPciDrivers | None = None
+    # the built-in PCI drivers read from the kernel image, when the module tree does not list them:
+    # a call, since that read (decompressing the kernel) is waited for only when a device is predicted
+    builtin_pci: Callable[[], BuiltinPciDrivers | None] = field(default=lambda: None)
     # the backend's module file is listed but empty, garbage or unreadable: modprobe would fail
     backend_module_problem: Evidence | None = None
     platform: Platform = UNKNOWN  # which distribution: the tools its fixes name
