@@ -138,3 +138,53 @@ def test_pci_entry_naming_no_device(
         # seize=1 cannot help a device that is not there: no PB504 advice for it
         assert "0000:09:00.0" not in {f["device"] for f in findings if f["id"] == "PB504"}
     assert not [f for f in pb508 if f["device"] == "0000:05:00.0"]  # present in sysfs
+
+
+def _with_grub_menu(tmp_path: Path, default: str) -> Path:
+    """module-modprobe-options (modular backend, `options xen-pciback hide=(0000:05:00.0)`) with
+    Debian's GRUB menu of boot-debian-grub-xen for its kernel, `set default=` as given."""
+    root = tmp_path / "root"
+    shutil.copytree(FIXTURES / "module-modprobe-options", root, symlinks=True)
+    menu = (FIXTURES / "boot-debian-grub-xen/boot/grub/grub.cfg").read_text()
+    menu = menu.replace("6.1.0-18-amd64", "6.1.0-56-amd64").replace(
+        'set default="3>0>2"', f'set default="{default}"'
+    )
+    (root / "boot/grub").mkdir(parents=True)
+    (root / "boot/grub/grub.cfg").write_text(menu)
+    return root
+
+
+def test_a_default_entry_without_xen_passes_nothing_through(tmp_path: Path) -> None:
+    # Debian's plain 'Debian GNU/Linux' entry first in the menu, Xen's after it: after the reboot
+    # there is no dom0, and a modular backend refuses to load (xen_pcibk_init: -ENODEV)
+    bare = _with_grub_menu(tmp_path / "a", "0")
+    run = doctor("--root", str(bare), "--format", "json")
+    pb607 = [f for f in run.json()["findings"] if f["id"] == "PB607"]
+    assert len(pb607) == 1 and pb607[0]["severity"] == "error", run.out
+    assert "'Debian GNU/Linux'" in pb607[0]["message"] and "with Xen hypervisor" in pb607[0]["message"]
+    dev = devices(run)["0000:05:00.0"]
+    assert (dev["prediction"], dev["phase"]) == ("not-claimed", "kernel")
+    assert dev["winner"] == dev["native_driver"] and "without Xen" in dev["reason"]
+    # no fix is proven against a boot without Xen; before this, the cmdline fix put the token on
+    # GRUB_CMDLINE_LINUX_DEFAULT and "proved" it there
+    fix = doctor("fix", "--root", str(bare))
+    assert "without Xen: make a Xen entry the default first (PB607)" in fix.out + fix.err
+    assert "GRUB_CMDLINE_LINUX_DEFAULT" not in fix.out
+    # the Xen entry (menu 3, with Xen 4.17, the 6.1.0-56 kernel) as the default: no PB607
+    xen = _with_grub_menu(tmp_path / "b", "3>0>0")
+    run = doctor("--root", str(xen), "--format", "json")
+    assert "PB607" not in finding_ids(run)
+    assert "without Xen" not in devices(run)["0000:05:00.0"]["reason"]
+
+
+def test_a_default_entry_without_xen_and_nothing_to_pass_through_is_a_warning(tmp_path: Path) -> None:
+    bare = _with_grub_menu(tmp_path, "0")
+    (bare / "etc/modprobe.d/xen-pciback.conf").write_text("# nothing hidden\n")
+    run = doctor("--root", str(bare), "--format", "json")
+    assert [f["severity"] for f in run.json()["findings"] if f["id"] == "PB607"] == ["warning"]
+
+
+def test_a_menu_without_xen_entries_is_not_pb607() -> None:
+    # Fedora's BLS entries boot Linux, and this menu has no Xen entry at all: nothing to point at
+    run = doctor("--root", str(FIXTURES / "boot-fedora-bls"), "--format", "json")
+    assert "PB607" not in finding_ids(run)

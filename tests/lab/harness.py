@@ -107,10 +107,14 @@ class Scenario:
     #: Other projects' dracut modules (directory names under `PEERS`, e.g. `90qubes-pciback`),
     #: copied verbatim into the private dracut tree and added to the `-m` list.
     peer_modules: tuple[str, ...] = ()
+    #: Boot the kernel under Xen (as dom0); False: the kernel alone on the machine, as a default boot
+    #: entry without Xen starts it (its console then is the serial port, not Xen's hvc0).
+    xen: bool = True
 
     def cmdline(self) -> str:
         """dom0's full kernel command line for this boot (what `/proc/cmdline` shows)."""
-        return f"{BASE_DOM0_ARGS} {self.dom0_args}".strip()
+        base = BASE_DOM0_ARGS if self.xen else BASE_DOM0_ARGS.replace("console=hvc0", "console=ttyS0")
+        return f"{base} {self.dom0_args}".strip()
 
     def key(self) -> str:
         """A digest of everything that determines the image (not the name, not the boot):
@@ -432,13 +436,11 @@ def qemu_command(scenario: Scenario, image: Path, smp: int = 1) -> list[str]:
         "-no-reboot",
         "-nic",
         "none",
-        "-kernel",
-        str(xen_elf()),
-        "-append",
-        XEN_ARGS,
-        "-initrd",
-        modules,
     ]
+    if scenario.xen:
+        cmd += ["-kernel", str(xen_elf()), "-append", XEN_ARGS, "-initrd", modules]
+    else:
+        cmd += ["-kernel", str(vmlinuz), "-append", dom0, "-initrd", str(image)]
     for device in scenario.devices:
         cmd += ["-device", device]
     return cmd

@@ -196,6 +196,21 @@ SCENARIOS: dict[str, Scenario] = {
             devices=(E1000E_DEV, SERIAL_DEV),
             **BUILTIN,
         ),
+        # 16-17. the same kernels started without Xen (a default boot entry without the hypervisor):
+        # the module refuses to load outside dom0 (xen_pcibk_init: -ENODEV), while a built-in
+        # backend's pcistub_init runs at fs_initcall whatever the machine and still takes its devices
+        Scenario(
+            "bare-hide-softdep",
+            dom0_args=f"xen-pciback.hide=({E1000E})",
+            modprobe_d={"xen-pciback.conf": "softdep e1000e pre: xen-pciback\n"},
+            xen=False,
+        ),
+        Scenario(
+            "bare-builtin-hide",
+            dom0_args=f"xen-pciback.hide=({E1000E})",
+            xen=False,
+            **BUILTIN,
+        ),
         *QUBES_SCENARIOS,
     )
 }
@@ -236,6 +251,8 @@ EXPECTED: dict[str, dict[str, str]] = {
     "builtin-modprobe-only": {E1000E: "e1000e"},
     "builtin-malformed": {E1000E: "e1000e", SERIAL: "serial"},
     "builtin-e1000e-builtin": {E1000E: "pciback", SERIAL: "serial"},
+    "bare-hide-softdep": {E1000E: "e1000e"},
+    "bare-builtin-hide": {E1000E: "pciback"},
     "driver-pre-minimal": {E1000E: "e1000e"},
     "modules-load": {E1000E: "e1000e"},
     # under systemd: rd.driver.pre works without kernel-modules; modules-load.d is read

@@ -210,6 +210,19 @@ class _Device:
             return self.unknown(
                 None, "whether the kernel has the PCI backend is unknown (no config, no module tree)"
             )
+        bare = self.system.boots_without_xen
+        if bare is not None and mode == "module":
+            # xen_pcibk_init returns -ENODEV unless xen_initial_domain(): outside dom0 the module
+            # never loads, so no pciback driver exists for a hook or a unit to bind to either
+            # (a built-in backend is another matter: pcistub_init runs at fs_initcall either way)
+            return Prediction(
+                Verdict.NOT_CLAIMED,
+                Phase.KERNEL,
+                self.native.name or "none",
+                f"the next boot starts '{bare.title}', Linux without Xen: xen-pciback refuses to "
+                "load outside dom0 (xen_pcibk_init returns -ENODEV)",
+                bare.evidence[:1],
+            )
         if self.system.cmdline is None:
             self.observe("no-cmdline", "no kernel command line for the next boot")
         if mode == "builtin":

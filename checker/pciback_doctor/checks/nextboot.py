@@ -120,6 +120,47 @@ def stale_bootloader(chk: Check, a: Analysis) -> Iterator[Finding]:
 
 
 @check(
+    "PB607",
+    Severity.ERROR,
+    "The next boot does not start Xen",
+    """The entry the bootloader starts next boots Linux by itself, while the menu has Xen entries: after the
+    reboot there is no hypervisor, no dom0 and no domU, and nothing is passed through. A modular xen-pciback
+    does not even load (xen_pcibk_init returns -ENODEV outside dom0), so every device goes to its native
+    driver. Make a Xen entry the default: GRUB_DEFAULT in etc/default/grub (on Debian, the
+    etc/default/grub.d/xen.cfg that the Xen packages install sets it to the Xen entry unless
+    XEN_OVERRIDE_GRUB_DEFAULT=0), then regenerate grub.cfg; with GRUB_DEFAULT=saved, grub-set-default
+    (grub2-set-default) names the entry. The doctor offers no other fix while this holds: a fix proven on a
+    boot without Xen proves nothing. An error when devices are meant for passthrough, else a warning.""",
+)
+def next_boot_without_xen(chk: Check, a: Analysis) -> Iterator[Finding]:
+    next_boot = a.system.next_boot
+    entry = a.system.boots_without_xen
+    if next_boot is None or entry is None:
+        return
+    from pciback_doctor.facts.bootloader import grub_variables  # `kernel` and `domu` never get here
+
+    xen = next(e for e in next_boot.entries if e.is_xen)
+    wanted = bool(a.devices) or any(c.pci for c in a.domu_configs)
+    grub_cfg = xen.evidence[0].path if xen.source == "grub" and xen.evidence else None
+    default = grub_variables(a.system.root).get("GRUB_DEFAULT")
+    if default == "saved":
+        tool = "grub2-set-default" if a.system.platform.family == "fedora" else "grub-set-default"
+        how = f"{tool} '{xen.title}' (GRUB_DEFAULT=saved)"
+    else:
+        where = "etc/default/grub"
+        if a.system.root.exists("etc/default/grub.d/xen.cfg"):
+            where += " (or XEN_OVERRIDE_GRUB_DEFAULT=1 in etc/default/grub.d/xen.cfg)"
+        how = f'GRUB_DEFAULT="{xen.title}" in {where}, then {a.system.platform.grub_update(grub_cfg)}'
+    yield chk.finding(
+        f"the next boot starts '{entry.title}', Linux without Xen ({next_boot.why}): no dom0 and no "
+        f"passthrough after the reboot; the Xen entries include '{xen.title}'",
+        evidence=[*entry.evidence[:1], *xen.evidence[:1]],
+        severity=None if wanted else Severity.WARNING,
+        fixes=[Fix("bootloader", f"make a Xen entry the default: {how}")],
+    )
+
+
+@check(
     "PB606",
     Severity.ERROR,
     "xen-pciback.hide= on Xen's own command line",

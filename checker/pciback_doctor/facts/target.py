@@ -13,7 +13,7 @@ from pciback_doctor.facts.dracutconf import DracutConfig
 from pciback_doctor.facts.platform import UNKNOWN, Platform
 
 if TYPE_CHECKING:
-    from pciback_doctor.facts.bootloader import NextBoot
+    from pciback_doctor.facts.bootloader import BootEntry, NextBoot
     from pciback_doctor.facts.builtin_pci import BuiltinPciDrivers
     from pciback_doctor.facts.cmdline import Cmdline
     from pciback_doctor.facts.domu import DomuKernel
@@ -66,6 +66,13 @@ class System:
     @property
     def cmdline_source(self) -> str | None:
         return self.cmdline.source if self.cmdline else None
+
+    @property
+    def boots_without_xen(self) -> BootEntry | None:
+        """The next boot's entry when it starts the target kernel without Xen while the menu has
+        Xen entries (NextBoot.without_xen), for the kernel the doctor looks at."""
+        entry = self.next_boot.without_xen if self.next_boot is not None else None
+        return entry if entry is not None and entry.kernel_release in (None, self.release) else None
 
     devices: tuple[PciDevice, ...]
     sysfs: bool  # a sysfs PCI tree was there to look at

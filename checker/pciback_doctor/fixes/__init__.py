@@ -75,6 +75,8 @@ def applicable_generic(a: Analysis, dev: DevicePrediction, dracut: bool) -> list
 def precondition(strategy: str, a: Analysis) -> str | None:
     """Why `strategy` cannot work on this system whatever the devices, or None when it can."""
     mode = a.backend.backend.mode
+    if (bare := a.system.boots_without_xen) is not None:  # proven on a boot without Xen, a fix proves nothing
+        return f"the next boot starts '{bare.title}', without Xen: make a Xen entry the default first (PB607)"
     if mode == "missing":
         arch = a.backend.arch
         if arch is not None and arch.backend_kind == "none":
@@ -604,7 +606,7 @@ def offers(a: Analysis, only: str | None = None) -> list[Offer]:
     if not devices:
         return []
     found: list[Offer] = []
-    if only is None:
+    if only is None and a.system.boots_without_xen is None:
         due: list[str] = []
         for commands in _regenerate(a):
             result = outcome(a, simulate(a, commands))

@@ -31,6 +31,15 @@ class NextBoot:
     problems: tuple[BootProblem, ...] = ()
     bootloader: str | None = None  # "grub" | "systemd-boot" | "xen.efi"
 
+    @property
+    def without_xen(self) -> BootEntry | None:
+        """The next boot's entry when it starts a Linux kernel itself, with no hypervisor under it,
+        while the menu has Xen entries: Xen is installed but not what boots next."""
+        entry = self.entry
+        if entry is None or entry.is_xen or entry.xen_path is not None or entry.kernel_path is None:
+            return None
+        return entry if any(e.is_xen for e in self.entries) else None
+
 
 def find_next_boot(root: Root) -> NextBoot:
     """The entry the boot loader starts next, every entry seen, and why that one."""
