@@ -170,6 +170,33 @@ def test_prediction_equals_boot(
             assert (dev["prediction"], winner) == ("not-claimed", observed), (name, bdf, dev)
 
 
+def test_bare_boot_without_xen_is_pb607_and_the_module_never_loads(
+    lab_images: dict[str, Path], lab_boots: dict[str, BootResult], tmp_path: Path
+) -> None:
+    """The default entry starts the kernel alone: the boot shows e1000e (xen_pcibk_init returns
+    -ENODEV outside dom0, the softdep's xen-pciback never loads), and the doctor says why (PB607)."""
+    from scenarios import SCENARIOS
+
+    from helpers import doctor
+
+    result = lab_boots["bare-hide-softdep"]
+    assert result.early.get("proc_xen") == "no" and result.owners.get(E1000E) == "e1000e", describe(result)
+    predicted = predict_for(SCENARIOS["bare-hide-softdep"], lab_images["bare-hide-softdep"], tmp_path)
+    assert "without Xen" in predicted[E1000E]["reason"]
+    run = doctor("--root", str(tmp_path), "--kernel", predicted_release(), "--format", "json",
+                 "--device", f"{E1000E}={DEVICE_IDS['e1000e']}")  # fmt: skip
+    assert [f["severity"] for f in run.json()["findings"] if f["id"] == "PB607"] == ["error"], run.out
+    # a built-in backend is another matter: pcistub_init runs at fs_initcall on any machine
+    builtin = lab_boots["bare-builtin-hide"]
+    assert builtin.lines("xen_pciback: seizing device") and builtin.owners.get(E1000E) == "pciback"
+
+
+def predicted_release() -> str:
+    from harness import dom0_kernel
+
+    return dom0_kernel("amd64")[2]
+
+
 def test_doctor_reports_the_malformed_list_and_strict_stop(
     lab_images: dict[str, Path], tmp_path: Path
 ) -> None:
