@@ -190,3 +190,23 @@ def test_dracut_module_cannot_bind_when_the_hide_value_is_malformed(tmp_path: Pa
     )
     assert (dev["prediction"], dev["winner"]) == ("not-claimed", "none")
     assert "PB201" in ids
+
+
+def test_a_dead_classic_line_missing_from_the_image_is_no_stale_image(tmp_path: Path) -> None:
+    # `options pciback` names no module (kmod matches options to xen_pciback, PB105): an image
+    # built before it was written lacks nothing that matters, so no PB402 "rebuild" error
+    root = root_with_kernel(tmp_path)
+    conf = root / "etc/modprobe.d/xen-pciback.conf"
+    in_image = conf.read_bytes()
+    conf.write_bytes(in_image + b"options pciback hide=(0000:05:00.0)\n")
+    img = image(
+        tmp_path, *initramfs_tools(E1000E, BACKEND, file("etc/modprobe.d/xen-pciback.conf", in_image))
+    )
+    run = doctor("--root", str(root), "--kernel", K, "--initramfs", str(img), "--format", "json")
+    ids = finding_ids(run)
+    assert "PB105" in ids and "PB402" not in ids, ids
+    # a live line missing from the image still is one
+    conf.write_bytes(in_image + b"options xen-pciback permissive=1\n")
+    assert "PB402" in finding_ids(
+        doctor("--root", str(root), "--kernel", K, "--initramfs", str(img), "--format", "json")
+    )

@@ -40,8 +40,10 @@ def unreadable(chk: Check, a: Analysis) -> Iterator[Finding]:
 
 
 def _relevant(a: Analysis) -> set[str]:
-    """Modules whose modprobe.d settings decide the outcome: the backend and the natives in play."""
-    names = {"xen_pciback", "pciback"}
+    """Modules whose modprobe.d settings decide the outcome: the backend and the natives in play.
+    Not `pciback`: kmod applies options to the module's own name (after alias resolution), so an
+    `options pciback` line is dead on every kernel since 3.1 (PB105) and no image needs a copy."""
+    names = {a.backend.backend.module}
     names.update(d.native.name for d in a.devices if d.native.name)
     return names
 
