@@ -165,3 +165,19 @@ def test_modprobe_fix_retires_the_classic_lines(tmp_path: Path) -> None:
     ids = finding_ids(doctor("--root", str(root), "--format", "json"))
     assert "PB304" not in ids
     assert ids.count("PB105") == 1  # only proc/cmdline's pciback.hide= is left: the current boot
+
+
+def test_a_hidden_device_missing_from_sysfs_is_kept_but_not_counted(tmp_path: Path) -> None:
+    # the admin's hide names a card sysfs does not list (a typo, a card that moved): it is no
+    # one's before or after a fix, so "N of N claimed" counts the others, and the fix keeps it
+    root = copy_fixture("module-modprobe-options", tmp_path)
+    (root / "etc/modprobe.d/xen-pciback.conf").write_text(
+        "options xen-pciback hide=(0000:05:00.0)(0000:42:00.0)\n"
+    )
+    run = doctor("--root", str(root), "--format", "json")
+    gone = devices(run)["0000:42:00.0"]
+    assert gone["prediction"] == "unknown" and "not in sysfs" in gone["reason"]
+    assert "PB205" in finding_ids(run)
+    fix = doctor("fix", "--root", str(root), "--strategy", "modprobe")
+    assert "1 of 1 claimed (0000:42:00.0 not in sysfs)" in fix.out
+    assert "hide=(0000:05:00.0)(0000:42:00.0)" in fix.out

@@ -210,6 +210,16 @@ class _Device:
             return self.unknown(
                 None, "whether the kernel has the PCI backend is unknown (no config, no module tree)"
             )
+        if self.device is None and self.system.sysfs:
+            # sysfs was there to look at and lists no such device (PB205, PB508): nothing binds
+            # what is not there; whether it will be there at the next boot is not known
+            return Prediction(
+                Verdict.UNKNOWN,
+                None,
+                None,
+                "not in sysfs: no driver takes a device that is not there (a typo, or a card that "
+                "moved); give --device BDF=VVVV:DDDD:CCCCCC if it will be there at the next boot",
+            )
         bare = self.system.boots_without_xen
         if bare is not None and mode == "module":
             # xen_pcibk_init returns -ENODEV unless xen_initial_domain(): outside dom0 the module

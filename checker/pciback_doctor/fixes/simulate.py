@@ -85,6 +85,7 @@ class Outcome:
     unclaimed: tuple[tuple[Bdf, str], ...]  # still not claimed, with the model's reason
     worse: tuple[tuple[Bdf, str], ...]  # was claimed, is not any more
     after: Analysis
+    absent: tuple[Bdf, ...] = ()  # named, but not in sysfs: neither counted nor in the way
 
     @property
     def passes(self) -> bool:
@@ -101,7 +102,8 @@ class Outcome:
             if not c.startswith(("make ", "systemctl "))
         ]
         after = f"after this fix and {', '.join(dict.fromkeys(steps))}" if steps else "after this fix"
-        return f"{after}: {self.claimed} of {self.total} claimed"
+        gone = f" ({', '.join(map(str, self.absent))} not in sysfs)" if self.absent else ""
+        return f"{after}: {self.claimed} of {self.total} claimed{gone}"
 
 
 def simulate(a: Analysis, fix: Fix, token: str | None = None) -> Analysis:
@@ -146,7 +148,11 @@ def outcome(before: Analysis, after: Analysis) -> Outcome:
     now = {d.bdf: d for d in after.devices}
     unclaimed: list[tuple[Bdf, str]] = []
     worse: list[tuple[Bdf, str]] = []
+    # a device sysfs does not list is no one's, before or after: a fix is judged on the others
+    absent = tuple(d.bdf for d in before.devices if d.device is None and before.system.sysfs)
     for d in before.devices:
+        if d.bdf in absent:
+            continue
         new = now.get(d.bdf)
         reason = new.prediction.reason if new else "no longer considered"
         if new is not None and new.prediction.verdict is Verdict.CLAIMED:
@@ -155,8 +161,8 @@ def outcome(before: Analysis, after: Analysis) -> Outcome:
             worse.append((d.bdf, reason))
         else:
             unclaimed.append((d.bdf, reason))
-    total = len(before.devices)
-    return Outcome(total - len(unclaimed) - len(worse), total, tuple(unclaimed), tuple(worse), after)
+    total = len(before.devices) - len(absent)
+    return Outcome(total - len(unclaimed) - len(worse), total, tuple(unclaimed), tuple(worse), after, absent)
 
 
 # -- the command line after update-grub (or grubby, or an edit by hand) -----------------------------
