@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import copy_fixture, devices, doctor, finding_ids
+from helpers import FIXTURES, copy_fixture, devices, doctor, finding_ids
 
 
 def test_diff_is_printed_and_nothing_written(tmp_path: Path) -> None:
@@ -81,6 +81,30 @@ def test_late_binding_is_recognised_after_write(tmp_path: Path) -> None:
     assert (dev["prediction"], dev["phase"]) == ("claimed", "rootfs")
     if shutil.which("sh"):
         assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
+
+
+def test_late_binding_on_xcp_ng_comes_before_xapi_domains(tmp_path: Path) -> None:
+    # XenServer/XCP-ng start their VMs from xapi-domains.service (xapi-autostart-vms, after
+    # xapi.service); no xendomains exists there, so a unit ordered only before it orders nothing
+    root = copy_fixture("classic-pciback-hide", tmp_path)
+    xcpng = FIXTURES / "xcpng-8.3-malformed-hide/etc"
+    shutil.copyfile(xcpng / "os-release", root / "etc/os-release")
+    shutil.copyfile(xcpng / "xensource-inventory", root / "etc/xensource-inventory")
+    run = doctor("fix", "--root", str(root), "--strategy", "late-binding", "--write")
+    assert run.code == 0, run.err
+    unit = root / "etc/systemd/system/xen-pciback-bind.service"
+    assert "Before=xapi-domains.service xapi.service\n" in unit.read_text()
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True)
+    (wants / unit.name).symlink_to(f"/etc/systemd/system/{unit.name}")
+    dev = devices(doctor("--root", str(root), "--format", "json"))["0000:05:00.0"]
+    assert (dev["prediction"], dev["phase"]) == ("claimed", "rootfs"), dev
+    # the Debian unit's ordering (xendomains) on XCP-ng: nothing orders it before the VMs start
+    unit.write_text(
+        unit.read_text().replace("Before=xapi-domains.service xapi.service", "Before=xendomains.service")
+    )
+    dev = devices(doctor("--root", str(root), "--format", "json"))["0000:05:00.0"]
+    assert dev["prediction"] != "claimed", dev
 
 
 def test_dracut_strategy_only_offered_for_dracut_images(tmp_path: Path) -> None:

@@ -223,7 +223,7 @@ UNITS = [
 def test_dracut_conf_and_services(data: str) -> None:
     with finishes():
         parse_dracut_conf(data, "etc/dracut.conf.d/x.conf")
-        parse_unit("etc/systemd/system/x.service", data)
+        parse_unit("etc/systemd/system/x.service", data, ("xendomains.service", "xapi-domains.service"))
         backend_loaders("modules-load", "etc/modules-load.d/x.conf", data)
         backend_loaders("xencommons", "etc/default/xencommons", data)
         late_bindings("usr/local/bin/bind", data, True)

@@ -25,6 +25,15 @@ class Platform:
     os_name: str = ""
 
     @property
+    def domain_services(self) -> tuple[str, ...]:
+        """The units that start the domains at boot, which a late binding must come before: xapi's
+        xapi-domains.service (xapi-autostart-vms, after xapi.service) on XenServer/XCP-ng, where no
+        xendomains exists; the xl toolstack's xendomains elsewhere."""
+        if self.family == "xenserver":
+            return ("xapi-domains.service", "xapi.service")
+        return ("xendomains.service", "xen-domains.service", "xendomains")
+
+    @property
     def initramfs_systemd(self) -> bool | None:
         """Whether its initramfs runs systemd, when the platform decides it: the Fedora family
         (Fedora, RHEL, Qubes) builds with dracut and its systemd modules; elsewhere the image says."""

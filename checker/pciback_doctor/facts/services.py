@@ -14,7 +14,6 @@ BACKEND_WORD = re.compile(r"\b(xen[-_]pciback)\b")
 _BDF_WORD = re.compile(r"\b((?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])\b")
 # What a late-binding script does with a BDF: pciback's new_slot/bind, driver_override, or xl.
 _BINDS = re.compile(r"pciback/(new_slot|bind)|driver_override|pci-assignable-add")
-DOMAIN_SERVICES = ("xendomains.service", "xen-domains.service", "xendomains")
 # systemd-modules-load's search path (modules-load.d(5)), highest priority first
 MODULES_LOAD_DIRS = (
     "etc/modules-load.d",
@@ -112,7 +111,8 @@ class Unit:
     inline: str  # the ExecStart command lines themselves
 
 
-def parse_unit(path: str, text: str) -> Unit:
+def parse_unit(path: str, text: str, domain_services: Sequence[str]) -> Unit:
+    """`domain_services`: the units that start the domains on this platform (Platform.domain_services)."""
     execs: list[str] = []
     commands: list[str] = []
     before = False
@@ -129,6 +129,6 @@ def parse_unit(path: str, text: str) -> Unit:
                 if word.startswith("/") and not word.startswith("/sys"):
                     execs.append(word)
                     break
-        elif key == "Before" and any(s in value for s in DOMAIN_SERVICES):
+        elif key == "Before" and any(s in value.split() for s in domain_services):
             before = True
     return Unit(path, tuple(execs), before, "\n".join(commands))

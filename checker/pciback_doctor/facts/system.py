@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pciback_doctor.arches import names_arch
@@ -352,7 +352,7 @@ def read_loaders(root: Root) -> list[BackendLoader]:
     return found
 
 
-def read_late_bindings(root: Root) -> list[LateBinding]:
+def read_late_bindings(root: Root, domain_services: Sequence[str]) -> list[LateBinding]:
     found: list[LateBinding] = []
     units: dict[str, str] = {}
     for directory in UNIT_DIRS:
@@ -367,7 +367,7 @@ def read_late_bindings(root: Root) -> list[LateBinding]:
             text = root.read_text(f"{directory}/{name}")
             if text is None:
                 continue
-            service = parse_unit(f"{directory}/{name}", text)
+            service = parse_unit(f"{directory}/{name}", text, domain_services)
             found += late_bindings(service.path, service.inline, service.before_domains)
             for script in service.exec_paths:
                 body = _script_text(root, script.lstrip("/"))
@@ -520,6 +520,7 @@ def _proc_cmdline(root: Root) -> Cmdline | None:
 def collect(opts: Options, editable: Iterable[str] = ()) -> System:
     """`editable`: the files whose current text `System.files` keeps (fixes.EDITABLE for the CLI)."""
     root = open_root(opts.root)  # a directory, or a snapshot archive (facts/snapshot.py)
+    platform = detect_platform(root)
     next_boot = find_next_boot(root)
     entry = next_boot.entry
     if opts.kernel and entry is not None and entry.kernel_release not in (None, opts.kernel):
@@ -576,11 +577,11 @@ def collect(opts: Options, editable: Iterable[str] = ()) -> System:
         image=image,
         image_problem=image_problem,
         loaders=tuple(read_loaders(root)),
-        late_bindings=tuple(read_late_bindings(root)),
+        late_bindings=tuple(read_late_bindings(root, platform.domain_services)),
         problems=(*problems, *more),
         builtin_pci=builtin_pci,
         backend_module_problem=broken_backend,
-        platform=detect_platform(root),
+        platform=platform,
         # the kernel's bytes, only when no config says (a defconfig-form one often does not)
         machine=read_machine(opts, root, release, modules)
         if config is None or not names_arch(config)

@@ -536,11 +536,15 @@ for bdf in $DEVICES; do
 done
 exit $failed
 """
+    # the units that start domains on this platform (xapi's on XenServer/XCP-ng), and the xl
+    # toolstack's dom0 set-up, which a device for a driver domain must not meet unbound either
+    extra = () if a.system.platform.family == "xenserver" else XL_DOM0_SERVICES
+    before = " ".join(dict.fromkeys(s for s in (*a.system.platform.domain_services, *extra) if "." in s))
     unit = f"""{HEADER}
 [Unit]
 Description=Hand PCI passthrough devices to xen-pciback
 After=systemd-modules-load.service systemd-udev-settle.service
-Before=xendomains.service xen-qemu-dom0-disk-backend.service xen-init-dom0.service
+Before={before}
 DefaultDependencies=no
 
 [Service]
@@ -558,6 +562,9 @@ WantedBy=multi-user.target
         (FileChange(BIND_SCRIPT, script, executable=True), FileChange(BIND_UNIT, unit)),
         ("systemctl enable xen-pciback-bind.service",),
     )
+
+
+XL_DOM0_SERVICES = ("xen-qemu-dom0-disk-backend.service", "xen-init-dom0.service")
 
 
 def _already_bound_late(a: Analysis) -> set[Bdf]:

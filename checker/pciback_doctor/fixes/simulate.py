@@ -139,7 +139,7 @@ def simulate(a: Analysis, fix: Fix, token: str | None = None) -> Analysis:
         image=image,
         image_problem=problem if image is None else None,
         loaders=tuple(read_loaders(root)),
-        late_bindings=tuple(read_late_bindings(root)),
+        late_bindings=tuple(read_late_bindings(root, system.platform.domain_services)),
     )
     return analyse(after)
 
