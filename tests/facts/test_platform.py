@@ -107,3 +107,37 @@ def test_xcpng_fixture_is_xcpng_with_its_brand() -> None:
         "XCP-ng",
     )
     assert [e.path for e in platform.evidence] == ["etc/os-release", "etc/xensource-inventory"]
+
+
+UNIT = """[Unit]
+Before={before}
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'echo pciback > /sys/bus/pci/devices/0000:05:00.0/driver_override'
+"""
+
+
+@pytest.mark.parametrize(
+    ("fixture", "counted", "not_counted"),
+    [
+        # xl's xendomains starts the domains on Debian and the like
+        ("example", "xendomains.service", "qubesd.service"),
+        # XCP-ng: xapi-domains.service (after xapi.service) runs xapi-autostart-vms; no xendomains
+        ("xcpng-8.3-malformed-hide", "xapi-domains.service", "xendomains.service"),
+        # Qubes OS: every qvm-start (qubes-vm@, qubes-netvm) goes through qubesd
+        ("qubes-4.2-hide-pci-domain", "qubesd.service", "xendomains.service"),
+    ],
+)
+def test_a_late_binding_counts_as_early_only_before_the_platforms_domain_start(
+    tmp_path: Path, fixture: str, counted: str, not_counted: str
+) -> None:
+    from pciback_doctor.facts.system import read_late_bindings
+
+    platform = detect_platform(Root(FIXTURES / fixture))
+    for before, early in ((counted, True), (not_counted, False)):
+        root = tmp_path / before
+        (root / "etc/systemd/system/multi-user.target.wants").mkdir(parents=True)
+        (root / "etc/systemd/system/bind.service").write_text(UNIT.format(before=before))
+        (root / "etc/systemd/system/multi-user.target.wants/bind.service").symlink_to("../bind.service")
+        found = read_late_bindings(Root(root), platform.domain_services)
+        assert [(str(b.bdf), b.before_domains) for b in found] == [("0000:05:00.0", early)], (fixture, before)

@@ -28,9 +28,12 @@ class Platform:
     def domain_services(self) -> tuple[str, ...]:
         """The units that start the domains at boot, which a late binding must come before: xapi's
         xapi-domains.service (xapi-autostart-vms, after xapi.service) on XenServer/XCP-ng, where no
-        xendomains exists; the xl toolstack's xendomains elsewhere."""
+        xendomains exists; on Qubes OS qubesd.service, through which every qvm-start goes (the
+        qubes-vm@ and qubes-netvm units run qvm-start); the xl toolstack's xendomains elsewhere."""
         if self.family == "xenserver":
             return ("xapi-domains.service", "xapi.service")
+        if self.id == "qubes":
+            return ("qubesd.service",)
         return ("xendomains.service", "xen-domains.service", "xendomains")
 
     @property
