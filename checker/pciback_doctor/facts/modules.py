@@ -6,7 +6,7 @@ import fnmatch
 import functools
 import re
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pciback_doctor.facts.compression import decompress_bytes
@@ -66,7 +66,9 @@ class ModuleTree:
 
     @property
     def records_builtin_pci_ids(self) -> bool:
-        return records_pci_ids(self.builtin_aliases)
+        """modules.builtin.modinfo lists the PCI ids of built-in drivers (kernels that record
+        built-in modaliases); otherwise only the kernel image itself has them."""
+        return any(a.pattern.startswith("pci:") for a in self.builtin_aliases)
 
     def is_builtin(self, module: str) -> bool:
         return normalize(module) in self.builtin
@@ -88,12 +90,6 @@ def parse_builtin(text: str, path: str) -> dict[str, Evidence]:
         if line:
             result[module_name(line)] = Evidence(path, number, line)
     return result
-
-
-def records_pci_ids(builtin_aliases: Iterable[Alias]) -> bool:
-    """modules.builtin.modinfo lists the PCI ids of built-in drivers (kernels that record
-    built-in modaliases); otherwise only the kernel image itself has them."""
-    return any(a.pattern.startswith("pci:") for a in builtin_aliases)
 
 
 def parse_builtin_modinfo(data: bytes, path: str) -> tuple[tuple[Alias, ...], dict[str, tuple[str, ...]]]:

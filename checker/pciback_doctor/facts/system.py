@@ -40,7 +40,6 @@ from pciback_doctor.facts.modules import (
     parse_builtin_modinfo,
     parse_dep,
     read_modinfo,
-    records_pci_ids,
 )
 from pciback_doctor.facts.pci import PciDevice, device_from_spec
 from pciback_doctor.facts.platform import detect_platform
@@ -144,10 +143,13 @@ def kernel_image_candidates(release: str) -> tuple[str, ...]:
     return (f"boot/vmlinuz-{release}", f"usr/lib/modules/{release}/vmlinuz", f"lib/modules/{release}/vmlinuz")
 
 
-def read_builtin_pci(opts: Options, root: Root, release: str | None) -> BuiltinPciDrivers | None:
-    """The built-in drivers' PCI id tables read from the kernel image itself (for kernels that do
-    not record them in modules.builtin.modinfo: before 6.x's built-in modaliases); None when there
-    is no kernel image."""
+def read_builtin_pci(
+    opts: Options, root: Root, release: str | None, modules: ModuleTree | None
+) -> BuiltinPciDrivers | None:
+    """Kernels that do not record their built-in drivers' PCI ids in modules.builtin.modinfo
+    (before 6.x's built-in modaliases): read the id tables from the kernel image itself."""
+    if modules is None or modules.records_builtin_pci_ids:
+        return None  # nothing to match against, or the module tree already lists them
     from pciback_doctor.facts.kimage import vmlinux_of  # only for such kernels (start-up)
 
     if opts.kernel_image:
@@ -172,36 +174,20 @@ def read_builtin_pci(opts: Options, root: Root, release: str | None) -> BuiltinP
     return tables
 
 
-def _module_tree_at(opts: Options, root: Root, release: str | None) -> tuple[Root, str, str] | None:
-    """(the root it is under, its directory there, the path shown) of the target's module tree."""
+def read_module_tree(opts: Options, root: Root, release: str | None) -> ModuleTree | None:
     if opts.modules_dir:
         base = Path(opts.modules_dir)
         if not base.is_dir():
             raise UsageError(f"--modules-dir {opts.modules_dir}: not a directory")
-        return Root(base), "", opts.modules_dir.rstrip("/")
-    found = _module_dirs(root).get(release) if release is not None else None
-    return None if found is None else (root, found, found)
-
-
-def _builtin_modinfo(tree_root: Root, rel: str) -> bytes:
-    return tree_root.read_bytes(f"{rel}/modules.builtin.modinfo".lstrip("/")) or b""
-
-
-def needs_kernel_tables(opts: Options, root: Root, release: str | None) -> bool:
-    """Whether the built-in drivers' PCI ids must come from the kernel image: there is a module
-    tree to match against and its modules.builtin.modinfo does not record them."""
-    at = _module_tree_at(opts, root, release)
-    if at is None:
-        return False
-    aliases, _params = parse_builtin_modinfo(_builtin_modinfo(at[0], at[1]), at[2])
-    return not records_pci_ids(aliases)
-
-
-def read_module_tree(opts: Options, root: Root, release: str | None) -> ModuleTree | None:
-    found = _module_tree_at(opts, root, release)
-    if found is None:
-        return None
-    tree_root, rel, shown = found
+        tree_root, rel = Root(base), ""
+        shown = opts.modules_dir.rstrip("/")
+    else:
+        if release is None:
+            return None
+        found = _module_dirs(root).get(release)
+        if found is None:
+            return None
+        tree_root, rel, shown = root, found, found
 
     def text(name: str) -> str | None:
         return tree_root.read_text(f"{rel}/{name}".lstrip("/"), TEXT_FILE)
@@ -210,9 +196,10 @@ def read_module_tree(opts: Options, root: Root, release: str | None) -> ModuleTr
         return f"{shown}/{name}"
 
     builtin = parse_builtin(text("modules.builtin") or "", at("modules.builtin"))
-    b_aliases, b_params = parse_builtin_modinfo(
-        _builtin_modinfo(tree_root, rel), at("modules.builtin.modinfo")
+    modinfo_bytes = tree_root.read_bytes(
+        f"{rel}/modules.builtin.modinfo" if rel else "modules.builtin.modinfo"
     )
+    b_aliases, b_params = parse_builtin_modinfo(modinfo_bytes or b"", at("modules.builtin.modinfo"))
     if len(b_aliases) > ALIAS_COUNT.value:
         tree_root.unreadable.setdefault(
             at("modules.builtin.modinfo"), f"more than the {ALIAS_COUNT.describe()} limit"
@@ -508,10 +495,6 @@ def read_editable(root: Root, modprobe_files: dict[str, bytes], editable: Iterab
     return {rel: exact(data) for rel, data in raw.items()}
 
 
-def _no_tables() -> BuiltinPciDrivers | None:
-    return None
-
-
 def _proc_cmdline(root: Root) -> Cmdline | None:
     text = root.read_text("proc/cmdline")
     return None if text is None else parse_cmdline(text.strip(), "proc/cmdline")
@@ -528,17 +511,13 @@ def collect(opts: Options, editable: Iterable[str] = ()) -> System:
     release, why, running = select_release(opts, root, entry)
     # The initramfs is inflated while the rest is read: ISA-L, zlib and liblzma release the GIL.
     image_read = in_background(lambda: read_image(opts, root, release, entry))
-    # The built-in drivers' id tables (an xz decompression of the kernel: the slowest read of a
-    # check) overlap the initramfs inflate too, and are waited for only when a device is predicted.
-    builtin_pci = (
-        in_background(lambda: read_builtin_pci(opts, root, release))
-        if needs_kernel_tables(opts, root, release)
-        else _no_tables
-    )
-    if opts.kernel_image:
-        builtin_pci()  # named on the command line: an unusable one is a usage error in any case
     config, problems = read_config(opts, root, release, running)
     modules = read_module_tree(opts, root, release)
+    # the built-in id tables (decompressing the kernel image) overlap the initramfs inflate too,
+    # and are waited for only when a device is predicted
+    builtin_pci = in_background(lambda: read_builtin_pci(opts, root, release, modules))
+    if opts.kernel_image:
+        builtin_pci()  # named on the command line: an unusable one is a usage error in any case
     backend_modinfo, more, broken_backend = read_backend_modinfo(root, modules, opts)
     proc_cmdline = _proc_cmdline(root)
     modprobe_files = read_modprobe_files(root)
