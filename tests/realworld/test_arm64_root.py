@@ -28,25 +28,10 @@ def arm64() -> tuple[Path, str]:
 
 
 def check(root: Path, release: str, *extra: str) -> dict:  # type: ignore[type-arg]
-    run = doctor(
-        "check", "--root", str(root), "--kernel", release, "--cmdline", "ro", "--device", NIC, *extra
-    )
+    args = ("check", "--root", str(root), "--kernel", release, "--cmdline", "ro", "--device", NIC, *extra)
+    run = doctor(*args)
     assert "XEN_PCIDEV_BACKEND" not in run.out, run.out
-    json_run = doctor(
-        "check",
-        "--root",
-        str(root),
-        "--kernel",
-        release,
-        "--cmdline",
-        "ro",
-        "--device",
-        NIC,
-        "--format",
-        "json",
-        *extra,
-    )
-    return json_run.json()  # type: ignore[no-any-return]
+    return doctor(*args, "--format", "json").json()  # type: ignore[no-any-return]
 
 
 def test_the_real_package_has_the_stub(arm64: tuple[Path, str]) -> None:
@@ -120,22 +105,9 @@ def test_built_in_drivers_of_the_real_image(arm64: tuple[Path, str], tmp_path: P
     assert {"serial", "pcieport", "8250_pericom"} <= names
     serial = next(d for d in found.drivers if d.name == "serial")
     assert len(serial.ids) > 400  # 8250_pci's table
-    run = doctor(
-        "check",
-        "--root",
-        str(root),
-        "--kernel",
-        release,
-        "--cmdline",
-        "ro",
-        "--format",
-        "json",
-        "--device",
-        "0000:02:00.0=1415:c158:070002",
-        "--device",
-        NIC,
-    )
-    devices = {d["bdf"]: d for d in run.json()["devices"]}
+    devices = {
+        d["bdf"]: d for d in check(root, release, "--device", "0000:02:00.0=1415:c158:070002")["devices"]
+    }
     assert (
         devices["0000:02:00.0"]["winner"] == "serial" and devices["0000:02:00.0"]["native_mode"] == "builtin"
     )
